@@ -1,0 +1,97 @@
+"""Choosing a backend: the one place where that happens.
+
+A backend is a module that defines every name in :data:`OPS`. Layers, the
+model and the optimizers call ``backend.<op>(...)`` and never ask which
+backend runs.
+
+* ``"numpy"`` — :mod:`numpyvae.backend.reference`, the readable specification.
+* ``"numba"`` — :mod:`numpyvae.backend.numba_ops`, the same names as fused,
+  jitted kernels. Numba is imported only when this backend is chosen.
+
+The choice, in order of precedence: an explicit argument (``backend="numba"``
+or a backend module), the environment variable ``NUMPYVAE_BACKEND``, then the
+default: ``numba`` when it imports, else ``numpy``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+from . import reference
+
+#: The operations every backend provides.
+OPS = (
+    "activation_forward",
+    "activation_backward",
+    "linear_forward",
+    "linear_backward",
+    "matmul",
+    "reparameterize",
+    "reparameterize_backward",
+    "gaussian_kl",
+    "gaussian_kl_backward",
+    "latent_forward",
+    "latent_backward",
+    "bernoulli_nll",
+    "bernoulli_nll_backward",
+    "gaussian_nll",
+    "gaussian_nll_backward",
+    "bernoulli_nll_and_grad",
+    "gaussian_nll_and_grad",
+    "sgd_update",
+    "adam_update",
+    "sum_of_squares",
+    "kl_per_dimension",
+)
+
+BACKENDS = ("numpy", "numba")
+ENV_VAR = "NUMPYVAE_BACKEND"
+
+_MODULES = {"numpy": "numpyvae.backend.reference", "numba": "numpyvae.backend.numba_ops"}
+
+
+def numba_available() -> bool:
+    """Whether the Numba backend can be imported (without importing it if unknown)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def default_backend_name() -> str:
+    """``$NUMPYVAE_BACKEND`` if set, else ``numba`` when available, else ``numpy``."""
+    name = os.environ.get(ENV_VAR, "").strip().lower()
+    if name:
+        return _check_name(name, source=f"${ENV_VAR}")
+    return "numba" if numba_available() else "numpy"
+
+
+def _check_name(name, source="backend"):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown {source} {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def get_backend(backend: str | ModuleType | None = None) -> ModuleType:
+    """Return the backend module for ``backend`` (a name, a module, or None).
+
+    ``None`` means :func:`default_backend_name`. Raises ``ValueError`` for an
+    unknown name and ``ImportError`` with a clear message when ``numba`` is
+    asked for but not installed.
+    """
+    if isinstance(backend, ModuleType):
+        return backend
+    name = default_backend_name() if backend is None else _check_name(str(backend).lower())
+    if name == "numpy":
+        return reference
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"the {name!r} backend needs the package {name!r}: pip install {name} "
+            f"(or choose backend='numpy'); import failed with: {exc}"
+        ) from exc
+
+
+__all__ = ["BACKENDS", "OPS", "ENV_VAR", "get_backend", "default_backend_name", "numba_available"]
