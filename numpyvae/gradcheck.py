@@ -182,3 +182,48 @@ def check_model(model, x: np.ndarray, eps: np.ndarray | None = None, beta: float
     for name, p in model.params.items():
         report.append(_row(name, grads[name], numerical_gradient(f, p, h), tol))
     return report
+
+
+def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
+    """Check every layer type, and both models end to end, in float64 (``numpyvae gradcheck``).
+
+    One report each for: ``Linear`` with every activation, every activation
+    layer, a ``Sequential``, the VAE with a Bernoulli, a fixed-variance
+    Gaussian and a learned-variance Gaussian likelihood (and with free bits),
+    and the autoencoder. Sizes are small, so the whole suite takes seconds.
+    """
+    from .backend.reference import ACTIVATIONS
+    from .layers import ACTIVATION_LAYERS, Linear, Sequential, Tanh
+    from .model import VAE, Autoencoder
+
+    rng = np.random.default_rng(seed)
+    f64 = "float64"
+    reports = []
+    for act in ACTIVATIONS:
+        layer = Linear(5, 4, activation=act, rng=rng, dtype=f64, backend=backend)
+        reports.append(check_layer(layer, rng.standard_normal((6, 5)), rng=rng,
+                                   title=f"Linear(5, 4, activation={act!r})"))
+    for cls in ACTIVATION_LAYERS.values():
+        layer = cls(backend=backend)
+        reports.append(check_layer(layer, rng.standard_normal((6, 5)), rng=rng,
+                                   title=f"{cls.__name__}()"))
+    seq = Sequential(Linear(5, 4, rng=rng, dtype=f64, backend=backend), Tanh(backend=backend),
+                     Linear(4, 3, activation="sigmoid", rng=rng, dtype=f64, backend=backend))
+    reports.append(check_layer(seq, rng.standard_normal((6, 5)), rng=rng,
+                               title="Sequential(Linear(5, 4), Tanh(), Linear(4, 3, sigmoid))"))
+    x = rng.random((4, 6))
+    models = [
+        (VAE, "relu", {"likelihood": "bernoulli"}, 1.0, ""),
+        (VAE, "tanh", {"likelihood": "gaussian", "gaussian_var": 0.5}, 1.0,
+         " (fixed variance 0.5)"),
+        (VAE, "tanh", {"likelihood": "gaussian", "gaussian_var": "learned"}, 0.5,
+         " (learned variance), beta 0.5"),
+        (VAE, "relu", {"likelihood": "bernoulli", "free_bits": 0.05}, 1.0, ", free bits 0.05"),
+        (Autoencoder, "relu", {"likelihood": "bernoulli"}, 1.0, ""),
+    ]
+    for cls, act, kwargs, beta, note in models:
+        model = cls(6, hidden_dims=(5,), latent_dim=3, activation=act, dtype=f64, seed=seed,
+                    backend=backend, **kwargs)
+        title = f"{cls.__name__}(6, hidden 5, latent 3, {act}), {kwargs['likelihood']}{note}"
+        reports.append(check_model(model, x, beta=beta, rng=rng, title=title))
+    return reports

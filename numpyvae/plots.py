@@ -1,0 +1,255 @@
+"""Every figure numpyvae draws, from arrays (and, for the manifold, a model).
+
+Each function returns a :class:`matplotlib.figure.Figure` and, given ``path``,
+also writes it as a PNG atomically (:func:`save`). Figures are built on
+``Figure`` directly rather than through ``pyplot``: no window, no global
+figure list, the Agg renderer for files, so they work headless and in
+notebooks alike (a returned figure displays itself in Jupyter).
+
+==============================  =================================================
+function                        shows
+==============================  =================================================
+:func:`image_grid`              any batch of images as one grid
+:func:`reconstructions`         inputs above their reconstructions
+:func:`samples`                 decoded draws from the prior, as a grid
+:func:`interpolation`           rows of images decoded along lines in latent space
+:func:`latent_scatter`          latent codes coloured by label (PCA to 2-D if needed)
+:func:`manifold`                the decoder over a grid of a 2-D latent space
+:func:`loss_curves`             the per-epoch metrics of a run
+==============================  =================================================
+
+Images are rows of a ``(N, H*W)`` array (or ``(N, H, W)``) with values in
+[0, 1], shown white on black.
+
+What does not live here: choosing which images to show and running the model
+(:mod:`numpyvae.train` does that for the command line).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .fileio import atomic_write
+
+DPI = 100
+
+
+def save(fig: Figure, path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
+    return atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=DPI))
+
+
+def _finish(fig, path):
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def _as_images(images, image_shape) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float64)
+    h, w = image_shape
+    if images.ndim == 1:
+        images = images[None]
+    if images.shape[-2:] != (h, w):
+        if images.ndim != 2 or images.shape[1] != h * w:
+            raise ValueError(f"expected images of shape (N, {h * w}) or (N, {h}, {w}), "
+                             f"got {images.shape}")
+        images = images.reshape(-1, h, w)
+    return images
+
+
+def tile(images, image_shape=(28, 28), ncol=10, pad=2, pad_value=0.5) -> np.ndarray:
+    """Arrange images in a grid of ``ncol`` columns, separated by ``pad`` pixels.
+
+    Returns one 2-D array; empty cells of the last row are ``pad_value``.
+    """
+    images = _as_images(images, image_shape)
+    n, (h, w) = len(images), image_shape
+    ncol = max(1, min(int(ncol), n))
+    nrow = math.ceil(n / ncol)
+    out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), float(pad_value))
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top:top + h, left:left + w] = img
+    return out
+
+
+def _grid_figure(grid, title=None, scale=0.03):
+    h, w = grid.shape
+    fig = Figure(figsize=(max(2.0, w * scale), max(2.0, h * scale) + (0.4 if title else 0)))
+    ax = fig.add_axes((0, 0, 1, 1 if not title else 1 - 0.4 / fig.get_figheight()))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10, y=0.995, va="top")
+    return fig
+
+
+def image_grid(images, image_shape=(28, 28), nrow=10, path=None, title=None) -> Figure:
+    """A grid of images, ``nrow`` images per row (as ``torchvision.utils.make_grid``)."""
+    return _finish(_grid_figure(tile(images, image_shape, nrow), title), path)
+
+
+def reconstructions(x, x_rec, image_shape=(28, 28), path=None, ncol=10,
+                    title="test images (odd rows) above their reconstructions (even rows)"
+                    ) -> Figure:
+    """Inputs above their reconstructions: rows alternate input, reconstruction.
+
+    ``x`` and ``x_rec`` hold the same number of images; each band of
+    ``ncol`` inputs is followed by the band of their reconstructions.
+    """
+    x, x_rec = _as_images(x, image_shape), _as_images(x_rec, image_shape)
+    if x.shape != x_rec.shape:
+        raise ValueError(f"reconstructions: x has shape {x.shape}, x_rec {x_rec.shape}")
+    ncol = max(1, min(int(ncol), len(x)))
+    rows = []
+    for start in range(0, len(x), ncol):
+        band = slice(start, start + ncol)
+        pad = ncol - len(x[band])
+        blank = np.full((pad, *image_shape), 0.5)
+        rows += [np.concatenate([x[band], blank]), np.concatenate([x_rec[band], blank])]
+    return _finish(_grid_figure(tile(np.concatenate(rows), image_shape, ncol), title), path)
+
+
+def samples(images, image_shape=(28, 28), nrow=10, path=None,
+            title="decoded samples from the prior N(0, I)") -> Figure:
+    """A grid of images decoded from draws ``z ~ N(0, I)`` (``model.sample(n)``)."""
+    return image_grid(images, image_shape, nrow, path, title)
+
+
+def interpolation(strips, image_shape=(28, 28), path=None,
+                  title="decoded along straight lines between the codes of two test images"
+                  ) -> Figure:
+    """One row per strip: ``strips`` has shape (n_strips, steps, H*W) (or (steps, H*W))."""
+    strips = np.asarray(strips)
+    if strips.ndim == 2:
+        strips = strips[None]
+    if strips.ndim != 3:
+        raise ValueError(f"interpolation: expected (n_strips, steps, pixels), got {strips.shape}")
+    steps = strips.shape[1]
+    return _finish(_grid_figure(tile(strips.reshape(-1, strips.shape[2]), image_shape, steps),
+                                title), path)
+
+
+def pca_2d(codes):
+    """Project ``codes`` (N, D) onto their first two principal components.
+
+    Returns ``(projected (N, 2), explained_variance_ratio (2,))``; codes of
+    one or two dimensions are returned as they are (ratio 1 per axis).
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 2:
+        raise ValueError(f"expected codes of shape (N, D), got {codes.shape}")
+    if codes.shape[1] <= 2:
+        return codes, np.ones(codes.shape[1])
+    centred = codes - codes.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    var = s ** 2
+    return centred @ vt[:2].T, var[:2] / max(var.sum(), 1e-300)
+
+
+def latent_scatter(codes, labels, path=None, label_names=None,
+                   title="latent means of the test set") -> Figure:
+    """The codes of a data set as points coloured by label.
+
+    Codes of more than two dimensions are projected onto their first two
+    principal components; one-dimensional codes are plotted against the label.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    labels = np.asarray(labels)
+    if len(labels) != len(codes):
+        raise ValueError(f"latent_scatter: {len(codes)} codes but {len(labels)} labels")
+    points, ratio = pca_2d(codes)
+    fig = Figure(figsize=(6.4, 5.2))
+    ax = fig.add_subplot()
+    classes = np.unique(labels)
+    cmap = _colormap(len(classes))
+    for i, c in enumerate(classes):
+        sel = labels == c
+        name = label_names[int(c)] if label_names is not None and 0 <= int(c) < len(
+            label_names) else str(c)
+        y = points[sel, 1] if points.shape[1] > 1 else np.full(sel.sum(), i, dtype=float)
+        ax.scatter(points[sel, 0], y, s=4, alpha=0.6, color=cmap(i), label=name,
+                   rasterized=True)
+    if codes.shape[1] > 2:
+        ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.0f}% of variance)")
+        title += f" ({codes.shape[1]}-D, PCA projection)"
+    elif codes.shape[1] == 2:
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+    else:
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("label")
+    ax.set_title(title, fontsize=10)
+    ax.legend(markerscale=3, fontsize=7, loc="best", framealpha=0.8)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def _colormap(n):
+    from matplotlib import colormaps
+
+    return colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"].resampled(
+        max(n, 1))
+
+
+def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure:
+    """The decoder's mean image over an ``n`` x ``n`` grid of a 2-D latent space.
+
+    The grid points are the standard normal's quantiles at evenly spaced
+    probabilities (Kingma & Welling, 2014, figure 4), so equal areas of the
+    prior get equal room; ``z[0]`` varies along rows, ``z[1]`` down columns.
+    """
+    if getattr(model, "latent_dim", None) != 2:
+        raise ValueError(f"manifold needs a model with a 2-D latent space, got latent_dim="
+                         f"{getattr(model, 'latent_dim', None)}")
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"manifold: n must be at least 2, got {n}")
+    q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.5 / n, 1 - 0.5 / n, n)])
+    zx, zy = np.meshgrid(q, q[::-1])  # z[1] grows upwards, as on a plot
+    z = np.stack([zx.ravel(), zy.ravel()], axis=1)
+    images = model.decode(z.astype(model.dtype))
+    title = title or (f"decoded 2-D latent space: z from N(0, I) quantiles "
+                      f"{q[0]:.2f} to {q[-1]:.2f}")
+    return _finish(_grid_figure(tile(images, image_shape, n, pad=0), title, scale=0.015), path)
+
+
+def loss_curves(metrics, path=None, title="loss per epoch (nats per example)") -> Figure:
+    """Train and test curves of the negative ELBO, the reconstruction term and the KL.
+
+    ``metrics`` is a list of per-epoch dicts as :func:`numpyvae.train.fit`
+    returns (keys ``epoch``, ``train_loss``, ``test_loss``, ``train_recon``, ...).
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("loss_curves: no metrics to plot")
+    epochs = [m["epoch"] for m in metrics]
+    fig = Figure(figsize=(11, 3.4))
+    parts = [("loss", "-ELBO = recon + KL"), ("recon", "reconstruction -log p(x|z)"),
+             ("kl", "KL(q(z|x) || p(z))")]
+    for i, (key, label) in enumerate(parts):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for split, style in (("train", "-o"), ("test", "-s")):
+            values = [m.get(f"{split}_{key}") for m in metrics]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style,
+                        markersize=3, label=split)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -1,0 +1,858 @@
+"""Training: the minibatch loop, checkpoints and resume, and the run folder of ``numpyvae train``.
+
+:func:`fit` (or :class:`Trainer`) trains a model on arrays. Given ``out_dir``
+it keeps a *run folder*::
+
+    config.json      the model and training configuration (and the dataset, for the CLI)
+    model.npz        the latest weights (numpyvae.load reads it)
+    checkpoint.npz   weights, optimizer state, step counters, RNG state and the
+                     metrics so far: everything a resume needs, in one file
+    metrics.jsonl    one JSON object per epoch (see METRIC_KEYS)
+    figures/         PNGs (written by the run-level functions below)
+
+Every file is written atomically, the checkpoint at the end of each epoch.
+
+Reproducibility. All randomness of epoch ``e`` (the order of the examples,
+dynamic binarization, the reparameterization noise) comes from one generator
+seeded by ``(seed, e)``, and the checkpoint stores that generator's state
+when a run stops mid-epoch. A run that is interrupted and resumed therefore
+sees the same stream as one that was not, and ends with the same weights,
+bit for bit.
+
+Ctrl-C (SIGINT) sets a flag: the current step finishes, a checkpoint is
+written and training returns with ``trainer.interrupted = True`` (a second
+Ctrl-C aborts at once). A NaN or infinite loss raises
+:class:`NonFiniteLossError` before the step is applied, naming the step and a
+remedy; the checkpoint of the last finished epoch stays as it was.
+
+The second half of the module runs the command-line jobs on a run folder:
+:func:`train_run`, :func:`evaluate_run`, :func:`sample_run`,
+:func:`reconstruct_run`, :func:`interpolate_run`, :func:`figures_run`.
+Argument parsing is :mod:`numpyvae.cli`'s job; the figures are drawn by
+:mod:`numpyvae.plots`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluate, plots
+from .backend import get_backend
+from .data import BINARIZE_MODES, DATASETS, binarize, load_dataset
+from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
+from .optim import OPTIMIZERS
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.npz"
+CHECKPOINT_FILE = "checkpoint.npz"
+METRICS_FILE = "metrics.jsonl"
+FIGURES_DIR = "figures"
+RUN_FORMAT = 1
+
+#: The keys of every per-epoch metrics dict (``test_*`` are None without a test set).
+METRIC_KEYS = (
+    "epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective", "beta",
+    "test_loss", "test_recon", "test_kl", "seconds", "samples_per_second", "eval_seconds",
+)
+
+# Independent random streams, all derived from the run's seed.
+_STREAM_EPOCH, _STREAM_STATIC, _STREAM_EVAL, _STREAM_FIGURES = 1, 2, 3, 4
+#: Test sets are binarized once with this fixed seed, so test losses compare across runs.
+TEST_BINARIZE_SEED = 0
+
+
+class RunFolderError(ValueError):
+    """A run folder is inconsistent with the request (already used, different config, corrupt)."""
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A run folder (or a file a run folder should hold) does not exist."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and a remedy."""
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of epoch ``epoch`` (0-based): its order, binarization and noise."""
+    return np.random.default_rng([int(seed), _STREAM_EPOCH, int(epoch)])
+
+
+def eval_inputs(x, mode: str) -> np.ndarray:
+    """The test inputs for ``mode``: binarized once, with a fixed seed, or unchanged."""
+    if mode == "none":
+        return x
+    return binarize(x, "static", np.random.default_rng([TEST_BINARIZE_SEED, _STREAM_STATIC]))
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Seeded minibatch training of a :class:`~numpyvae.VAE` or :class:`~numpyvae.Autoencoder`.
+
+    Parameters
+    ----------
+    model : VAE or Autoencoder
+    x_train : array, shape (N, input_dim), values in [0, 1] for a Bernoulli decoder
+    x_test : array, shape (M, input_dim), optional
+        Evaluated (ELBO, one noise draw per example) after every epoch.
+    batch_size : int
+        Any positive size; the last batch of an epoch may be smaller.
+    lr : float
+    optimizer : "adam", "adamw" or "sgd"
+    beta : float
+        Weight of the KL term (the beta-VAE); the reported losses are the
+        plain negative ELBO whatever ``beta`` is.
+    kl_warmup : int
+        Raise the KL weight linearly from ``beta / kl_warmup`` to ``beta``
+        over this many steps (0: no warm-up).
+    binarize : "none", "dynamic" or "static"
+        See :func:`numpyvae.data.binarize`; the test set is binarized once.
+    seed : int
+        Seeds the order of examples and all noise (not the initial weights:
+        those come from the model's own seed).
+    progress : bool
+        Show a tqdm progress bar with the running loss, reconstruction and KL.
+    out_dir : path, optional
+        The run folder to keep (see the module docstring).
+    callback : callable, optional
+        Called as ``callback(metrics)`` after each epoch.
+    step_callback : callable, optional
+        Called as ``step_callback(trainer)`` after each optimizer step.
+    config_extra : dict, optional
+        Extra entries for ``config.json`` (the CLI records the dataset here).
+    """
+
+    def __init__(self, model, x_train, x_test=None, *, batch_size=128, lr=1e-3,
+                 optimizer="adam", beta=1.0, kl_warmup=0, binarize="none", seed=0,
+                 progress=True, out_dir=None, callback=None, step_callback=None,
+                 eval_batch_size=1000, config_extra=None):
+        if not isinstance(model, tuple(MODEL_KINDS.values())):
+            raise ValueError(f"Trainer: expected a VAE or Autoencoder, got {type(model).__name__}")
+        self.model = model
+        self.x_train = self._check_x(x_train, "x_train")
+        self.x_test = None if x_test is None else self._check_x(x_test, "x_test")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of "
+                             f"{', '.join(OPTIMIZERS)}")
+        if binarize not in BINARIZE_MODES:
+            raise ValueError(f"unknown binarization {binarize!r}; expected one of "
+                             f"{', '.join(BINARIZE_MODES)}")
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+        if not (isinstance(kl_warmup, (int, np.integer)) and kl_warmup >= 0):
+            raise ValueError(f"kl_warmup must be an integer >= 0 (steps), got {kl_warmup!r}")
+        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.lr, self.optimizer_name = float(lr), optimizer
+        self.optimizer = OPTIMIZERS[optimizer](model.params, lr=lr, backend=model.backend)
+        self.beta, self.kl_warmup = float(beta), int(kl_warmup)
+        self.binarize, self.seed = binarize, int(seed)
+        self.progress, self.callback, self.step_callback = progress, callback, step_callback
+        self.eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.config_extra = dict(config_extra or {})
+
+        if binarize == "static":
+            rng = np.random.default_rng([self.seed, _STREAM_STATIC])
+            self.x_train = _binarize(self.x_train, "static", rng)
+        if self.x_test is not None:
+            self.x_test = eval_inputs(self.x_test, binarize)
+
+        # Progress; all of it is in the checkpoint.
+        self.epoch = 0              # epochs finished
+        self.step_in_epoch = 0      # steps done in the unfinished epoch
+        self.global_step = 0        # optimizer steps done
+        self.history: list[dict] = []
+        self._partial = _zero_sums()
+        self._rng_state = None      # the epoch generator's state when stopped mid-epoch
+        self._checkpoint_desc = None
+        self.interrupted = False
+        self._stop_requested = False
+
+    def _check_x(self, x, what):
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.model.input_dim or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
+                             f"got {x.shape}")
+        return np.ascontiguousarray(x, dtype=self.model.dtype)
+
+    # -------------------------------------------------------------- configuration
+
+    def hyperparameters(self) -> dict:
+        """What must stay the same for a resumed run to continue this one."""
+        return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer_name,
+                "beta": self.beta, "kl_warmup": self.kl_warmup, "binarize": self.binarize,
+                "seed": self.seed, "n_train": len(self.x_train)}
+
+    def beta_at(self, step: int) -> float:
+        """The KL weight used at optimizer step ``step`` (0-based)."""
+        if self.kl_warmup <= 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+
+    def request_stop(self) -> None:
+        """Ask training to stop after the current step (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    # -------------------------------------------------------------- running
+
+    def fit(self, epochs: int, resume: bool = False) -> list[dict]:
+        """Train until ``epochs`` epochs are done; return the metrics of every epoch.
+
+        With ``resume`` and a checkpoint in ``out_dir``, continue from it;
+        without a checkpoint, start afresh. Without ``resume``, an ``out_dir``
+        that already holds a checkpoint is refused.
+        """
+        epochs = _positive_int(epochs, "epochs")
+        self.interrupted = self._stop_requested = False
+        if self.out_dir is not None:
+            checkpoint = self.out_dir / CHECKPOINT_FILE
+            if checkpoint.exists():
+                if not resume:
+                    raise RunFolderError(
+                        f"{self.out_dir} already holds a training run; resume it "
+                        f"(--resume / resume=True) or choose another output folder")
+                self.load_checkpoint(checkpoint)
+            self._write_config(epochs)
+        with self._interrupt_guard():
+            while self.epoch < epochs and not self._stop_requested:
+                self._run_epoch(epochs)
+        if self._stop_requested:
+            self.interrupted = True
+        return list(self.history)
+
+    def _run_epoch(self, epochs):
+        model, X, B = self.model, self.x_train, self.batch_size
+        e = self.epoch
+        rng = epoch_rng(self.seed, e)
+        order = rng.permutation(len(X))
+        n_steps = math.ceil(len(X) / B)
+        first = self.step_in_epoch
+        if first > 0:
+            rng.bit_generator.state = self._rng_state
+        sums = self._partial
+        bar = _progress_bar(n_steps, first, f"epoch {e + 1}/{epochs}", self.progress)
+        start = time.perf_counter()
+        # Overflow is detected below, as a non-finite loss, and reported once, clearly.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                contextlib.closing(bar):
+            for k in range(first, n_steps):
+                idx = order[k * B:(k + 1) * B]
+                xb = X[idx]
+                if self.binarize == "dynamic":
+                    xb = _binarize(xb, "dynamic", rng)
+                beta = self.beta_at(self.global_step)
+                result = model.loss_and_grads(xb, beta=beta, rng=rng)
+                if not math.isfinite(result.loss):
+                    raise self._diverged(result.loss, e, k, n_steps)
+                self.optimizer.step(result.grads)
+                self.global_step += 1
+                self.step_in_epoch = k + 1
+                n = len(idx)
+                sums["recon"] += result.recon * n
+                sums["kl"] += result.kl * n
+                sums["objective"] += result.loss * n
+                sums["n"] += n
+                bar.update(1)
+                if k % 20 == 0 or k == n_steps - 1:
+                    bar.set_postfix(_running(sums), refresh=False)
+                if self.step_callback is not None:
+                    self.step_callback(self)
+                if self._stop_requested and k + 1 < n_steps:
+                    sums["seconds"] += time.perf_counter() - start
+                    self._rng_state = rng.bit_generator.state
+                    self.save_checkpoint()
+                    return
+        seconds = sums["seconds"] + time.perf_counter() - start
+        if not np.all(np.isfinite(model.flat_params)):
+            raise self._diverged(float("nan"), e, n_steps - 1, n_steps, what="the weights")
+        metrics = self._epoch_metrics(e, sums, seconds)
+        self.history.append(metrics)
+        self.epoch, self.step_in_epoch = e + 1, 0
+        self._partial, self._rng_state = _zero_sums(), None
+        self.save_checkpoint()
+        if self.progress:
+            _write_line(_summary(metrics, epochs))
+        if self.callback is not None:
+            self.callback(dict(metrics))
+
+    def _epoch_metrics(self, e, sums, seconds) -> dict:
+        n = max(sums["n"], 1)
+        recon, kl = sums["recon"] / n, sums["kl"] / n
+        metrics = {"epoch": e + 1, "step": self.global_step, "train_loss": recon + kl,
+                   "train_recon": recon, "train_kl": kl, "train_objective": sums["objective"] / n,
+                   "beta": self.beta_at(self.global_step - 1), "test_loss": None,
+                   "test_recon": None, "test_kl": None, "seconds": seconds,
+                   "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
+                   "eval_seconds": None}
+        if self.x_test is not None:
+            t0 = time.perf_counter()
+            metrics.update(self.evaluate())
+            metrics["eval_seconds"] = time.perf_counter() - t0
+        return {k: _json_safe(v) for k, v in metrics.items()}
+
+    def evaluate(self, x=None) -> dict:
+        """``test_loss`` (negative ELBO), ``test_recon`` and ``test_kl`` on ``x`` (default: x_test).
+
+        The noise is drawn from the same seeded generator each time, so the
+        values of successive epochs differ only by the weights.
+        """
+        x = self.x_test if x is None else eval_inputs(self._check_x(x, "x"), self.binarize)
+        rng = np.random.default_rng([self.seed, _STREAM_EVAL])
+        r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng)
+        return {"test_loss": r.recon + r.kl, "test_recon": r.recon, "test_kl": r.kl}
+
+    def _diverged(self, loss, e, k, n_steps, what="the loss"):
+        where = (f"{what} became {loss} at epoch {e + 1}, step {k + 1} of {n_steps} "
+                 f"(global step {self.global_step + 1})")
+        if self.out_dir is None:
+            kept = "no checkpoint is kept (no output folder)"
+        elif self._checkpoint_desc is None:
+            kept = f"no checkpoint had been written to {self.out_dir} yet"
+        else:
+            kept = f"the last good checkpoint ({self._checkpoint_desc}) is kept in {self.out_dir}"
+        remedy = (f"try a smaller learning rate (e.g. --lr {self.lr / 10:g}), KL warm-up "
+                  f"(--kl-warmup 1000), or --dtype float64")
+        return NonFiniteLossError(f"training stopped: {where}; {kept}; {remedy}")
+
+    @contextlib.contextmanager
+    def _interrupt_guard(self):
+        """Turn the first Ctrl-C into a clean stop after the current step."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            _write_line("interrupted: finishing this step, saving a checkpoint, then stopping "
+                        "(Ctrl-C again to abort at once)")
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    # -------------------------------------------------------------- checkpoints
+
+    def _write_config(self, epochs):
+        config = {"format": RUN_FORMAT, "model": self.model.config(),
+                  "training": {**self.hyperparameters(), "epochs": epochs},
+                  **self.config_extra}
+        atomic_write_json(self.out_dir / CONFIG_FILE, config)
+
+    def _trainer_state(self) -> dict:
+        return {"format": RUN_FORMAT, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "partial": self._partial,
+                "rng_state": self._rng_state, "history": self.history,
+                "hyperparameters": self.hyperparameters(), "model": self.model.config()}
+
+    def save_checkpoint(self) -> None:
+        """Write checkpoint.npz, model.npz and metrics.jsonl (atomically, in that order)."""
+        if self.out_dir is None:
+            return
+        arrays = {f"param/{k}": v for k, v in self.model.params.items()}
+        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
+        arrays["trainer"] = np.frombuffer(json.dumps(self._trainer_state()).encode(), np.uint8)
+        atomic_write(self.out_dir / CHECKPOINT_FILE, lambda f: np.savez(f, **arrays))
+        self.model.save(self.out_dir / MODEL_FILE)
+        atomic_write_text(self.out_dir / METRICS_FILE,
+                          "".join(json.dumps(m) + "\n" for m in self.history))
+        self._checkpoint_desc = (f"end of epoch {self.epoch}" if self.step_in_epoch == 0 else
+                                 f"epoch {self.epoch + 1}, step {self.step_in_epoch}")
+
+    def load_checkpoint(self, path) -> None:
+        """Restore weights, optimizer state, counters, RNG state and metrics from ``path``."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            state = json.load(io.BytesIO(arrays.pop("trainer").tobytes()))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFolderError(f"{path}: not a readable checkpoint ({exc})") from exc
+        if state.get("format") != RUN_FORMAT:
+            raise RunFolderError(f"{path}: checkpoint format {state.get('format')!r}, "
+                                 f"expected {RUN_FORMAT}")
+        _require_same(path, "training configuration", state["hyperparameters"],
+                      self.hyperparameters())
+        _require_same(path, "model configuration", state["model"], self.model.config())
+        params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
+        optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        try:
+            self.model.load_weights(params, source=str(path))
+            self.optimizer.load_state_dict(optim)
+        except ValueError as exc:
+            raise RunFolderError(f"{path}: {exc}") from exc
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.history = state["global_step"], state["history"]
+        self._partial, self._rng_state = state["partial"], state["rng_state"]
+        self._checkpoint_desc = "the one resumed from"
+
+
+def _require_same(path, what, saved, current):
+    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {current.get(k)!r} now"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if diff:
+        raise RunFolderError(f"{path}: cannot resume, the {what} differs ({'; '.join(diff)})")
+
+
+def _zero_sums():
+    return {"recon": 0.0, "kl": 0.0, "objective": 0.0, "n": 0, "seconds": 0.0}
+
+
+def _running(sums):
+    n = max(sums["n"], 1)
+    recon, kl = sums["recon"] / n, sums["kl"] / n
+    return {"loss": f"{recon + kl:.2f}", "recon": f"{recon:.2f}", "kl": f"{kl:.2f}"}
+
+
+def _summary(m, epochs):
+    test = "" if m["test_loss"] is None else (
+        f" | test -ELBO {m['test_loss']:.2f} (recon {m['test_recon']:.2f}, KL {m['test_kl']:.2f})")
+    speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
+    return (f"epoch {m['epoch']}/{epochs}: train -ELBO {m['train_loss']:.2f} "
+            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}){test} | "
+            f"{m['seconds']:.1f} s{speed}")
+
+
+def _progress_bar(total, initial, desc, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", disable=not enabled,
+                leave=False, mininterval=0.5, file=sys.stderr, dynamic_ncols=True)
+
+
+def _write_line(text):
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def _binarize(x, mode, rng):
+    # Trainer's argument ``binarize`` shadows the function inside __init__.
+    return binarize(x, mode, rng)
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",
+        beta=1.0, kl_warmup=0, binarize="none", seed=0, progress=True, out_dir=None,
+        resume=False, callback=None) -> list[dict]:
+    """Train ``model`` on ``x_train``; return one metrics dict per epoch.
+
+    Each dict has the keys of :data:`METRIC_KEYS`: ``epoch``, ``train_loss``
+    (the negative ELBO, nats per example), ``train_recon``, ``train_kl``,
+    ``test_loss``/``test_recon``/``test_kl`` (None without ``x_test``),
+    ``seconds`` (training time of the epoch, evaluation excluded) and
+    ``samples_per_second``, among others. See :class:`Trainer` for the
+    arguments and the module docstring for ``out_dir`` and ``resume``.
+
+    Examples
+    --------
+    >>> import numpyvae
+    >>> from numpyvae.data import load_dataset
+    >>> from numpyvae.train import fit
+    >>> ds = load_dataset("shapes")                                  # doctest: +SKIP
+    >>> model = numpyvae.VAE(784, hidden_dims=(400,), latent_dim=20)  # doctest: +SKIP
+    >>> history = fit(model, ds.x_train, ds.x_test, epochs=5)        # doctest: +SKIP
+    """
+    trainer = Trainer(model, x_train, x_test, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                      beta=beta, kl_warmup=kl_warmup, binarize=binarize, seed=seed,
+                      progress=progress, out_dir=out_dir, callback=callback)
+    return trainer.fit(epochs, resume=resume)
+
+
+# ---------------------------------------------------------------------------- run folders
+
+#: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
+#: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
+#: :data:`DEFAULT_EPOCHS` of the dataset.
+TRAIN_DEFAULTS = {
+    "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
+    "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
+    "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
+}
+#: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
+#: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
+#: of an MNIST epoch, so this still runs in well under a minute).
+DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
+#: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
+DATASET_SEED = 0
+
+
+@dataclass
+class Run:
+    """A run folder, loaded: its configuration, model and metrics."""
+
+    run_dir: Path
+    config: dict
+    model: object
+    history: list = field(default_factory=list)
+
+    @property
+    def options(self) -> dict:
+        return options_from_config(self.config)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` returns."""
+
+    run_dir: Path
+    history: list
+    interrupted: bool
+    figures: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def options_from_config(config: dict) -> dict:
+    """The ``numpyvae train`` options a run folder's config.json records."""
+    m, t = config.get("model", {}), config.get("training", {})
+    return {"dataset": config.get("dataset"), "epochs": t.get("epochs"),
+            "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
+            "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
+            "optimizer": t.get("optimizer"), "beta": t.get("beta"),
+            "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
+            "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
+            "model": m.get("kind"), "activation": m.get("activation")}
+
+
+def _normalise_options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown}; expected some of "
+                         f"{sorted(TRAIN_DEFAULTS)}")
+    out = {k: v for k, v in options.items() if v is not None}
+    if "hidden" in out:
+        hidden = out["hidden"]
+        out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+    for key in ("lr", "beta"):
+        if key in out:
+            out[key] = float(out[key])
+    if out.get("dataset", "shapes") not in DATASETS:
+        raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
+                         f"{', '.join(DATASETS)}")
+    if out.get("model", "vae") not in MODEL_KINDS:
+        raise ValueError(f"unknown model {out['model']!r}; expected one of "
+                         f"{', '.join(MODEL_KINDS)}")
+    return out
+
+
+def default_run_dir(dataset: str) -> Path:
+    """``runs/<dataset>-<date>-<time>`` in the current folder."""
+    return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_config(run_dir) -> dict:
+    """The config.json of a run folder, with clear errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunNotFoundError(f"run folder not found: {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); "
+                               f"create one with: numpyvae train --out {run_dir}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise RunFolderError(f"{path}: not a numpyvae run configuration (format "
+                             f"{config.get('format') if isinstance(config, dict) else None!r}, "
+                             f"expected {RUN_FORMAT})")
+    return config
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The per-epoch metrics of a run folder (empty if none were written yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise RunFolderError(f"{path}, line {i}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def load_run(run_dir, backend=None) -> Run:
+    """Load a run folder: its config, its model (model.npz) and its metrics."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model_path = run_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise RunNotFoundError(f"{run_dir} holds no trained model yet ({MODEL_FILE} is missing)")
+    try:
+        model = load(model_path, backend=backend)
+    except ModelFileError as exc:
+        raise RunFolderError(str(exc)) from exc
+    return Run(run_dir, config, model, read_metrics(run_dir))
+
+
+def build_model(options: dict, input_dim: int, backend=None):
+    """The untrained model that ``numpyvae train`` options describe."""
+    cls = MODEL_KINDS[options["model"]]
+    return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
+               likelihood=options["likelihood"], activation=options["activation"],
+               dtype=options["dtype"], seed=options["seed"], backend=backend)
+
+
+def run_dataset(config: dict, data_dir=None, download=True, progress=True):
+    """The dataset a run was trained on, found again (``data_dir`` first, then where it was)."""
+    name = config.get("dataset")
+    if name is None:
+        raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
+                             "config.json), so its test images cannot be found")
+    if data_dir is None and config.get("data_dir"):
+        recorded = Path(config["data_dir"])
+        data_dir = recorded if recorded.is_dir() else None
+    return load_dataset(name, data_dir, download=download,
+                        seed=config.get("dataset_seed", DATASET_SEED), progress=progress)
+
+
+def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=None,
+              progress=True, figures=True, log=None, **options) -> RunResult:
+    """What ``numpyvae train`` does: load the data, build the model, train, write figures.
+
+    ``options`` are those of :data:`TRAIN_DEFAULTS` (None or absent: the
+    default, or with ``resume`` the run's own value). A resumed run keeps its
+    configuration; of the options, only ``epochs`` may differ from it.
+    A resumed run also keeps its data folder and backend unless given others.
+    ``log`` is called with one line of text for each thing worth telling.
+    """
+    log = log or (lambda text: None)
+    options = _normalise_options(options)
+    if resume:
+        if out is None:
+            raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
+        run_dir = Path(out)
+        config = read_config(run_dir)
+        saved = options_from_config(config)
+        for key, value in options.items():
+            if key != "epochs" and saved.get(key) != value:
+                flag = "--" + key.replace("_", "-")
+                raise RunFolderError(
+                    f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
+                    f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
+                    f"may change)")
+        merged = {**saved, **options}
+        if data_dir is None and config.get("data_dir"):
+            data_dir = config["data_dir"]
+        if backend is None:  # the same backend, for a bit-for-bit continuation
+            backend = config.get("backend")
+    else:
+        merged = {**TRAIN_DEFAULTS, **options}
+        if merged["epochs"] is None:
+            merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
+        run_dir = Path(out) if out is not None else default_run_dir(merged["dataset"])
+        if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
+            raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
+                                 f"or choose another --out")
+    get_backend(backend)  # fail early, before loading data, on an unusable backend
+    dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
+                           progress=progress)
+    model = build_model(merged, dataset.input_dim, backend=backend)
+    extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
+             "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+             "data_source": dataset.source, "image_shape": list(dataset.image_shape),
+             "backend": model.backend.NAME}
+    trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
+                      lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
+                      kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
+                      seed=merged["seed"], progress=progress, out_dir=run_dir,
+                      config_extra=extra)
+    log(f"run folder: {run_dir}")
+    log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
+        f"images) from {dataset.source}")
+    log(f"model: {model!r}, {model.num_params} parameters")
+    history = trainer.fit(merged["epochs"], resume=resume)
+    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
+    if trainer.interrupted:
+        log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
+            f"--out {run_dir} --resume")
+        return result
+    if figures:
+        result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
+        log(f"figures: {run_dir / FIGURES_DIR}")
+    return result
+
+
+def _show(value):
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _figure_path(run_dir, name, out=None) -> Path:
+    return Path(out) if out is not None else Path(run_dir) / FIGURES_DIR / name
+
+
+def _pick(n_total, n, seed):
+    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
+
+
+def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> Path:
+    """Test images above their reconstructions (the posterior mean, decoded)."""
+    x = eval_inputs(dataset.x_test[_pick(len(dataset.x_test), n, seed)], binarize_mode)
+    x_rec = model.reconstruct(x.astype(model.dtype))
+    plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
+    return Path(path)
+
+
+def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
+    """A grid of ``n`` decoded draws from the prior."""
+    images = model.sample(n, rng=np.random.default_rng([int(seed), _STREAM_FIGURES]))
+    plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
+    return Path(path)
+
+
+def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
+    """``pairs`` strips of ``steps`` images between the codes of two test images."""
+    idx = _pick(len(dataset.x_test), 2 * pairs, seed)
+    np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
+    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
+                       for i in range(len(idx) // 2)])
+    plots.interpolation(strips, dataset.image_shape, path=path)
+    return Path(path)
+
+
+def latent_codes(model, x, batch_size=1000) -> np.ndarray:
+    """The deterministic code of each row of ``x`` (the posterior mean for a VAE)."""
+    return np.concatenate([model.embed(x[i:i + batch_size].astype(model.dtype))
+                           for i in range(0, len(x), batch_size)])
+
+
+def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
+    """Write every figure of a run into ``run_dir/figures``; return their paths."""
+    shape = dataset.image_shape
+    paths = [
+        write_reconstructions(model, dataset, binarize_mode,
+                              _figure_path(run_dir, "reconstructions.png"), seed=seed),
+        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
+        write_interpolation(model, dataset, binarize_mode,
+                            _figure_path(run_dir, "interpolation.png"), seed=seed),
+    ]
+    idx = _pick(len(dataset.x_test), 5000, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode)
+    path = _figure_path(run_dir, "latent_scatter.png")
+    plots.latent_scatter(latent_codes(model, x), dataset.y_test[idx], path=path,
+                         label_names=dataset.label_names)
+    paths.append(path)
+    if model.latent_dim == 2:
+        path = _figure_path(run_dir, "manifold.png")
+        plots.manifold(model, shape, n=20, path=path)
+        paths.append(path)
+    if history:
+        path = _figure_path(run_dir, "loss_curves.png")
+        plots.loss_curves(history, path=path)
+        paths.append(path)
+    return paths
+
+
+def _image_shape(run: Run):
+    return tuple(run.config.get("image_shape", (28, 28)))
+
+
+def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
+    """Write (again) every figure of a run folder."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return make_figures(run.run_dir, run.model, dataset, run.history,
+                        run.options["binarize"] or "none", seed)
+
+
+def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
+    """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
+    run = load_run(run_dir, backend)
+    n = _positive_int(n, "n")
+    return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
+                         n, seed)
+
+
+def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
+                    backend=None) -> Path:
+    """``numpyvae reconstruct``: test images above their reconstructions."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
+                                 _figure_path(run_dir, "reconstructions.png", out),
+                                 _positive_int(n, "n"), seed)
+
+
+def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
+                    download=True, backend=None) -> Path:
+    """``numpyvae interpolate``: strips between pairs of test images."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
+                               _figure_path(run_dir, "interpolation.png", out),
+                               _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
+                               seed)
+
+
+def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
+                 download=True, backend=None) -> dict:
+    """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
+
+    Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
+    ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
+    K > 0, ``log_likelihood``: the importance-weighted bound with K samples
+    (:func:`numpyvae.evaluate.log_likelihood`).
+    """
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    x = dataset.x_test
+    if limit is not None:
+        x = x[:_positive_int(limit, "limit")]
+    x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
+    rng = np.random.default_rng([int(seed), _STREAM_EVAL])
+    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng)
+    out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
+           "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
+           "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
+    iw_samples = int(iw_samples or 0)
+    if iw_samples < 0:
+        raise ValueError(f"iw_samples must be >= 0, got {iw_samples}")
+    if iw_samples > 0:
+        if isinstance(run.model, Autoencoder):
+            raise ValueError("the importance-weighted log-likelihood needs a VAE; this run "
+                             "trained an autoencoder")
+        out["iw_samples"] = iw_samples
+        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+    return out
