@@ -97,8 +97,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import DEFAULT_EPOCHS
-    from .train import TRAIN_DEFAULTS as D
+    from .run import DEFAULT_EPOCHS
+    from .run import TRAIN_DEFAULTS as D
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
@@ -248,7 +248,7 @@ def _say(args):
 
 
 def _train(args):
-    from .train import train_run
+    from .run import train_run
 
     result = train_run(
         args.out, resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
@@ -267,7 +267,7 @@ def _train(args):
 
 
 def _evaluate(args):
-    from .train import evaluate_run
+    from .run import evaluate_run
 
     r = evaluate_run(args.run_dir, iw_samples=args.iw_samples, limit=args.limit,
                      batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir,
@@ -292,14 +292,14 @@ def _print_path(path):
 
 
 def _sample(args):
-    from .train import sample_run
+    from .run import sample_run
 
     return _print_path(sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out,
                                   backend=args.backend))
 
 
 def _reconstruct(args):
-    from .train import reconstruct_run
+    from .run import reconstruct_run
 
     return _print_path(reconstruct_run(args.run_dir, n=args.n, seed=args.seed, out=args.out,
                                        data_dir=args.data_dir, download=not args.no_download,
@@ -307,7 +307,7 @@ def _reconstruct(args):
 
 
 def _interpolate(args):
-    from .train import interpolate_run
+    from .run import interpolate_run
 
     return _print_path(interpolate_run(args.run_dir, pairs=args.pairs, steps=args.steps,
                                        seed=args.seed, out=args.out, data_dir=args.data_dir,
@@ -315,7 +315,7 @@ def _interpolate(args):
 
 
 def _figures(args):
-    from .train import figures_run
+    from .run import figures_run
 
     for path in figures_run(args.run_dir, data_dir=args.data_dir,
                             download=not args.no_download, backend=args.backend):

@@ -1,0 +1,407 @@
+"""Run folders: the jobs of the ``numpyvae`` command.
+
+Train, evaluate, sample, reconstruct, interpolate and redraw figures of a run.
+
+A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
+``metrics.jsonl`` and ``figures/`` (see :mod:`numpyvae.train` for the files the
+training loop writes). This module turns command-line options into a run,
+reads a run back, and draws its figures with :mod:`numpyvae.plots`. Argument
+parsing is :mod:`numpyvae.cli`'s job; the training loop is :mod:`numpyvae.train`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluate, plots
+from .backend import get_backend
+from .data import DATASETS, load_dataset
+from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
+from .train import (
+    _STREAM_EVAL,
+    _STREAM_FIGURES,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUN_FORMAT,
+    RunFolderError,
+    RunNotFoundError,
+    Trainer,
+    _positive_int,
+    eval_inputs,
+)
+
+# ---------------------------------------------------------------------------- run folders
+
+#: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
+#: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
+#: :data:`DEFAULT_EPOCHS` of the dataset.
+TRAIN_DEFAULTS = {
+    "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
+    "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
+    "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
+}
+#: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
+#: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
+#: of an MNIST epoch, so this still runs in well under a minute).
+DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
+#: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
+DATASET_SEED = 0
+
+
+@dataclass
+class Run:
+    """A run folder, loaded: its configuration, model and metrics."""
+
+    run_dir: Path
+    config: dict
+    model: object
+    history: list = field(default_factory=list)
+
+    @property
+    def options(self) -> dict:
+        return options_from_config(self.config)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` returns."""
+
+    run_dir: Path
+    history: list
+    interrupted: bool
+    figures: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def options_from_config(config: dict) -> dict:
+    """The ``numpyvae train`` options a run folder's config.json records."""
+    m, t = config.get("model", {}), config.get("training", {})
+    return {"dataset": config.get("dataset"), "epochs": t.get("epochs"),
+            "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
+            "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
+            "optimizer": t.get("optimizer"), "beta": t.get("beta"),
+            "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
+            "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
+            "model": m.get("kind"), "activation": m.get("activation")}
+
+
+def _normalise_options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown}; expected some of "
+                         f"{sorted(TRAIN_DEFAULTS)}")
+    out = {k: v for k, v in options.items() if v is not None}
+    if "hidden" in out:
+        hidden = out["hidden"]
+        out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+    for key in ("lr", "beta"):
+        if key in out:
+            out[key] = float(out[key])
+    if out.get("dataset", "shapes") not in DATASETS:
+        raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
+                         f"{', '.join(DATASETS)}")
+    if out.get("model", "vae") not in MODEL_KINDS:
+        raise ValueError(f"unknown model {out['model']!r}; expected one of "
+                         f"{', '.join(MODEL_KINDS)}")
+    return out
+
+
+def default_run_dir(dataset: str) -> Path:
+    """``runs/<dataset>-<date>-<time>`` in the current folder."""
+    return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_config(run_dir) -> dict:
+    """The config.json of a run folder, with clear errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunNotFoundError(f"run folder not found: {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); "
+                               f"create one with: numpyvae train --out {run_dir}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise RunFolderError(f"{path}: not a numpyvae run configuration (format "
+                             f"{config.get('format') if isinstance(config, dict) else None!r}, "
+                             f"expected {RUN_FORMAT})")
+    return config
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The per-epoch metrics of a run folder (empty if none were written yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise RunFolderError(f"{path}, line {i}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def load_run(run_dir, backend=None) -> Run:
+    """Load a run folder: its config, its model (model.npz) and its metrics."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model_path = run_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise RunNotFoundError(f"{run_dir} holds no trained model yet ({MODEL_FILE} is missing)")
+    try:
+        model = load(model_path, backend=backend)
+    except ModelFileError as exc:
+        raise RunFolderError(str(exc)) from exc
+    return Run(run_dir, config, model, read_metrics(run_dir))
+
+
+def build_model(options: dict, input_dim: int, backend=None):
+    """The untrained model that ``numpyvae train`` options describe."""
+    cls = MODEL_KINDS[options["model"]]
+    return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
+               likelihood=options["likelihood"], activation=options["activation"],
+               dtype=options["dtype"], seed=options["seed"], backend=backend)
+
+
+def run_dataset(config: dict, data_dir=None, download=True, progress=True):
+    """The dataset a run was trained on, found again (``data_dir`` first, then where it was)."""
+    name = config.get("dataset")
+    if name is None:
+        raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
+                             "config.json), so its test images cannot be found")
+    if data_dir is None and config.get("data_dir"):
+        recorded = Path(config["data_dir"])
+        data_dir = recorded if recorded.is_dir() else None
+    return load_dataset(name, data_dir, download=download,
+                        seed=config.get("dataset_seed", DATASET_SEED), progress=progress)
+
+
+def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=None,
+              progress=True, figures=True, log=None, **options) -> RunResult:
+    """What ``numpyvae train`` does: load the data, build the model, train, write figures.
+
+    ``options`` are those of :data:`TRAIN_DEFAULTS` (None or absent: the
+    default, or with ``resume`` the run's own value). A resumed run keeps its
+    configuration; of the options, only ``epochs`` may differ from it.
+    A resumed run also keeps its data folder and backend unless given others.
+    ``log`` is called with one line of text for each thing worth telling.
+    """
+    log = log or (lambda text: None)
+    options = _normalise_options(options)
+    if resume:
+        if out is None:
+            raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
+        run_dir = Path(out)
+        config = read_config(run_dir)
+        saved = options_from_config(config)
+        for key, value in options.items():
+            if key != "epochs" and saved.get(key) != value:
+                flag = "--" + key.replace("_", "-")
+                raise RunFolderError(
+                    f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
+                    f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
+                    f"may change)")
+        merged = {**saved, **options}
+        if data_dir is None and config.get("data_dir"):
+            data_dir = config["data_dir"]
+        if backend is None:  # the same backend, for a bit-for-bit continuation
+            backend = config.get("backend")
+    else:
+        merged = {**TRAIN_DEFAULTS, **options}
+        if merged["epochs"] is None:
+            merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
+        run_dir = Path(out) if out is not None else default_run_dir(merged["dataset"])
+        if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
+            raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
+                                 f"or choose another --out")
+    get_backend(backend)  # fail early, before loading data, on an unusable backend
+    dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
+                           progress=progress)
+    model = build_model(merged, dataset.input_dim, backend=backend)
+    extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
+             "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+             "data_source": dataset.source, "image_shape": list(dataset.image_shape),
+             "backend": model.backend.NAME}
+    trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
+                      lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
+                      kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
+                      seed=merged["seed"], progress=progress, out_dir=run_dir,
+                      config_extra=extra)
+    log(f"run folder: {run_dir}")
+    log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
+        f"images) from {dataset.source}")
+    log(f"model: {model!r}, {model.num_params} parameters")
+    history = trainer.fit(merged["epochs"], resume=resume)
+    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
+    if trainer.interrupted:
+        log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
+            f"--out {run_dir} --resume")
+        return result
+    if figures:
+        result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
+        log(f"figures: {run_dir / FIGURES_DIR}")
+    return result
+
+
+def _show(value):
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _figure_path(run_dir, name, out=None) -> Path:
+    return Path(out) if out is not None else Path(run_dir) / FIGURES_DIR / name
+
+
+def _pick(n_total, n, seed):
+    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
+
+
+def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> Path:
+    """Test images above their reconstructions (the posterior mean, decoded)."""
+    x = eval_inputs(dataset.x_test[_pick(len(dataset.x_test), n, seed)], binarize_mode)
+    x_rec = model.reconstruct(x.astype(model.dtype))
+    plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
+    return Path(path)
+
+
+def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
+    """A grid of ``n`` decoded draws from the prior."""
+    images = model.sample(n, rng=np.random.default_rng([int(seed), _STREAM_FIGURES]))
+    plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
+    return Path(path)
+
+
+def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
+    """``pairs`` strips of ``steps`` images between the codes of two test images."""
+    idx = _pick(len(dataset.x_test), 2 * pairs, seed)
+    np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
+    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
+                       for i in range(len(idx) // 2)])
+    plots.interpolation(strips, dataset.image_shape, path=path)
+    return Path(path)
+
+
+def latent_codes(model, x, batch_size=1000) -> np.ndarray:
+    """The deterministic code of each row of ``x`` (the posterior mean for a VAE)."""
+    return np.concatenate([model.embed(x[i:i + batch_size].astype(model.dtype))
+                           for i in range(0, len(x), batch_size)])
+
+
+def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
+    """Write every figure of a run into ``run_dir/figures``; return their paths."""
+    shape = dataset.image_shape
+    paths = [
+        write_reconstructions(model, dataset, binarize_mode,
+                              _figure_path(run_dir, "reconstructions.png"), seed=seed),
+        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
+        write_interpolation(model, dataset, binarize_mode,
+                            _figure_path(run_dir, "interpolation.png"), seed=seed),
+    ]
+    idx = _pick(len(dataset.x_test), 5000, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode)
+    path = _figure_path(run_dir, "latent_scatter.png")
+    plots.latent_scatter(latent_codes(model, x), dataset.y_test[idx], path=path,
+                         label_names=dataset.label_names)
+    paths.append(path)
+    if model.latent_dim == 2:
+        path = _figure_path(run_dir, "manifold.png")
+        plots.manifold(model, shape, n=20, path=path)
+        paths.append(path)
+    if history:
+        path = _figure_path(run_dir, "loss_curves.png")
+        plots.loss_curves(history, path=path)
+        paths.append(path)
+    return paths
+
+
+def _image_shape(run: Run):
+    return tuple(run.config.get("image_shape", (28, 28)))
+
+
+def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
+    """Write (again) every figure of a run folder."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return make_figures(run.run_dir, run.model, dataset, run.history,
+                        run.options["binarize"] or "none", seed)
+
+
+def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
+    """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
+    run = load_run(run_dir, backend)
+    n = _positive_int(n, "n")
+    return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
+                         n, seed)
+
+
+def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
+                    backend=None) -> Path:
+    """``numpyvae reconstruct``: test images above their reconstructions."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
+                                 _figure_path(run_dir, "reconstructions.png", out),
+                                 _positive_int(n, "n"), seed)
+
+
+def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
+                    download=True, backend=None) -> Path:
+    """``numpyvae interpolate``: strips between pairs of test images."""
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
+                               _figure_path(run_dir, "interpolation.png", out),
+                               _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
+                               seed)
+
+
+def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
+                 download=True, backend=None) -> dict:
+    """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
+
+    Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
+    ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
+    K > 0, ``log_likelihood``: the importance-weighted bound with K samples
+    (:func:`numpyvae.evaluate.log_likelihood`).
+    """
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download)
+    x = dataset.x_test
+    if limit is not None:
+        x = x[:_positive_int(limit, "limit")]
+    x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
+    rng = np.random.default_rng([int(seed), _STREAM_EVAL])
+    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng)
+    out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
+           "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
+           "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
+    iw_samples = int(iw_samples or 0)
+    if iw_samples < 0:
+        raise ValueError(f"iw_samples must be >= 0, got {iw_samples}")
+    if iw_samples > 0:
+        if isinstance(run.model, Autoencoder):
+            raise ValueError("the importance-weighted log-likelihood needs a VAE; this run "
+                             "trained an autoencoder")
+        out["iw_samples"] = iw_samples
+        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+    return out
