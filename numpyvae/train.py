@@ -434,14 +434,14 @@ def _summary(m, epochs):
 
 
 def _progress_bar(total, initial, desc, enabled):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", disable=not enabled,
                 leave=False, mininterval=0.5, file=sys.stderr, dynamic_ncols=True)
 
 
 def _write_line(text):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
     tqdm.write(text, file=sys.stderr)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 from . import reference
@@ -76,21 +77,28 @@ def _check_name(name, source="backend"):
 def get_backend(backend: str | ModuleType | None = None) -> ModuleType:
     """Return the backend module for ``backend`` (a name, a module, or None).
 
-    ``None`` means :func:`default_backend_name`. Raises ``ValueError`` for an
-    unknown name and ``ImportError`` with a clear message when ``numba`` is
-    asked for but not installed.
+    ``None`` means :func:`default_backend_name`; when that default is ``numba``
+    but the Numba backend fails to import, the NumPy reference is used with a
+    warning. An explicit ``"numba"`` that fails to import raises
+    ``ImportError`` saying why; an unknown name raises ``ValueError``.
     """
     if isinstance(backend, ModuleType):
         return backend
+    explicit = backend is not None or bool(os.environ.get(ENV_VAR, "").strip())
     name = default_backend_name() if backend is None else _check_name(str(backend).lower())
     if name == "numpy":
         return reference
     try:
         return importlib.import_module(_MODULES[name])
     except ImportError as exc:  # pragma: no cover - depends on the environment
+        if not explicit:
+            warnings.warn(f"the numba backend failed to import ({exc}); using the numpy "
+                          "reference backend", RuntimeWarning, stacklevel=2)
+            return reference
+        hint = f"pip install {name}" if not numba_available() else "see the error above"
         raise ImportError(
-            f"the {name!r} backend needs the package {name!r}: pip install {name} "
-            f"(or choose backend='numpy'); import failed with: {exc}"
+            f"the {name!r} backend could not be imported ({exc}); {hint}, or choose "
+            f"backend='numpy'"
         ) from exc
 
 
