@@ -1,4 +1,4 @@
-"""Evaluating a trained model on a data set: ELBO, importance-weighted log-likelihood, anomaly scores.
+"""Evaluating a trained model on a data set: ELBO, importance-weighted log p(x), anomaly scores.
 
 All figures are in nats per example. Everything runs in batches, so memory
 stays bounded for any data set size and any number of importance samples.

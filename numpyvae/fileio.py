@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,14 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    permissions = _permissions_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -36,6 +39,21 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
             pass
         raise
     return path
+
+
+def _permissions_for(path: Path) -> int:
+    """The permission bits a plain ``open(path, "w")`` would leave.
+
+    ``mkstemp`` creates its file readable by the owner only; without this the
+    replaced file would lose the old file's mode, and a new one would ignore
+    the umask (0o644 for the usual umask 022).
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # reading the umask means setting it; restore at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""Layers with explicit ``forward`` and ``backward``: ``Layer``, ``Linear``, activations, ``Sequential``.
+"""Layers with explicit ``forward`` and ``backward``: Layer, Linear, activations, Sequential.
 
 A layer owns ``params`` and ``grads`` (dicts with identical keys). ``forward(x)``
 keeps one cache of what ``backward`` needs (overwritten on each call);
@@ -149,6 +149,10 @@ class Linear(Layer):
 
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        if activation == "leaky_relu" and not alpha > 0:
+            # The backward reads the slope off the sign of the output, which
+            # is the sign of the input only for a positive alpha.
+            raise ValueError(f"Linear: leaky_relu needs alpha > 0, got {alpha}")
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(
                 f"Linear: features must be positive, got in={in_features}, out={out_features}"
@@ -221,6 +225,12 @@ class Activation(Layer):
         if self._y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         self._check_input(dout, self._y.shape[1], self._y.dtype, what="upstream gradient")
+        if dout.shape[0] != self._y.shape[0]:
+            # Caught here: a batch of 1 would otherwise broadcast silently.
+            raise ValueError(
+                f"{type(self).__name__}: upstream gradient has batch {dout.shape[0]}, forward "
+                f"had {self._y.shape[0]}"
+            )
         dx = self._buffer("dx", self._y.shape, self._y.dtype)
         return self.backend.activation_backward(dout, self._y, self.activation, self.alpha, dx=dx)
 

@@ -33,6 +33,7 @@ import io
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -209,8 +210,12 @@ class _EncoderDecoder:
 
     def reconstruction_nll(self, z, x) -> np.ndarray:
         """``-log p(x | z)`` per example, shape (B,), for latent codes ``z`` (B, L)."""
-        out = self.decoder.forward(self._check_latent(z))
-        x = self._check_data(x)
+        z, x = self._check_latent(z), self._check_data(x)
+        if z.shape[0] != x.shape[0]:
+            # A single x would otherwise broadcast silently against every z.
+            raise ValueError(f"{type(self).__name__}: z has {z.shape[0]} rows but x has "
+                             f"{x.shape[0]}; expected one x per z")
+        out = self.decoder.forward(z)
         if self.likelihood == "bernoulli":
             return self.backend.bernoulli_nll(out, x).copy()
         return self.backend.gaussian_nll(out, self._obs_logvar(), x).copy()
@@ -297,6 +302,10 @@ class _EncoderDecoder:
             raise ModelFileError(f"{source}: missing parameter(s) {missing}")
         for name, p in self.params.items():
             a = np.asarray(arrays[name])
+            if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+                raise ModelFileError(
+                    f"{source}: parameter {name!r} has dtype {a.dtype}, expected numbers"
+                )
             if a.shape != p.shape:
                 raise ModelFileError(
                     f"{source}: parameter {name!r} has shape {a.shape}, the model expects {p.shape}"
@@ -306,9 +315,10 @@ class _EncoderDecoder:
             p[...] = a
 
     def __repr__(self):
-        return (f"{type(self).__name__}(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, "
-                f"latent_dim={self.latent_dim}, likelihood={self.likelihood!r}, "
-                f"dtype={self.dtype.name!r}, backend={self.backend.NAME!r})")
+        return (f"{type(self).__name__}(input_dim={self.input_dim}, "
+                f"hidden_dims={self.hidden_dims}, latent_dim={self.latent_dim}, "
+                f"likelihood={self.likelihood!r}, dtype={self.dtype.name!r}, "
+                f"backend={self.backend.NAME!r})")
 
 
 class VAE(_EncoderDecoder):
@@ -444,6 +454,13 @@ class Autoencoder(_EncoderDecoder):
 
 MODEL_KINDS = {"vae": VAE, "autoencoder": Autoencoder}
 
+# What reading a damaged archive can raise: zipfile reports bad headers as
+# BadZipFile, but a flipped byte in a header can also claim an unsupported
+# compression method or zip version (NotImplementedError) or encryption
+# (RuntimeError); numpy reports bad array headers as ValueError.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
+               RuntimeError, KeyError, OverflowError, zlib.error)
+
 
 def build_model(config: dict, backend=None):
     """Construct a model from a :meth:`config` dict."""
@@ -465,16 +482,23 @@ def load(path, backend=None):
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as npz:
+                arrays = {name: npz[name] for name in npz.files}
+    except _UNREADABLE as exc:
         raise ModelFileError(f"{path}: not a readable numpyvae model file ({exc})") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load read a bare .npy array
+        raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
+                             "model.save() (an .npz archive)")
     if "__config__" not in arrays:
         raise ModelFileError(f"{path}: no model config inside; was it written by model.save()?")
     try:
         config = json.load(io.BytesIO(arrays.pop("__config__").tobytes()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: the model config is corrupt ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: the model config is not a JSON object")
     if config.get("format") != FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model file format {config.get('format')!r}, expected {FORMAT_VERSION}"

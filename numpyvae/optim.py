@@ -104,8 +104,13 @@ class Optimizer:
             raise ValueError(f"optimizer.step: gradient names differ (missing {missing}, "
                              f"unexpected {extra})")
         self.step_count += 1
-        flat_grad = flat_span(grads.values()) if self._flat is not None else None
-        if flat_grad is not None:
+        # The gradients must tile their buffer in the parameters' order, or the
+        # fused update would pair a parameter with another one's gradient.
+        flat_grad = None
+        if self._flat is not None:
+            flat_grad = flat_span(grads[name] for name in self.params)
+        if flat_grad is not None and flat_grad.shape == self._flat.shape and all(
+                grads[name].shape == p.shape for name, p in self.params.items()):
             self._update(self._flat, flat_grad, self._flat_state)
             return
         for name, p in self.params.items():

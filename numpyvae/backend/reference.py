@@ -28,6 +28,9 @@ import numpy as np
 
 NAME = "numpy"
 
+#: log(2 pi) as a Python float, which adopts the dtype of the array it meets.
+LOG_2PI = float(np.log(2 * np.pi))
+
 #: Activation names every backend understands.
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "softplus")
 
@@ -254,7 +257,8 @@ def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
             = \\tfrac12\\, e^{\\frac12 \\mathrm{logvar}}\\,\\varepsilon
             = \\tfrac12\\, \\sigma\\, \\varepsilon ,
 
-    so :math:`d\\mu = dz` and :math:`d\\,\\mathrm{logvar} = \\tfrac12\\, dz\\, \\varepsilon\\, \\sigma`.
+    so :math:`d\\mu = dz` and
+    :math:`d\\,\\mathrm{logvar} = \\tfrac12\\, dz\\, \\varepsilon\\, \\sigma`.
 
     Returns
     -------
@@ -463,7 +467,7 @@ def gaussian_nll(mean, logvar, x, out=None):
     """
     out = _empty(out, mean.shape[:1], mean.dtype)
     r = x - mean
-    per_pixel = 0.5 * (np.log(2 * np.pi) + logvar + r * r * np.exp(-logvar))
+    per_pixel = 0.5 * (LOG_2PI + logvar + r * r * np.exp(-logvar))
     np.sum(per_pixel.astype(mean.dtype, copy=False), axis=1, out=out)
     return out
 
@@ -582,7 +586,8 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
     v += (1 - beta2) * (g * g)
     bias1 = 1 - beta1**step
     bias2 = 1 - beta2**step
-    denom = np.sqrt(v) / np.sqrt(bias2) + param.dtype.type(eps)
+    # Scalars in the parameter's dtype: a float64 scalar would upcast the whole step.
+    denom = np.sqrt(v) / param.dtype.type(np.sqrt(bias2)) + param.dtype.type(eps)
     param -= param.dtype.type(lr / bias1) * m / denom
 
 

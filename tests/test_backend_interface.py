@@ -1,0 +1,246 @@
+"""The backend interface: every backend defines every op, keeps dtypes, honours ``out=``.
+
+Here each op is compared with the reference once, on fixed inputs; the
+thorough checks (central differences over hypothesis-drawn shapes and layouts)
+are where the ops are used (layers, distributions, model, optimizers), and
+every one of those tests runs on every backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from strategies import with_layout
+
+import numpyvae
+from numpyvae.backend import (
+    BACKENDS,
+    ENV_VAR,
+    OPS,
+    default_backend_name,
+    get_backend,
+    numba_available,
+    reference,
+)
+from numpyvae.backend.reference import ACTIVATIONS
+
+
+def _module(name):
+    """The backend module, or a skip when the optional Numba backend does not import."""
+    try:
+        return get_backend(name)
+    except ImportError as exc:  # numba is an optional dependency
+        pytest.skip(f"backend {name!r} does not import here: {exc}")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_backend_defines_every_op(name):
+    module = _module(name)
+    missing = [op for op in OPS if not callable(getattr(module, op, None))]
+    assert not missing, f"backend {name!r} lacks {missing}"
+    assert module.NAME == name
+
+
+def test_everything_the_library_calls_through_a_backend_is_a_listed_op():
+    """An op called by name but missing from OPS would go untested on the fast backend."""
+    package = Path(numpyvae.__file__).parent
+    called = set()
+    for source in package.rglob("*.py"):
+        if "backend" in source.parts:
+            continue
+        called |= set(re.findall(r"\b(?:backend|ops)\.([a-z_]+)\(", source.read_text()))
+    assert called, "found no backend calls: has the calling convention changed?"
+    assert called <= set(OPS), sorted(called - set(OPS))
+
+
+def test_get_backend_resolves_names_modules_and_the_environment(monkeypatch):
+    assert get_backend("numpy") is reference
+    assert get_backend("NumPy") is reference
+    assert get_backend(reference) is reference
+    with pytest.raises(ValueError, match="unknown backend 'cuda'; expected one of numpy, numba"):
+        get_backend("cuda")
+    monkeypatch.setenv(ENV_VAR, "numpy")
+    assert default_backend_name() == "numpy"
+    assert get_backend() is reference
+    monkeypatch.setenv(ENV_VAR, "fortran")
+    with pytest.raises(ValueError, match=r"unknown \$NUMPYVAE_BACKEND 'fortran'"):
+        get_backend()
+    monkeypatch.delenv(ENV_VAR)
+    assert default_backend_name() == ("numba" if numba_available() else "numpy")
+
+
+def test_importing_numpyvae_does_not_import_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, numpyvae; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PATH": "", "PYTHONPATH": ":".join(sys.path)})
+    assert out.stdout.strip() == "False"
+
+
+def test_backend_modules_are_importable_by_their_documented_names():
+    assert importlib.import_module("numpyvae.backend.reference") is reference
+
+
+# --------------------------------------------------------------------------
+# Contracts every backend keeps: dtype, out=, accumulate vs write, inputs untouched
+# --------------------------------------------------------------------------
+
+
+def _inputs(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    B, n_in, n_out, L, D = 4, 5, 3, 2, 6
+
+    def a(*shape, scale=1.0):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+
+    return dict(B=B, n_in=n_in, n_out=n_out, L=L, D=D, x=a(B, n_in), W=a(n_in, n_out),
+                b=a(n_out), dy=a(B, n_out), mu=a(B, L), logvar=a(B, L, scale=0.5),
+                eps=a(B, L), dz=a(B, L), dkl=a(B), h=a(B, 2 * L), logits=a(B, D, scale=3),
+                target=rng.random((B, D)).astype(dtype), mean=a(B, D), obs=a(B, D),
+                obs_logvar=a(D, scale=0.3), dnll=a(B))
+
+
+def _calls(backend, v):
+    """(name, thunk) for a call of every op that returns arrays."""
+    yield "activation_forward", lambda: [backend.activation_forward(v["x"], act)
+                                         for act in ACTIVATIONS]
+    y = reference.activation_forward(v["x"], "tanh")
+    yield "activation_backward", lambda: [backend.activation_backward(v["x"], y, act)
+                                          for act in ACTIVATIONS]
+    yield "linear_forward", lambda: backend.linear_forward(v["x"], v["W"], v["b"], "relu")
+    yl = reference.linear_forward(v["x"], v["W"], v["b"], "softplus")
+    dW, db = np.zeros_like(v["W"]), np.zeros_like(v["b"])
+    yield "linear_backward", lambda: [backend.linear_backward(v["dy"], v["x"], v["W"], yl, dW,
+                                                              db, "softplus"), dW, db]
+    yield "matmul", lambda: backend.matmul(v["x"], v["W"])
+    yield "reparameterize", lambda: backend.reparameterize(v["mu"], v["logvar"], v["eps"])
+    yield "reparameterize_backward", lambda: backend.reparameterize_backward(
+        v["dz"], v["logvar"], v["eps"])
+    yield "gaussian_kl", lambda: backend.gaussian_kl(v["mu"], v["logvar"])
+    yield "gaussian_kl_backward", lambda: backend.gaussian_kl_backward(v["dkl"], v["mu"],
+                                                                       v["logvar"])
+    yield "latent_forward", lambda: backend.latent_forward(v["h"], v["eps"])
+    yield "latent_backward", lambda: backend.latent_backward(v["dz"], v["h"], v["eps"],
+                                                             v["dkl"], 0.1)
+    yield "kl_per_dimension", lambda: backend.kl_per_dimension(v["mu"], v["logvar"])
+    yield "bernoulli_nll", lambda: backend.bernoulli_nll(v["logits"], v["target"])
+    yield "bernoulli_nll_backward", lambda: backend.bernoulli_nll_backward(
+        v["dnll"], v["logits"], v["target"])
+    yield "gaussian_nll", lambda: backend.gaussian_nll(v["mean"], v["obs_logvar"], v["obs"])
+    yield "gaussian_nll_backward", lambda: backend.gaussian_nll_backward(
+        v["dnll"], v["mean"], v["obs_logvar"], v["obs"])
+    yield "bernoulli_nll_and_grad", lambda: backend.bernoulli_nll_and_grad(
+        v["logits"], v["target"], 0.25)
+    dlv = np.zeros_like(v["obs_logvar"])
+    yield "gaussian_nll_and_grad", lambda: [*backend.gaussian_nll_and_grad(
+        v["mean"], v["obs_logvar"], v["obs"], 0.25, dlv), dlv]
+
+
+def _flatten(result):
+    if isinstance(result, np.ndarray):
+        return [result]
+    return [a for r in result for a in _flatten(r)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_op_keeps_the_dtype_and_leaves_its_inputs_alone(backend, dtype):
+    v = _inputs(dtype)
+    before = {k: a.copy() for k, a in v.items() if isinstance(a, np.ndarray)}
+    covered = set()
+    for name, call in _calls(backend, v):
+        for out in _flatten(call()):
+            assert out.dtype == dtype, name
+            assert np.all(np.isfinite(out)), name
+        for k, a in before.items():
+            np.testing.assert_array_equal(v[k], a, err_msg=f"{name} changed its input {k}")
+        covered.add(name)
+    assert covered == set(OPS) - {"sgd_update", "adam_update", "sum_of_squares"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_op_agrees_with_the_reference(backend, dtype):
+    v = _inputs(dtype)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for (name, call), (_, ref) in zip(_calls(backend, v), _calls(reference, _inputs(dtype)),
+                                      strict=True):
+        for got, want in zip(_flatten(call()), _flatten(ref()), strict=True):
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, err_msg=name)
+
+
+def test_out_buffers_are_used_and_returned(backend):
+    v = _inputs("float64")
+    B, L, D = v["B"], v["L"], v["D"]
+
+    def buffer(*shape):
+        return np.full(shape, np.nan)  # garbage that must be overwritten
+
+    out = buffer(B, v["n_in"])
+    assert backend.activation_forward(v["x"], "tanh", out=out) is out
+    np.testing.assert_allclose(out, np.tanh(v["x"]), rtol=1e-14)
+    out = buffer(B, v["n_out"])
+    assert backend.linear_forward(v["x"], v["W"], v["b"], out=out) is out
+    np.testing.assert_allclose(out, v["x"] @ v["W"] + v["b"], rtol=1e-13)
+    z, kl = buffer(B, L), buffer(B)
+    got_z, got_kl = backend.latent_forward(v["h"], v["eps"], z=z, kl=kl)
+    assert got_z is z and got_kl is kl
+    np.testing.assert_allclose(z, reference.latent_forward(v["h"], v["eps"])[0], rtol=1e-14)
+    dh = buffer(B, 2 * L)
+    assert backend.latent_backward(v["dz"], v["h"], v["eps"], v["dkl"], dh=dh) is dh
+    assert np.all(np.isfinite(dh))
+    nll, dlogits = buffer(B), buffer(B, D)
+    got = backend.bernoulli_nll_and_grad(v["logits"], v["target"], 0.5, nll=nll,
+                                         dlogits=dlogits)
+    assert got[0] is nll and got[1] is dlogits
+    nll, dmean = buffer(B), buffer(B, D)
+    got = backend.gaussian_nll_and_grad(v["mean"], v["obs_logvar"], v["obs"], 0.5, None,
+                                        nll=nll, dmean=dmean)
+    assert got[0] is nll and got[1] is dmean
+    assert np.all(np.isfinite(nll)) and np.all(np.isfinite(dmean))
+
+
+def test_linear_backward_accumulates_parameter_gradients_and_writes_dx(backend):
+    v = _inputs("float64")
+    y = reference.linear_forward(v["x"], v["W"], v["b"], "tanh")
+    dW0, db0 = np.zeros_like(v["W"]), np.zeros_like(v["b"])
+    dx0 = backend.linear_backward(v["dy"], v["x"], v["W"], y, dW0, db0, "tanh")
+
+    dW, db = np.full_like(v["W"], 2.0), np.full_like(v["b"], -1.0)
+    dx = np.full_like(v["x"], np.nan)
+    assert backend.linear_backward(v["dy"], v["x"], v["W"], y, dW, db, "tanh", dx=dx) is dx
+    np.testing.assert_allclose(dW, dW0 + 2.0, rtol=1e-14)
+    np.testing.assert_allclose(db, db0 - 1.0, rtol=1e-14)
+    np.testing.assert_allclose(dx, dx0, rtol=1e-14)
+    assert backend.linear_backward(v["dy"], v["x"], v["W"], y, dW, db, "tanh",
+                                   need_dx=False) is None
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+def test_ops_accept_non_contiguous_inputs(backend, layout):
+    v = _inputs("float64", seed=3)
+    strided = {k: with_layout(a, layout) if isinstance(a, np.ndarray) and a.ndim == 2 else a
+               for k, a in v.items()}
+    for (name, call), (_, want) in zip(_calls(backend, strided), _calls(backend, v),
+                                       strict=True):
+        for got_a, want_a in zip(_flatten(call()), _flatten(want()), strict=True):
+            np.testing.assert_allclose(got_a, want_a, rtol=1e-13, atol=1e-14, err_msg=name)
+
+
+def test_unknown_activation_is_rejected(backend):
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        backend.activation_forward(x, "swish")
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        backend.activation_backward(x, x, "swish")
+
+
+def test_sum_of_squares(backend):
+    a = np.arange(12.0).reshape(3, 4)
+    assert backend.sum_of_squares(a) == pytest.approx(float(np.sum(a**2)), rel=1e-15)
+    assert isinstance(backend.sum_of_squares(a.astype(np.float32)), float)
+    assert backend.sum_of_squares(with_layout(a, "sliced")) == pytest.approx(506.0)
