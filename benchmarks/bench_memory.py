@@ -1,0 +1,100 @@
+"""Peak memory of a training run: numpyvae (numba, numpy backends), plain NumPy and PyTorch.
+
+Each implementation trains the default recipe (784-400-20, Bernoulli, Adam,
+batch 128, float32) for one epoch of Fashion-MNIST (``--data-dir``; random
+binary data of the same size otherwise) in a fresh process, and reports its
+peak resident memory (``VmHWM``), and how much of it came before training
+(interpreter, libraries, the data set) and during it.
+
+Run:  python benchmarks/bench_memory.py [--data-dir DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import common
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import common
+common.set_threads()
+which, data_dir, steps, n = {which!r}, {data_dir!r}, {steps!r}, {n!r}
+if which == "torch":
+    from torch_vae import TorchVAE
+    model = TorchVAE(threads=common.threads())
+    step = model.step
+elif which == "plain numpy":
+    from plain_numpy import PlainNumpyVAE
+    model = PlainNumpyVAE()
+    step = model.step
+else:
+    import numpyvae
+    vae = numpyvae.VAE(784, (400,), 20, backend=which)
+    opt = numpyvae.Adam(vae.params, backend=which)
+    def step(x):
+        vae.loss_and_grads(x)
+        opt.step(vae.grads)
+x, _ = common.load_data(data_dir, n=n)
+x = common.shuffled(x)
+stream = common.batches(x, 128)
+step(next(stream))  # the first step (for numba: loading kernels)
+before = common.current_rss_mib()
+t0 = time.perf_counter()
+for _ in range(steps):
+    step(next(stream))
+seconds = time.perf_counter() - t0
+print(json.dumps({{"rss_before_training_mib": before, "peak_rss_mib": common.peak_rss_mib(),
+                  "steps": steps, "seconds": seconds}}))
+"""
+
+IMPLEMENTATIONS = ("numba", "numpy", "plain numpy", "torch")
+
+
+def measure(which, data_dir, steps, n=common.N_EXAMPLES):
+    env = {**os.environ, "PYTHONPATH": str(common.ROOT.parent)}
+    code = CHILD.format(bench=str(common.ROOT), which=which, data_dir=data_dir, steps=steps, n=n)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{which}: {out.stderr.strip().splitlines()[-1]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["during_training_mib"] = result["peak_rss_mib"] - result["rss_before_training_mib"]
+    return result
+
+
+def run(data_dir=None, quick=False, verbose=True):
+    from torch_vae import available
+
+    say = print if verbose else (lambda *a, **k: None)
+    steps = 10 if quick else common.N_EXAMPLES // 128  # one epoch
+    payload = {"benchmark": "peak memory", "quick": quick, "machine": common.machine(),
+               "data": data_dir or "random binary (60000 x 784)", "steps": steps, "runs": {}}
+    for which in IMPLEMENTATIONS:
+        if which == "torch" and not available():
+            continue
+        r = payload["runs"][which] = measure(which, data_dir, steps,
+                                             4096 if quick else common.N_EXAMPLES)
+        say(f"  {which:<12} peak {r['peak_rss_mib']:7.1f} MiB  (before training "
+            f"{r['rss_before_training_mib']:6.1f}, training adds {r['during_training_mib']:6.1f})"
+            f"  {r['steps']} steps in {r['seconds']:.1f} s")
+    return payload
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="folder with train-images-idx3-ubyte(.gz)")
+    parser.add_argument("--quick", action="store_true",
+                        help="20 steps on 4096 examples instead of an epoch")
+    parser.add_argument("--out", default="memory", help="results file name (without .json)")
+    args = parser.parse_args(argv)
+    payload = run(args.data_dir, args.quick)
+    print(f"saved {common.save_json(args.out, payload)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""The Numba backend: every operation of :mod:`numpyvae.backend.reference`, as fused kernels.
+
+Same names, same signatures, same semantics as the reference (``out=``/``dx=``
+buffers are written, parameter gradients are accumulated, results are
+returned the same way); the tests hold the two to 1e-12 (float64) and 1e-5
+(float32) on arbitrary shapes and memory layouts. This module only checks
+and prepares arguments; the arithmetic is in
+:mod:`numpyvae.backend.numba_kernels`, one plain Python function per kernel.
+
+What is fused (per training step of the default VAE, in kernel calls):
+
+* ``linear_forward``: the matmul (BLAS ``sgemm``/``dgemm`` called from
+  jitted code), then bias and activation in one pass over each thread's
+  block of the output while it is in cache;
+* ``linear_backward``: ``da = dy * f'(y)`` and ``db += sum da`` in one pass,
+  ``dW += x.T @ da`` accumulated by BLAS in place (``beta = 1``, the
+  transpose a flag) and ``dx = da @ W.T``;
+* ``latent_forward``/``latent_backward``: sampling, KL and both gradients;
+* ``bernoulli_nll_and_grad``/``gaussian_nll_and_grad``: loss and gradient;
+* ``adam_update``: one pass over the flat buffer of all parameters.
+
+Nothing is allocated when the caller passes buffers, as the layers and the
+model do: the one temporary a fused kernel needs (``da`` in
+``linear_backward`` for a non-identity activation, ``exp(-logvar)`` in the
+Gaussian loss) is a work buffer kept here per thread, by shape and dtype.
+
+:func:`set_matmul` chooses how matrices are multiplied: ``"blas"`` (the
+default, fastest here), ``"tiled"`` (the hand-written cache-blocked kernel)
+or ``"loops"`` (the readable one); ``benchmarks/`` compares them.
+
+Threads: every kernel runs on Numba's threads (``numba.set_num_threads``);
+BLAS runs single-threaded inside them (see "BLAS, and threads" below;
+:data:`BLAS` says which BLAS library was found).
+
+Ops that are not on the training path and would gain nothing from a kernel
+are the reference's own functions, imported by name below.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numba
+import numpy as np
+
+from . import numba_kernels as K
+from . import reference
+from .reference import gaussian_nll_backward, sum_of_squares  # not on the hot path
+
+NAME = "numba"
+ACTIVATIONS = reference.ACTIVATIONS
+
+_ACTIVATION_CODES = {
+    "identity": K.IDENTITY, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU,
+    "tanh": K.TANH, "sigmoid": K.SIGMOID, "softplus": K.SOFTPLUS,
+}
+assert tuple(_ACTIVATION_CODES) == ACTIVATIONS
+
+#: The matmul kernels, by name (see :func:`set_matmul`).
+MATMUL_METHODS = ("blas", "tiled", "loops")
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_matmul = "blas"
+
+
+def set_matmul(method: str) -> str:
+    """Choose how every op multiplies matrices: ``"blas"``, ``"tiled"`` or ``"loops"``.
+
+    Returns the previous choice. ``"blas"`` is the default and the fastest;
+    the other two are the hand-written kernels, kept for teaching and for
+    the benchmarks.
+    """
+    global _matmul
+    if method not in MATMUL_METHODS:
+        raise ValueError(f"unknown matmul {method!r}; expected one of {MATMUL_METHODS}")
+    old, _matmul = _matmul, method
+    return old
+
+
+def get_matmul() -> str:
+    """The current matmul method (see :func:`set_matmul`)."""
+    return _matmul
+
+
+_blas_layout = getattr(K.blas_layout, "py_func", K.blas_layout)  # plain Python: no dispatch
+
+
+def _blas_takes(a):
+    """Whether BLAS can read ``a`` in place (any non-empty C- or Fortran-ordered array can)."""
+    flags = a.flags
+    if flags.c_contiguous or flags.f_contiguous:
+        return a.size > 0
+    return _blas_layout(a)[0] != 0
+
+
+def _use_blas(*arrays):
+    """Whether BLAS is chosen and can take every array as it lies in memory."""
+    return _matmul == "blas" and all(_blas_takes(a) for a in arrays)
+
+
+def _hand_matmul(alpha, a, b, beta, c):
+    """``c = alpha a b + beta c`` with the hand-written kernel chosen (the tiled one for "blas")."""
+    kernel = K.matmul_loops if _matmul == "loops" else K.matmul_tiled
+    kernel(alpha, a, b, beta, c)
+
+
+# --------------------------------------------------------------------------
+# BLAS, and threads: one pool for everything
+# --------------------------------------------------------------------------
+#
+# The kernels call ``sgemm``/``dgemm`` by address. They prefer the OpenBLAS
+# inside NumPy (64-bit integers; measured 14% faster here than SciPy's copy,
+# and it spares importing scipy.linalg), and otherwise take SciPy's, through
+# the documented ``scipy.linalg.cython_blas``.
+#
+# OpenBLAS keeps its own threads, which spin for a while after each call;
+# Numba's threads do the same after each parallel loop. With both pools
+# active, two cores carry four busy threads and every hand-over waits for a
+# time slice (steps ran 50x slower on a loaded machine). So the kernels cut
+# each matrix product into one block per Numba thread and call BLAS
+# single-threaded on each block: OpenBLAS is switched to one thread for the
+# duration of each call into a kernel that uses it, and back after. Where
+# that switch cannot be found (another BLAS), BLAS keeps its threads and the
+# kernels run as one task.
+
+
+def _function_address(library, name):
+    function = getattr(library, name, None)
+    return None if function is None else ctypes.cast(function, ctypes.c_void_p).value
+
+
+def _thread_switch(library, suffix):
+    """``(get, set)`` of OpenBLAS's thread count in ``library`` (or a dependency), or None."""
+    for prefix in ("scipy_", ""):
+        get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+        set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if get is not None and set_ is not None:
+            get.restype = ctypes.c_int
+            return get, set_
+    return None
+
+
+def _numpy_blas():
+    """The ILP64 OpenBLAS inside NumPy (PyPI wheels): ``(gemm by dtype, switch, name)`` or None."""
+    try:
+        try:
+            from numpy._core import _multiarray_umath as core
+        except ImportError:  # NumPy 1.x
+            from numpy.core import _multiarray_umath as core
+        library = ctypes.CDLL(core.__file__)  # dlsym also searches its dependencies
+    except (ImportError, OSError, AttributeError):
+        return None
+    for prefix in ("scipy_", ""):
+        sgemm = _function_address(library, f"{prefix}sgemm_64_")
+        dgemm = _function_address(library, f"{prefix}dgemm_64_")
+        if sgemm and dgemm:
+            gemm = {_FLOATS[0]: (sgemm, 1), _FLOATS[1]: (dgemm, 1)}
+            return gemm, _thread_switch(library, "64_"), "NumPy's OpenBLAS (ILP64)"
+    return None
+
+
+def _scipy_blas():
+    """SciPy's BLAS through scipy.linalg.cython_blas: ``(gemm by dtype, switch, name)``."""
+    from numba.extending import get_cython_function_address
+
+    sgemm = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+    dgemm = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
+    gemm = {_FLOATS[0]: (sgemm, 0), _FLOATS[1]: (dgemm, 0)}
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+    switch = None
+    try:  # the wrapper's shared library, whose dependencies include the BLAS
+        info = DlInfo()
+        if ctypes.CDLL(None).dladdr(ctypes.c_void_p(dgemm), ctypes.byref(info)):
+            switch = _thread_switch(ctypes.CDLL(info.fname.decode()), "")
+    except (OSError, AttributeError, TypeError):
+        pass
+    return gemm, switch, "SciPy's BLAS (scipy.linalg.cython_blas)"
+
+
+_GEMM, _BLAS_THREADS, BLAS = _numpy_blas() or _scipy_blas()
+"""Which BLAS library the kernels call (a description)."""
+
+
+def _with_blas(kernel, *args):
+    """Call a kernel that uses BLAS, with one task per Numba thread and BLAS single-threaded."""
+    if _BLAS_THREADS is None:
+        kernel(*args, 1)
+        return
+    get, set_ = _BLAS_THREADS
+    n = get()
+    set_(1)
+    try:
+        kernel(*args, numba.get_num_threads())
+    finally:
+        set_(n)
+
+
+# --------------------------------------------------------------------------
+# Argument helpers
+# --------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _work(name, shape, dtype):
+    """A work buffer owned by this module (per thread), reused while shape and dtype match."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = buffers[name] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def _empty(out, shape, dtype):
+    return np.empty(shape, dtype=dtype) if out is None else out
+
+
+def _code(activation):
+    try:
+        return _ACTIVATION_CODES[activation]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {ACTIVATIONS}"
+        ) from None
+
+
+def _same_float(*arrays):
+    """True when every array is float32, or every one float64 (what the kernels take)."""
+    dtype = arrays[0].dtype
+    return dtype in _FLOATS and all(a.dtype == dtype for a in arrays)
+
+
+# --------------------------------------------------------------------------
+# Activations and the linear layer
+# --------------------------------------------------------------------------
+
+
+def activation_forward(x, activation, alpha=0.01, out=None):
+    """Elementwise activation; see :func:`numpyvae.backend.reference.activation_forward`."""
+    code = _code(activation)
+    out = _empty(out, x.shape, x.dtype)
+    if x.ndim != 2 or not _same_float(x, out):
+        return reference.activation_forward(x, activation, alpha, out=out)
+    K.activation_forward(x, code, alpha, out)
+    return out
+
+
+def activation_backward(dy, y, activation, alpha=0.01, dx=None):
+    """``dx = dy * f'``; see :func:`numpyvae.backend.reference.activation_backward`."""
+    code = _code(activation)
+    dx = _empty(dx, y.shape, y.dtype)
+    if y.ndim != 2 or not _same_float(dy, y, dx):
+        return reference.activation_backward(dy, y, activation, alpha, dx=dx)
+    K.activation_backward(dy, y, code, alpha, dx)
+    return dx
+
+
+def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
+    """``y = f(x @ W + b)``, fused; see :func:`numpyvae.backend.reference.linear_forward`."""
+    code = _code(activation)
+    out = _empty(out, (x.shape[0], W.shape[1]), W.dtype)
+    if not _same_float(x, W, b, out) or x.ndim != 2 or W.ndim != 2:
+        return reference.linear_forward(x, W, b, activation, alpha, out=out)
+    if _use_blas(x, W, out):
+        _with_blas(K.linear_forward, x, W, b, code, alpha, out, _GEMM[W.dtype])
+    else:
+        T = W.dtype.type
+        _hand_matmul(T(1), x, W, T(0), out)
+        K.bias_activation(out, b, code, alpha, numba.get_num_threads())
+    return out
+
+
+def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=None,
+                    need_dx=True):
+    """Backward of :func:`linear_forward`, fused; see :func:`reference.linear_backward`."""
+    code = _code(activation)
+    if not _same_float(dy, x, W, y, dW, db) or (dx is not None and dx.dtype != W.dtype):
+        return reference.linear_backward(dy, x, W, y, dW, db, activation, alpha, dx=dx,
+                                         need_dx=need_dx)
+    da = dy if code == K.IDENTITY else _work("da", dy.shape, dy.dtype)
+    dx = _empty(dx, x.shape, W.dtype) if need_dx else da  # da stands in when dx is unused
+    if _use_blas(dy, x, W, dW, dx):
+        _with_blas(K.linear_backward, dy, x, W, y, dW, db, code, alpha, da, dx, need_dx,
+                   _GEMM[W.dtype])
+    else:
+        T = W.dtype.type
+        K.bias_gradient(dy, y, code, alpha, da, db, numba.get_num_threads())
+        _hand_matmul(T(1), x.T, da, T(1), dW)
+        if need_dx:
+            _hand_matmul(T(1), da, W.T, T(0), dx)
+    return dx if need_dx else None
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays; see :func:`numpyvae.backend.reference.matmul`."""
+    out = _empty(out, (a.shape[0], b.shape[1]), np.result_type(a, b))
+    if not _same_float(a, b, out) or a.ndim != 2 or b.ndim != 2:
+        return reference.matmul(a, b, out=out)
+    T = out.dtype.type
+    if _use_blas(a, b, out):
+        _with_blas(K.gemm_parallel, T(1), a, b, T(0), out, _GEMM[out.dtype])
+    else:
+        _hand_matmul(T(1), a, b, T(0), out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# The Gaussian latent layer
+# --------------------------------------------------------------------------
+
+
+def reparameterize(mu, logvar, eps, out=None):
+    """``z = mu + exp(logvar / 2) * eps``; see :func:`numpyvae.backend.reference.reparameterize`."""
+    out = _empty(out, mu.shape, mu.dtype)
+    if mu.ndim != 2 or not _same_float(mu, logvar, eps, out):
+        return reference.reparameterize(mu, logvar, eps, out=out)
+    K.reparameterize(mu, logvar, eps, out)
+    return out
+
+
+def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
+    """See :func:`numpyvae.backend.reference.reparameterize_backward`."""
+    dmu = _empty(dmu, dz.shape, dz.dtype)
+    dlogvar = _empty(dlogvar, dz.shape, dz.dtype)
+    if dz.ndim != 2 or not _same_float(dz, logvar, eps, dmu, dlogvar):
+        return reference.reparameterize_backward(dz, logvar, eps, dmu=dmu, dlogvar=dlogvar)
+    K.reparameterize_backward(dz, logvar, eps, dmu, dlogvar)
+    return dmu, dlogvar
+
+
+def gaussian_kl(mu, logvar, out=None):
+    """Per-example KL to N(0, I); see :func:`numpyvae.backend.reference.gaussian_kl`."""
+    out = _empty(out, mu.shape[:1], mu.dtype)
+    if mu.ndim != 2 or not _same_float(mu, logvar, out):
+        return reference.gaussian_kl(mu, logvar, out=out)
+    K.gaussian_kl(mu, logvar, out)
+    return out
+
+
+def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
+    """See :func:`numpyvae.backend.reference.gaussian_kl_backward`."""
+    dmu = _empty(dmu, mu.shape, mu.dtype)
+    dlogvar = _empty(dlogvar, mu.shape, mu.dtype)
+    if mu.ndim != 2 or not _same_float(dkl, mu, logvar, dmu, dlogvar):
+        return reference.gaussian_kl_backward(dkl, mu, logvar, dmu=dmu, dlogvar=dlogvar)
+    K.gaussian_kl_backward(dkl, mu, logvar, dmu, dlogvar)
+    return dmu, dlogvar
+
+
+def latent_forward(h, eps, z=None, kl=None):
+    """Split, sample and KL in one kernel; see :func:`numpyvae.backend.reference.latent_forward`."""
+    B, L = eps.shape
+    z = _empty(z, (B, L), h.dtype)
+    kl = _empty(kl, (B,), h.dtype)
+    if not _same_float(h, eps, z, kl):
+        return reference.latent_forward(h, eps, z=z, kl=kl)
+    K.latent_forward(h, eps, z, kl)
+    return z, kl
+
+
+def latent_backward(dz, h, eps, dkl, free_bits=0.0, dh=None):
+    """Both gradient paths in one kernel; see :func:`numpyvae.backend.reference.latent_backward`."""
+    dh = _empty(dh, h.shape, h.dtype)
+    if not _same_float(dz, h, eps, dkl, dh):
+        return reference.latent_backward(dz, h, eps, dkl, free_bits, dh=dh)
+    K.latent_backward(dz, h, eps, dkl, free_bits, dh)
+    return dh
+
+
+def kl_per_dimension(mu, logvar):
+    """Batch-mean KL of each latent dimension, shape (L,)."""
+    out = np.empty(mu.shape[1:], dtype=mu.dtype)
+    if mu.ndim != 2 or not _same_float(mu, logvar):
+        return reference.kl_per_dimension(mu, logvar)
+    K.kl_per_dimension(mu, logvar, out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Reconstruction terms
+# --------------------------------------------------------------------------
+
+
+def _like(x, a):
+    """``x`` in ``a``'s dtype (a copy only if it differs, e.g. integer pixel data)."""
+    return x if x.dtype == a.dtype else x.astype(a.dtype)
+
+
+def bernoulli_nll(logits, x, out=None):
+    """Binary cross-entropy with logits per example; see :func:`reference.bernoulli_nll`."""
+    out = _empty(out, logits.shape[:1], logits.dtype)
+    if logits.ndim != 2 or not _same_float(logits, out):
+        return reference.bernoulli_nll(logits, x, out=out)
+    K.bernoulli_nll(logits, _like(x, logits), out)
+    return out
+
+
+def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
+    """``dnll * (sigmoid(logits) - x)``; see :func:`reference.bernoulli_nll_backward`."""
+    dlogits = _empty(dlogits, logits.shape, logits.dtype)
+    if logits.ndim != 2 or not _same_float(logits, dnll, dlogits):
+        return reference.bernoulli_nll_backward(dnll, logits, x, dlogits=dlogits)
+    K.bernoulli_nll_backward(dnll, logits, _like(x, logits), dlogits)
+    return dlogits
+
+
+def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
+    """NLL and ``scale`` times its gradient in one pass (reference: ``bernoulli_nll_and_grad``)."""
+    nll = _empty(nll, logits.shape[:1], logits.dtype)
+    dlogits = _empty(dlogits, logits.shape, logits.dtype)
+    if logits.ndim != 2 or not _same_float(logits, nll, dlogits):
+        return reference.bernoulli_nll_and_grad(logits, x, scale, nll=nll, dlogits=dlogits)
+    K.bernoulli_nll_and_grad(logits, _like(x, logits), scale, nll, dlogits)
+    return nll, dlogits
+
+
+def _logvar_vector(logvar, mean):
+    """``logvar`` as a 1-D array the kernels index: (D,) as is, a scalar as a (1,) work buffer."""
+    if np.ndim(logvar) == 0:
+        vec = _work("logvar", (1,), mean.dtype)
+        vec[0] = logvar
+        return vec
+    return _like(np.asarray(logvar), mean).reshape(-1)
+
+
+def gaussian_nll(mean, logvar, x, out=None):
+    """Gaussian NLL per example; see :func:`numpyvae.backend.reference.gaussian_nll`."""
+    out = _empty(out, mean.shape[:1], mean.dtype)
+    if (mean.ndim != 2 or not _same_float(mean, out)
+            or np.size(logvar) not in (1, mean.shape[1]) or np.ndim(logvar) > 1):
+        return reference.gaussian_nll(mean, logvar, x, out=out)
+    K.gaussian_nll(mean, _logvar_vector(logvar, mean), _like(x, mean), out)
+    return out
+
+
+def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=None, dmean=None):
+    """NLL and ``scale`` times its gradients, fused (reference: ``gaussian_nll_and_grad``)."""
+    nll = _empty(nll, mean.shape[:1], mean.dtype)
+    dmean = _empty(dmean, mean.shape, mean.dtype)
+    D = mean.shape[1] if mean.ndim == 2 else -1
+    learned = dlogvar is not None
+    if (mean.ndim != 2 or not _same_float(mean, nll, dmean) or np.ndim(logvar) > 1
+            or np.size(logvar) not in (1, D)
+            or (learned and (np.shape(logvar) != (D,) or dlogvar.shape != (D,)
+                             or dlogvar.dtype != mean.dtype))):
+        return reference.gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=nll,
+                                               dmean=dmean)
+    lv = _logvar_vector(logvar, mean)
+    inv_var = _work("inv_var", lv.shape, mean.dtype)
+    K.gaussian_nll_and_grad(mean, lv, _like(x, mean), scale, inv_var,
+                            dlogvar if learned else inv_var, learned, nll, dmean)
+    return nll, dmean
+
+
+# --------------------------------------------------------------------------
+# Optimizer updates
+# --------------------------------------------------------------------------
+
+
+def _flat_views(*arrays):
+    """1-D views of same-shaped, C-contiguous, same-float arrays, or None if impossible."""
+    if not _same_float(*arrays) or any(a.shape != arrays[0].shape for a in arrays):
+        return None
+    if arrays[0].ndim == 1:
+        return arrays
+    if not all(a.flags.c_contiguous for a in arrays):
+        return None
+    return tuple(a.reshape(-1) for a in arrays)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """One SGD step in place, fused; see :func:`numpyvae.backend.reference.sgd_update`."""
+    flat = _flat_views(param, grad, velocity)
+    if flat is None:
+        return reference.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+    K.sgd_update(*flat, float(lr), float(momentum), bool(nesterov), float(weight_decay))
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    """One Adam/AdamW step in place, in one pass; see :func:`reference.adam_update`."""
+    flat = _flat_views(param, grad, m, v)
+    if flat is None:
+        return reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
+                                     step, decoupled)
+    # The step-dependent scalars, in float64, as the reference computes them.
+    shrink = 1 - lr * weight_decay
+    step_size = lr / (1 - beta1**step)
+    sqrt_bias2 = float(np.sqrt(1 - beta2**step))
+    K.adam_update(*flat, float(beta1), float(beta2), float(eps), float(weight_decay),
+                  bool(decoupled), float(shrink), float(step_size), sqrt_bias2)
+
+
+__all__ = [
+    "NAME", "ACTIVATIONS", "BLAS", "MATMUL_METHODS", "set_matmul", "get_matmul",
+    "activation_forward", "activation_backward", "linear_forward", "linear_backward", "matmul",
+    "reparameterize", "reparameterize_backward", "gaussian_kl", "gaussian_kl_backward",
+    "latent_forward", "latent_backward", "kl_per_dimension",
+    "bernoulli_nll", "bernoulli_nll_backward", "gaussian_nll", "gaussian_nll_backward",
+    "bernoulli_nll_and_grad", "gaussian_nll_and_grad",
+    "sgd_update", "adam_update", "sum_of_squares",
+]

@@ -1,0 +1,43 @@
+"""The benchmark scripts still run: ``benchmarks/run_all.py --quick`` end to end, in a subprocess.
+
+Timing claims live in ``benchmarks/``, not here: this checks only that every
+benchmark runs, validates its kernels, and writes its JSON, chart and table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+pytest.importorskip("matplotlib")
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_quick_benchmark_run_writes_every_result(tmp_path):
+    env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path), "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("training", "kernels", "startup", "memory"):
+        payload = json.loads((tmp_path / f"{name}.json").read_text())
+        assert payload["quick"] is True
+    training = json.loads((tmp_path / "training.json").read_text())
+    head = training["configs"][0]
+    assert (head["batch"], head["dtype"]) == (128, "float32")
+    assert {"numba", "numpy", "plain numpy"} <= set(head["implementations"])
+    assert all(r["samples_per_s"] > 0 for r in head["implementations"].values())
+    kernels = json.loads((tmp_path / "kernels.json").read_text())
+    assert kernels["validate_then_time"] and all(r["valid"] for r in kernels["validate_then_time"])
+    assert all(r["valid"] for r in kernels["matmul"])
+    startup = json.loads((tmp_path / "startup.json").read_text())
+    assert startup["numba_imported_by_import"] is False
+    assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| target | measured | met |" in summary

@@ -1,0 +1,452 @@
+"""The Numba backend: every fast kernel against the reference, and the training path end to end.
+
+Each op of :mod:`numpyvae.backend.numba_ops` is compared with the same op of
+the reference on hypothesis-drawn shapes, in float64 (to 1e-12 relative) and
+float32 (to 1e-5), with inputs in every memory layout (contiguous,
+transposed, sliced). One layout is drawn per example for all of an op's
+inputs, which bounds how many specialisations Numba has to compile. Then:
+the matmul kernels, the vectorised exp/log1p, allocation-free training
+steps, identical loss curves with either backend, the whole-model gradient
+check on this backend, and that ``import numpyvae`` does not import Numba.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from strategies import LAYOUTS, seeds, shapes, with_layout
+
+pytest.importorskip("numba")
+
+from numpyvae import VAE, Adam, AdamW  # noqa: E402
+from numpyvae.backend import OPS, get_backend  # noqa: E402
+from numpyvae.backend import numba_kernels as K  # noqa: E402
+from numpyvae.backend import reference as R  # noqa: E402
+from numpyvae.gradcheck import check_model, rel_error  # noqa: E402
+
+N = get_backend("numba")
+SCIPY_GEMM = N._scipy_blas()[0]  # the fallback BLAS (32-bit integers), tested alongside
+
+DTYPES = (np.float32, np.float64)
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+dtypes = st.sampled_from(DTYPES)
+layouts = st.sampled_from(LAYOUTS)
+
+
+def assert_close(actual, expected, what=""):
+    """Same dtype as the reference, and equal to the dtype's tolerance (relative to the scale)."""
+    if expected is None:
+        assert actual is None, what
+        return
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    err = rel_error(actual, expected)
+    assert err <= TOL[expected.dtype], f"{what}: relative error {err:.3g} ({expected.dtype})"
+
+
+def draw_array(draw, shape, dtype, layout, low=-2.0, high=2.0):
+    rng = np.random.default_rng(draw(seeds()))
+    return with_layout(rng.uniform(low, high, size=shape).astype(dtype), layout)
+
+
+def fresh(a):
+    """A C-ordered copy (so the reference and the backend never share an output)."""
+    return np.array(a, order="C", copy=True)
+
+
+# --------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------
+
+
+def test_the_numba_backend_mirrors_every_op_with_the_same_signature():
+    assert N.NAME == "numba"
+    assert N.ACTIVATIONS == R.ACTIVATIONS
+    for op in OPS:
+        assert inspect.signature(getattr(N, op)) == inspect.signature(getattr(R, op)), op
+
+
+def test_importing_numpyvae_neither_imports_nor_compiles_numba():
+    code = ("import sys, numpyvae; m = numpyvae.VAE(8, (4,), 2, backend='numpy'); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('numba', 'llvmlite') "
+            "or k.endswith('numba_ops')))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("NUMPYVAE_BACKEND", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_activation_and_matmul_are_clear_errors():
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        N.activation_forward(x, "gelu")
+    with pytest.raises(ValueError, match="unknown matmul 'cuda'"):
+        N.set_matmul("cuda")
+
+
+# --------------------------------------------------------------------------
+# Activations and the linear layer
+# --------------------------------------------------------------------------
+
+
+@given(shape=shapes(), dtype=dtypes, layout=layouts, act=st.sampled_from(R.ACTIVATIONS),
+       data=st.data())
+def test_activations_match_the_reference(shape, dtype, layout, act, data):
+    x = draw_array(data.draw, shape, dtype, layout, -4, 4)
+    y = R.activation_forward(x, act, 0.1)
+    dy = draw_array(data.draw, shape, dtype, layout)
+    out = np.empty(shape, dtype)
+    assert N.activation_forward(x, act, 0.1, out=out) is out
+    assert_close(out, y, f"{act} forward")
+    y_in = with_layout(y, layout)
+    assert_close(N.activation_backward(dy, y_in, act, 0.1),
+                 R.activation_backward(dy, y_in, act, 0.1), f"{act} backward")
+
+
+@given(shape=shapes(), n_out=st.integers(1, 9), dtype=dtypes, layout=layouts,
+       act=st.sampled_from(R.ACTIVATIONS), need_dx=st.booleans(), data=st.data())
+def test_linear_forward_and_backward_match_the_reference(shape, n_out, dtype, layout, act,
+                                                         need_dx, data):
+    B, n_in = shape
+    x = draw_array(data.draw, (B, n_in), dtype, layout)
+    W = draw_array(data.draw, (n_in, n_out), dtype, layout)
+    b = draw_array(data.draw, (n_out,), dtype, "contiguous")
+    y = R.linear_forward(x, W, b, act, 0.1)
+    assert_close(N.linear_forward(x, W, b, act, 0.1), y, "linear forward")
+
+    dy = draw_array(data.draw, (B, n_out), dtype, layout)
+    y_in = with_layout(y, layout)
+    dW0 = draw_array(data.draw, W.shape, dtype, "contiguous")  # gradients accumulate
+    db0 = draw_array(data.draw, b.shape, dtype, "contiguous")
+    dW_ref, db_ref, dW, db = fresh(dW0), fresh(db0), fresh(dW0), fresh(db0)
+    dx_ref = R.linear_backward(dy, x, W, y_in, dW_ref, db_ref, act, 0.1, need_dx=need_dx)
+    dx = N.linear_backward(dy, x, W, y_in, dW, db, act, 0.1, need_dx=need_dx)
+    assert_close(dx, dx_ref, "dx")
+    assert_close(dW, dW_ref, "dW")
+    assert_close(db, db_ref, "db")
+
+
+@pytest.mark.parametrize("method", N.MATMUL_METHODS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_matmul_method_gives_the_same_linear_layer(method, dtype):
+    rng = np.random.default_rng(1)
+    x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((9, 13), (13, 70), (70,)))
+    dy = rng.standard_normal((9, 70)).astype(dtype)
+    old = N.set_matmul(method)
+    try:
+        assert N.get_matmul() == method
+        y = N.linear_forward(x, W, b, "relu")
+        dW, db = np.zeros_like(W), np.zeros_like(b)
+        dx = N.linear_backward(dy, x, W, y, dW, db, "relu")
+        product = N.matmul(x, W)
+    finally:
+        N.set_matmul(old)
+    y_ref = R.linear_forward(x, W, b, "relu")
+    dW_ref, db_ref = np.zeros_like(W), np.zeros_like(b)
+    assert_close(y, y_ref)
+    assert_close(dx, R.linear_backward(dy, x, W, y_ref, dW_ref, db_ref, "relu"))
+    assert_close(dW, dW_ref)
+    assert_close(db, db_ref)
+    assert_close(product, x @ W)
+
+
+#: Layouts of (a, b) in the products of a training step (x W, x.T da, da W.T) and beyond.
+LAYOUT_PAIRS = [("contiguous", "contiguous"), ("transposed", "contiguous"),
+                ("contiguous", "transposed"), ("sliced", "sliced"), ("transposed", "sliced")]
+
+
+@given(m=st.integers(1, 9), k=st.integers(1, 9), n=st.integers(1, 9), dtype=dtypes,
+       layout=st.sampled_from(LAYOUT_PAIRS), lc=st.sampled_from(("contiguous", "transposed")),
+       alpha=st.sampled_from((1.0, -0.5)), beta=st.sampled_from((0.0, 1.0, 2.5)),
+       data=st.data())
+def test_gemm_kernels_compute_alpha_ab_plus_beta_c_for_any_layout(m, k, n, dtype, layout, lc,
+                                                                  alpha, beta, data):
+    la, lb = layout
+    a = draw_array(data.draw, (m, k), dtype, la)
+    b = draw_array(data.draw, (k, n), dtype, lb)
+    c0 = draw_array(data.draw, (m, n), dtype, "contiguous")
+    expected = (alpha * (a.astype(np.float64) @ b) + beta * c0).astype(dtype)
+    T = np.dtype(dtype).type
+    kernels = [K.matmul_tiled, K.matmul_loops]
+    if all(K.blas_layout.py_func(arr)[0] for arr in (a, b, with_layout(c0, lc))):
+        for blas in (N._GEMM[np.dtype(dtype)], SCIPY_GEMM[np.dtype(dtype)]):  # either library
+            tasks = data.draw(st.integers(1, 3))  # blocks of c, one per thread, even uneven
+            kernels.append(lambda *args, blas=blas: K.gemm_blas(*args, blas))
+            kernels.append(lambda *args, blas=blas, t=tasks: K.gemm_parallel(*args, blas, t))
+    for kernel in kernels:
+        c = with_layout(c0.copy(), lc)
+        if beta == 0:
+            c[...] = np.nan  # beta = 0 must overwrite, never multiply, what is there
+        kernel(T(alpha), a, b, T(beta), c)
+        assert_close(c, expected, f"{kernel} {la} {lb} {lc}")
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40, 400, 784])
+@pytest.mark.parametrize("tasks", [1, 2, 3, 8])
+def test_blocks_partition_a_range_into_aligned_pieces(n, tasks):
+    pieces = [K.block.py_func(n, tasks, t) for t in range(tasks)]
+    covered = [i for start, stop in pieces for i in range(start, stop)]
+    assert covered == list(range(n))  # in order, once each
+    assert all(start % 16 == 0 for start, stop in pieces if stop > start)
+
+
+def test_the_blas_library_is_found_with_its_thread_switch():
+    assert N.BLAS  # NumPy's OpenBLAS in PyPI wheels, else SciPy's
+    assert N._BLAS_THREADS is not None
+    get, set_ = N._BLAS_THREADS
+    before = get()
+    N._with_blas(lambda *args: None)  # switches to one thread and back
+    assert get() == before
+
+
+def test_blas_layout_accepts_what_blas_can_stride_and_nothing_else():
+    layout = K.blas_layout.py_func
+    a = np.zeros((6, 8), np.float32)
+    assert layout(a) == (1, 8)
+    assert layout(a.T) == (2, 8)
+    assert layout(a[:, 2:5]) == (1, 8)  # a column slice: rows still contiguous
+    assert layout(a[1:4].T) == (2, 8)
+    assert layout(a[::2]) == (1, 16)
+    assert layout(a[:, ::2]) == (0, 0)  # no unit stride
+    assert layout(a[::-1]) == (0, 0)  # negative stride
+    assert layout(np.broadcast_to(a[:1], (6, 8))) == (0, 0)  # zero stride
+    assert layout(a[:0]) == (0, 0)  # empty
+
+
+# --------------------------------------------------------------------------
+# The latent layer
+# --------------------------------------------------------------------------
+
+
+@given(shape=shapes(), dtype=dtypes, layout=layouts, free_bits=st.sampled_from((0.0, 0.3)),
+       data=st.data())
+def test_latent_ops_match_the_reference(shape, dtype, layout, free_bits, data):
+    B, L = shape
+    h = draw_array(data.draw, (B, 2 * L), dtype, layout)
+    mu, logvar = h[:, :L], h[:, L:]  # the views the model passes
+    eps, dz = (draw_array(data.draw, (B, L), dtype, layout) for _ in range(2))
+    dkl = draw_array(data.draw, (B,), dtype, "contiguous")
+
+    def arrays_of(result):
+        return [result] if isinstance(result, np.ndarray) else list(result)
+
+    for got, want, what in [
+        (N.latent_forward(h, eps), R.latent_forward(h, eps), "latent_forward"),
+        (N.latent_backward(dz, h, eps, dkl, free_bits),
+         R.latent_backward(dz, h, eps, dkl, free_bits), "latent_backward"),
+        (N.reparameterize(mu, logvar, eps), R.reparameterize(mu, logvar, eps), "reparam"),
+        (N.reparameterize_backward(dz, logvar, eps),
+         R.reparameterize_backward(dz, logvar, eps), "reparam backward"),
+        (N.gaussian_kl(mu, logvar), R.gaussian_kl(mu, logvar), "kl"),
+        (N.gaussian_kl_backward(dkl, mu, logvar), R.gaussian_kl_backward(dkl, mu, logvar),
+         "kl backward"),
+        (N.kl_per_dimension(mu, logvar), R.kl_per_dimension(mu, logvar), "kl per dim"),
+    ]:
+        for g, w in zip(arrays_of(got), arrays_of(want), strict=True):
+            assert_close(g, w, what)
+
+
+# --------------------------------------------------------------------------
+# Reconstruction terms
+# --------------------------------------------------------------------------
+
+
+@given(shape=shapes(max_features=40), dtype=dtypes, layout=layouts, spread=st.sampled_from(
+       (1.0, 30.0, 120.0)), scale=st.floats(0.01, 2.0), data=st.data())
+def test_bernoulli_terms_match_the_reference_for_every_logit(shape, dtype, layout, spread, scale,
+                                                             data):
+    # spread 120 reaches logits where exp underflows in float32 (and sigmoid saturates).
+    logits = draw_array(data.draw, shape, dtype, layout, -spread, spread)
+    target = draw_array(data.draw, shape, dtype, layout, 0.0, 1.0)
+    dnll = draw_array(data.draw, shape[:1], dtype, "contiguous")
+    assert_close(N.bernoulli_nll(logits, target), R.bernoulli_nll(logits, target), "nll")
+    assert_close(N.bernoulli_nll_backward(dnll, logits, target),
+                 R.bernoulli_nll_backward(dnll, logits, target), "nll backward")
+    nll, dlogits = np.empty(shape[0], dtype), np.empty(shape, dtype)
+    got = N.bernoulli_nll_and_grad(logits, target, scale, nll=nll, dlogits=dlogits)
+    want = R.bernoulli_nll_and_grad(logits, target, scale)
+    assert got[0] is nll and got[1] is dlogits
+    assert_close(nll, want[0], "fused nll")
+    assert_close(dlogits, want[1], "fused dlogits")
+
+
+@given(shape=shapes(), dtype=dtypes, layout=layouts, learned=st.booleans(), data=st.data())
+def test_gaussian_terms_match_the_reference(shape, dtype, layout, learned, data):
+    B, D = shape
+    mean, x = (draw_array(data.draw, shape, dtype, layout) for _ in range(2))
+    if learned:
+        logvar = draw_array(data.draw, (D,), dtype, "contiguous", -1, 1)
+    else:
+        logvar = np.dtype(dtype).type(-0.7)
+    assert_close(N.gaussian_nll(mean, logvar, x), R.gaussian_nll(mean, logvar, x), "nll")
+    dlv0 = draw_array(data.draw, (D,), dtype, "contiguous")
+    dlv_ref, dlv = (fresh(dlv0), fresh(dlv0)) if learned else (None, None)
+    nll_ref, dmean_ref = R.gaussian_nll_and_grad(mean, logvar, x, 0.3, dlv_ref)
+    nll, dmean = N.gaussian_nll_and_grad(mean, logvar, x, 0.3, dlv)
+    assert_close(nll, nll_ref, "fused nll")
+    assert_close(dmean, dmean_ref, "fused dmean")
+    assert_close(dlv, dlv_ref, "dlogvar (accumulated)")
+
+
+def test_vectorised_exp_and_log1p_are_accurate_to_a_few_ulp():
+    exp_neg, log1p_small = K.exp_neg.py_func, K.log1p_small.py_func  # the same code, un-jitted
+    a = np.concatenate([np.linspace(0, 1, 3001), np.linspace(1, 700, 3001)])
+    e = np.linspace(0, 1, 3001)
+
+    def check(dtype, ulps):
+        T = np.dtype(dtype).type
+        tiny = np.finfo(dtype).tiny
+        got = np.array([exp_neg(T(v), T) for v in a.astype(dtype)], dtype=np.float64)
+        want = np.exp(-a.astype(dtype).astype(np.float64))
+        normal = want >= tiny * 2**24
+        rel = np.abs(got - want)[normal] / want[normal]
+        assert rel.max() <= ulps * np.finfo(dtype).eps, f"exp {dtype}: {rel.max():.3g}"
+        assert np.all(got[want < tiny] == 0)  # below the normal range: 0
+        got = np.array([log1p_small(T(v), T) for v in e.astype(dtype)], dtype=np.float64)
+        want = np.log1p(e.astype(dtype).astype(np.float64))
+        rel = np.abs(got - want)[1:] / want[1:]
+        assert rel.max() <= ulps * np.finfo(dtype).eps, f"log1p {dtype}: {rel.max():.3g}"
+        assert got[0] == 0
+
+    check(np.float64, 4)
+    check(np.float32, 4)
+    # ... and the jitted kernels compute the same (up to the order of a row's sum).
+    logits = np.linspace(-100, 100, 2001).reshape(1, -1)
+    target = np.zeros_like(logits)
+    assert_close(N.bernoulli_nll(logits, target), R.bernoulli_nll(logits, target))
+
+
+# --------------------------------------------------------------------------
+# Optimizer updates
+# --------------------------------------------------------------------------
+
+
+@given(n=st.integers(1, 300), dtype=dtypes, decoupled=st.booleans(),
+       weight_decay=st.sampled_from((0.0, 0.05)), step=st.integers(1, 50), seed=seeds())
+def test_adam_update_matches_the_reference(n, dtype, decoupled, weight_decay, step, seed):
+    rng = np.random.default_rng(seed)
+    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    args = (1e-2, 0.9, 0.999, 1e-8, weight_decay, step, decoupled)
+    ref = [fresh(a) for a in (p, g, m, v)]
+    got = [fresh(a) for a in (p, g, m, v)]
+    R.adam_update(*ref, *args)
+    N.adam_update(*got, *args)
+    for a, b, what in zip(got, ref, "pgmv", strict=True):
+        assert_close(a, b, what)
+
+
+@given(n=st.integers(1, 300), dtype=dtypes, momentum=st.sampled_from((0.0, 0.9)),
+       nesterov=st.booleans(), weight_decay=st.sampled_from((0.0, 0.01)), seed=seeds())
+def test_sgd_update_matches_the_reference(n, dtype, momentum, nesterov, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    p, g, vel = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    ref, got = [fresh(a) for a in (p, g, vel)], [fresh(a) for a in (p, g, vel)]
+    R.sgd_update(*ref, 0.1, momentum, nesterov and momentum > 0, weight_decay)
+    N.sgd_update(*got, 0.1, momentum, nesterov and momentum > 0, weight_decay)
+    for a, b in zip(got, ref, strict=True):
+        assert_close(a, b)
+
+
+def test_updates_of_shaped_and_strided_parameters_fall_back_correctly():
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((4, 10))
+    p, g, m, v = big[:, ::2], rng.standard_normal((4, 5)), np.zeros((4, 5)), np.zeros((4, 5))
+    p_ref = p.copy()
+    R.adam_update(p_ref, g, m.copy(), v.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, 1, False)
+    N.adam_update(p, g, m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, 1, False)
+    assert_close(p, p_ref)  # written through the view
+
+
+# --------------------------------------------------------------------------
+# The training path end to end
+# --------------------------------------------------------------------------
+
+
+def _binary_data(n, d, seed=0):
+    return (np.random.default_rng(seed).random((n, d)) > 0.5)
+
+
+def test_a_training_step_allocates_nothing():
+    model = VAE(784, (64,), 8, backend="numba", dtype="float32", seed=0)
+    opt = Adam(model.params, backend="numba")
+    x = _binary_data(64, 784).astype(np.float32)
+    for _ in range(3):  # warm-up: compile, create every work buffer
+        model.loss_and_grads(x)
+        opt.step(model.grads)
+    tracemalloc.start()
+    for _ in range(5):
+        model.loss_and_grads(x)
+        opt.step(model.grads)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The smallest work buffer, (64, 8) float32, is 2 KiB; a step's Python objects are less.
+    assert peak < 2048, f"{peak} bytes allocated during 5 training steps"
+
+
+@pytest.mark.parametrize("optimizer", [Adam, AdamW])
+def test_both_backends_give_the_same_loss_curve(optimizer):
+    x = _binary_data(240, 50, seed=1).astype(np.float64)
+    curves = {}
+    for name in ("numpy", "numba"):
+        model = VAE(50, (32,), 4, backend=name, dtype="float64", seed=7)
+        opt = optimizer(model.params, lr=1e-2, backend=name)
+        rng = np.random.default_rng(11)
+        losses = []
+        for step in range(30):
+            batch = x[(step % 8) * 30:(step % 8 + 1) * 30]
+            losses.append(model.loss_and_grads(batch, rng=rng).loss)
+            opt.step(model.grads)
+        curves[name] = np.array(losses)
+    assert curves["numpy"][-1] < curves["numpy"][0]  # it did train
+    np.testing.assert_allclose(curves["numba"], curves["numpy"], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("likelihood, extra", [
+    ("bernoulli", {}), ("gaussian", {"gaussian_var": "learned"}),
+    ("bernoulli", {"free_bits": 0.05}),
+])
+def test_whole_model_gradient_check_passes_on_the_numba_backend(likelihood, extra):
+    model = VAE(6, (5,), 3, likelihood=likelihood, activation="tanh", backend="numba",
+                dtype="float64", seed=2, **extra)
+    x = np.random.default_rng(4).random((4, 6))
+    report = check_model(model, x, rng=np.random.default_rng(5))
+    assert report.passed, str(report)
+
+
+def test_kernels_run_as_plain_python_with_the_jit_disabled():
+    code = """
+import numpy as np
+from numpyvae.backend import numba_ops as N, reference as R
+from numpyvae.backend import numba_kernels as K
+assert not hasattr(K.bernoulli_nll_and_grad, 'py_func')  # a plain function
+rng = np.random.default_rng(0)
+x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal(5)
+errs = [np.abs(N.linear_forward(x, W, b, 'softplus') - R.linear_forward(x, W, b, 'softplus')).max()]
+l, t = 5 * rng.standard_normal((3, 6)), rng.random((3, 6))
+errs += [np.abs(a - b).max() for a, b in zip(N.bernoulli_nll_and_grad(l, t, 0.5),
+                                              R.bernoulli_nll_and_grad(l, t, 0.5))]
+print(max(errs))
+"""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 1e-12
+
+
+@given(data=hnp.arrays(np.float64, (3, 5), elements=st.floats(-50, 50)))
+def test_extreme_but_finite_inputs_stay_finite(data):
+    nll, dlogits = N.bernoulli_nll_and_grad(data * 20, np.clip(data, 0, 1), 1.0)
+    assert np.all(np.isfinite(nll)) and np.all(np.isfinite(dlogits))
