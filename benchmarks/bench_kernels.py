@@ -308,6 +308,14 @@ def run(quick=False, verbose=True):
                     f"x{r['speedup']:.1f}")
             else:
                 say(f"  {r['kernel']:<40} FAILED validation: rel err {r['rel_error']:.2e}")
+    # The breakdown first: the hand-written matmuls below keep every core busy for
+    # seconds, and the steps timed right after them ran up to 30% slower.
+    for batch in (128,) if quick else (32, 128, 512):
+        b = step_breakdown("float32", repeats, number if batch < 512 else number // 4, batch)
+        payload["breakdown"][str(batch)] = b
+        say(f"\nwhere a step goes (batch {batch}, float32): {b['total_ms']:.2f} ms")
+        for part, ms in b["parts_ms"].items():
+            say(f"  {part:<44}{ms:7.3f} ms  {100 * ms / b['total_ms']:5.1f}%")
     for dtype in ("float32",) if quick else ("float32", "float64"):
         rows = matmul_methods(dtype, repeats, max(1, number // 4))
         payload["matmul"] += rows
@@ -318,12 +326,6 @@ def run(quick=False, verbose=True):
     payload["step_by_matmul_ms"] = step_with_each_matmul("float32", 0.1 if quick else 0.5)
     say("\ntraining step (batch 128, float32) by matmul: " + ", ".join(
         f"{m} {t:.2f} ms" for m, t in payload["step_by_matmul_ms"].items()))
-    for batch in (128,) if quick else (32, 128, 512):
-        b = step_breakdown("float32", repeats, number if batch < 512 else number // 4, batch)
-        payload["breakdown"][str(batch)] = b
-        say(f"\nwhere a step goes (batch {batch}, float32): {b['total_ms']:.2f} ms")
-        for part, ms in b["parts_ms"].items():
-            say(f"  {part:<44}{ms:7.3f} ms  {100 * ms / b['total_ms']:5.1f}%")
     return payload
 
 

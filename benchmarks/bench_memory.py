@@ -1,10 +1,16 @@
-"""Peak memory of a training run: numpyvae (numba, numpy backends), plain NumPy and PyTorch.
+"""Memory: peak of a training run, and what one training step allocates.
 
-Each implementation trains the default recipe (784-400-20, Bernoulli, Adam,
-batch 128, float32) for one epoch of Fashion-MNIST (``--data-dir``; random
-binary data of the same size otherwise) in a fresh process, and reports its
-peak resident memory (``VmHWM``), and how much of it came before training
-(interpreter, libraries, the data set) and during it.
+1. Each implementation (numpyvae's numba and numpy backends, plain NumPy,
+   PyTorch) trains the default recipe (784-400-20, Bernoulli, Adam, batch
+   128, float32) for one epoch of Fashion-MNIST (``--data-dir``; random
+   binary data of the same size otherwise) in a fresh process, and reports
+   its peak resident memory (``VmHWM``), and how much of it came before
+   training (interpreter, libraries, the data set) and during it.
+2. Allocations per step, counted by ``tracemalloc`` (which sees every NumPy
+   array) over 20 steps after a warm-up: the largest amount of memory
+   allocated at once, and the number of allocations still alive at the end.
+   The numba backend's steps should allocate nothing but a few small Python
+   objects. (PyTorch's allocator is invisible to tracemalloc.)
 
 Run:  python benchmarks/bench_memory.py [--data-dir DIR] [--quick]
 """
@@ -67,6 +73,39 @@ def measure(which, data_dir, steps, n=common.N_EXAMPLES):
     return result
 
 
+def allocations(which, steps=20):
+    """Peak bytes traced by tracemalloc during ``steps`` training steps (after a warm-up)."""
+    import tracemalloc
+
+    import numpy as np
+    from plain_numpy import PlainNumpyVAE
+
+    import numpyvae
+
+    x = (np.random.default_rng(0).random((128, common.INPUT)) < 0.5).astype("float32")
+    if which == "plain numpy":
+        step = PlainNumpyVAE().step
+    else:
+        vae = numpyvae.VAE(common.INPUT, (common.HIDDEN,), common.LATENT, backend=which)
+        opt = numpyvae.Adam(vae.params, backend=which)
+
+        def step(x):
+            vae.loss_and_grads(x)
+            opt.step(vae.grads)
+    for _ in range(3):
+        step(x)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(steps):
+        step(x)
+    _, peak = tracemalloc.get_traced_memory()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    alive = sum(stat.count_diff for stat in after.compare_to(before, "lineno")
+                if stat.count_diff > 0)
+    return {"steps": steps, "peak_bytes": peak, "blocks_alive_after": alive}
+
+
 def run(data_dir=None, quick=False, verbose=True):
     from torch_vae import available
 
@@ -82,6 +121,11 @@ def run(data_dir=None, quick=False, verbose=True):
         say(f"  {which:<12} peak {r['peak_rss_mib']:7.1f} MiB  (before training "
             f"{r['rss_before_training_mib']:6.1f}, training adds {r['during_training_mib']:6.1f})"
             f"  {r['steps']} steps in {r['seconds']:.1f} s")
+    payload["allocations"] = {}
+    for which in ("numba", "numpy", "plain numpy"):
+        a = payload["allocations"][which] = allocations(which, 5 if quick else 20)
+        say(f"  {which:<12} allocates at most {a['peak_bytes']:>10,} bytes at once during "
+            f"{a['steps']} steps (tracemalloc)")
     return payload
 
 

@@ -109,6 +109,19 @@ def summary_markdown(training, kernels, startup, memory):
         lines.append("Peak memory of one epoch (" + ", ".join(
             f"{name} {r['peak_rss_mib']:.0f} MiB (+{r['during_training_mib']:.0f} in training)"
             for name, r in runs.items()) + ").")
+    if memory and memory.get("allocations"):
+        lines.append("Allocated during 20 training steps (tracemalloc peak): " + ", ".join(
+            f"{name} {a['peak_bytes']:,} bytes" for name, a in memory["allocations"].items())
+            + ".")
+    if kernels and kernels.get("matmul"):
+        rows = [r for r in kernels["matmul"] if r["dtype"] == "float32"]
+        by_method = {}
+        for r in rows:
+            by_method.setdefault(r["method"], []).append(r["gflops"])
+        lines.append("Matmul at the step's three big products, float32 (GFLOP/s, mean): "
+                     + ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in by_method.items())
+            + "; a whole training step (batch 128) with each: " + ", ".join(
+            f"{m} {t:.2f} ms" for m, t in kernels["step_by_matmul_ms"].items()) + ".")
     if kernels and kernels.get("breakdown", {}).get("128"):
         b = kernels["breakdown"]["128"]
         lines.append(f"Where a numba step goes (batch 128, float32, {b['total_ms']:.2f} ms): "
