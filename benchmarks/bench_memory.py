@@ -112,7 +112,8 @@ def run(data_dir=None, quick=False, verbose=True):
     say = print if verbose else (lambda *a, **k: None)
     steps = 10 if quick else common.N_EXAMPLES // 128  # one epoch
     payload = {"benchmark": "peak memory", "quick": quick, "machine": common.machine(),
-               "data": data_dir or "random binary (60000 x 784)", "steps": steps, "runs": {}}
+               "data": os.path.basename(os.path.normpath(data_dir)) if data_dir
+               else "random binary (60000 x 784)", "steps": steps, "runs": {}}
     for which in IMPLEMENTATIONS:
         if which == "torch" and not available():
             continue

@@ -39,6 +39,8 @@ RESULTS = Path(os.environ.get("NUMPYVAE_BENCH_RESULTS", ROOT / "results"))
 if str(ROOT.parent) not in sys.path:  # run as a script from anywhere: import the checkout
     sys.path.insert(0, str(ROOT.parent))
 
+from numpyvae.fileio import atomic_write, atomic_write_text  # noqa: E402, F401 (re-exported)
+
 #: The default recipe: 784-400-20, Bernoulli, Adam, batch 128, float32.
 INPUT, HIDDEN, LATENT = 784, 400, 20
 N_EXAMPLES = 60000
@@ -81,7 +83,7 @@ def load_data(data_dir=None, dtype="float32", n=N_EXAMPLES, seed=0):
     if path is None:
         raise FileNotFoundError(f"{folder}: no train-images-idx3-ubyte(.gz) in this folder")
     images = read_idx(path).reshape(-1, INPUT)[:n]
-    return (images >= 128).astype(dtype), f"{path} (binarised at 0.5)"
+    return (images >= 128).astype(dtype), f"{path.parent.name}/{path.name} (binarised at 0.5)"
 
 
 def batches(x, batch_size):
@@ -196,7 +198,7 @@ def _threading_layer():
 def save_json(name, payload) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
     return path
 
 

@@ -165,7 +165,7 @@ def chart(training, kernels, path):
         ax.set_title("where a step goes")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    common.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -189,7 +189,7 @@ def main(argv=None):
     memory = bench_memory.run(args.data_dir, args.quick)
     common.save_json("memory", memory)
     text = summary_markdown(training, kernels, startup, memory)
-    (common.RESULTS / "summary.md").write_text(text)
+    common.atomic_write_text(common.RESULTS / "summary.md", text)
     chart(training, kernels, common.RESULTS / "benchmarks.png")
     print("\n" + text)
     print(f"results in {common.RESULTS} ({time.perf_counter() - t0:.0f} s)")
