@@ -158,6 +158,12 @@ class _ConvBase(Layer):
     def _extra_spec(self):
         return {}
 
+    @classmethod
+    def from_spec(cls, spec, *, rng=None, dtype="float32", backend=None):
+        """Rebuild a layer from :meth:`spec`, drawing fresh weights from ``rng``."""
+        args = {k: v for k, v in spec.items() if k != "type"}
+        return cls(**args, rng=rng, dtype=dtype, backend=backend)
+
     def forward(self, x):
         self._check(x)
         out = self._buffer("y", (x.shape[0], *self.output_shape(x.shape[1:])), self.dtype)
