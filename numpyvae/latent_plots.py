@@ -95,7 +95,8 @@ def kl_bars(kl_per_dim, activity=None, threshold=0.01, path=None, title=None) ->
     if title is None:
         title = f"KL per latent dimension (total {kl.sum():.2f} nats)"
         if activity is not None:
-            title += f"; {int(np.sum(activity > threshold))} active units (grey: inactive)"
+            title += (f"\n{int(np.sum(activity > threshold))} of {kl.size} units active "
+                      f"(grey: inactive, Var(mu) <= {threshold:g})")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _finish(fig, path)
