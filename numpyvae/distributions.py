@@ -206,6 +206,9 @@ class Likelihood(_UsesBackend):
     * ``nll_and_grad(out, x, scale)`` -> ``(nll, dout)`` with ``dout`` the
       gradient of ``scale * sum(nll)`` with respect to ``out``; gradients of
       the likelihood's own parameters are *accumulated* into ``grads``;
+    * ``nll_backward(out, x, dnll)`` -> ``dout`` for any upstream gradient
+      ``dnll`` (B,) of the per-example NLL (importance weights, say), the
+      parameters' gradients accumulated as above;
     * ``mean(out)`` -> the mean of ``p(x|out)`` (what a model decodes to);
     * ``params``/``grads`` -> the likelihood's parameters, if any.
 
@@ -222,6 +225,9 @@ class Likelihood(_UsesBackend):
         raise NotImplementedError
 
     def nll_and_grad(self, out, x, scale):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def nll_backward(self, out, x, dnll):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def mean(self, out):  # pragma: no cover - abstract
@@ -257,6 +263,10 @@ class Bernoulli(Likelihood):
             dlogits=self._buffer("dout", _rows(out).shape, out.dtype))
         return nll, dout.reshape(out.shape)
 
+    def nll_backward(self, out, x, dnll):
+        dout = self.backend.bernoulli_nll_backward(dnll, _rows(out), _rows(x))
+        return dout.reshape(out.shape)
+
     def mean(self, out):
         """Each value's probability of being 1: ``sigmoid(out)``."""
         return self.backend.activation_forward(out, "sigmoid")
@@ -285,6 +295,14 @@ class _GaussianMean(Likelihood):
             nll=self._buffer("nll", (B,), out.dtype),
             dmean=self._buffer("dout", _rows(out).shape, out.dtype))
         return nll, dout.reshape(out.shape)
+
+    def nll_backward(self, out, x, dnll):
+        dout, dlogvar_each = self.backend.gaussian_nll_backward(
+            dnll, _rows(out), _flat(self.logvar()), _rows(x))
+        dlogvar = _flat(self._dlogvar())
+        if dlogvar is not None:
+            dlogvar += dlogvar_each.sum(axis=0)
+        return dout.reshape(out.shape)
 
     def mean(self, out):
         """The decoder's output itself (a copy)."""

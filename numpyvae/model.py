@@ -132,9 +132,9 @@ class _EncoderDecoder:
             raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        likelihood_object = make_likelihood(likelihood, gaussian_var)
         dtype = as_float_dtype(dtype)
         backend = get_backend(backend)
+        likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
         rng = np.random.default_rng(seed)  # draws the weights, then the model's noise
 
         width = self.latent_widths * latent_dim
@@ -148,9 +148,9 @@ class _EncoderDecoder:
         self._options = {
             "kind": self.kind, "input_dim": input_dim, "hidden_dims": list(hidden_dims),
             "latent_dim": latent_dim, "likelihood": likelihood, "activation": activation,
-            "dtype": dtype.name, "gaussian_var": gaussian_var, "free_bits": None,
+            "dtype": dtype.name, "gaussian_var": gaussian_var,
             "init": init if isinstance(init, str) else "default",
-        }
+        }  # and free_bits, which may change: see config()
 
     def _from_networks(self, encoder, decoder, *, latent_dim, likelihood="bernoulli",
                        gaussian_var=0.01, free_bits=0.0, input_shape=None, seed=0,
@@ -163,8 +163,8 @@ class _EncoderDecoder:
                 raise ValueError(f"{name}: the {what} must be a Layer (e.g. a Sequential), "
                                  f"got {type(net).__name__}")
         latent_dim = _positive_int(latent_dim, "latent_dim")
-        likelihood = make_likelihood(likelihood, gaussian_var)
         backend = get_backend(encoder.backend if backend is None else backend)
+        likelihood = make_likelihood(likelihood, gaussian_var, backend=backend)
         if input_shape is None:
             input_shape = self._output_shape("decoder", decoder, (latent_dim,))
         elif isinstance(input_shape, (int, np.integer)):
@@ -179,6 +179,7 @@ class _EncoderDecoder:
     def _assemble(self, encoder, decoder, likelihood, latent_dim, free_bits, input_shape, rng,
                   backend, seed):
         """Check that the networks fit, then own them: one flat parameter buffer, one backend."""
+        self.backend = backend
         self.posterior = None
         self.free_bits = free_bits
         if not isinstance(likelihood, Likelihood):
@@ -288,7 +289,11 @@ class _EncoderDecoder:
     def num_params(self) -> int:
         return self.flat_params.size
 
-    def _check_data(self, x, what="x"):
+    def check_input(self, x, what="x") -> np.ndarray:
+        """``x`` as a batch this model takes: shape ``(B, *input_shape)``, the model's dtype.
+
+        Raises ``ValueError`` naming the shape expected and the one given.
+        """
         x = np.asarray(x)
         if x.ndim != 1 + len(self.input_shape) or x.shape[1:] != self.input_shape:
             raise ValueError(f"{type(self).__name__}: expected {what} of shape "
@@ -298,6 +303,7 @@ class _EncoderDecoder:
                 raise ValueError(f"{type(self).__name__}: {what} must be numeric, got {x.dtype}")
             x = x.astype(self.dtype)
         return x
+
 
     def _check_latent(self, z, what="z"):
         z = np.asarray(z, dtype=self.dtype)
@@ -312,7 +318,7 @@ class _EncoderDecoder:
 
     def reconstruction_nll(self, z, x) -> np.ndarray:
         """``-log p(x | z)`` per example, shape (B,), for latent codes ``z`` (B, L)."""
-        z, x = self._check_latent(z), self._check_data(x)
+        z, x = self._check_latent(z), self.check_input(x)
         if z.shape[0] != x.shape[0]:
             # A single x would otherwise broadcast silently against every z.
             raise ValueError(f"{type(self).__name__}: z has {z.shape[0]} rows but x has "
@@ -347,7 +353,7 @@ class _EncoderDecoder:
                                  f"{self.input_shape} or (1, ...), got {a.shape}")
             pair.append(a.reshape(1, *self.input_shape))
         pair = np.concatenate(pair)
-        codes = self.embed(self._check_data(pair, "x_a/x_b"))
+        codes = self.embed(self.check_input(pair, "x_a/x_b"))
         t = np.linspace(0.0, 1.0, steps, dtype=self.dtype)[:, None]
         return self.decode((1 - t) * codes[0] + t * codes[1])
 
@@ -463,7 +469,7 @@ class VAE(_EncoderDecoder):
     latent_widths = 2
 
     def _make_posterior(self):
-        return DiagonalGaussian(self.latent_dim, self._free_bits)
+        return DiagonalGaussian(self.latent_dim, self._free_bits, backend=self.backend)
 
     def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
         """Loss of a batch and its gradient for every parameter (gradients are reset first).
@@ -477,7 +483,7 @@ class VAE(_EncoderDecoder):
         beta : float
             Weight of the KL term.
         """
-        x = self._check_data(x)
+        x = self.check_input(x)
         B = x.shape[0]
         eps = self._noise(B, eps, rng)
         self.zero_grad()
@@ -507,7 +513,7 @@ class VAE(_EncoderDecoder):
 
     def encode(self, x):
         """The posterior's parameters: ``(mu, logvar)``, each (B, latent_dim)."""
-        mu, logvar = self.posterior.split(self.encoder.forward(self._check_data(x)))
+        mu, logvar = self.posterior.split(self.encoder.forward(self.check_input(x)))
         return mu.copy(), logvar.copy()
 
     def embed(self, x):
@@ -525,7 +531,7 @@ class VAE(_EncoderDecoder):
 
     def elbo_terms(self, x, eps=None, rng=None):
         """Per-example ``(recon, kl)`` for one draw of the noise, each shape (B,)."""
-        x = self._check_data(x)
+        x = self.check_input(x)
         eps = self._noise(x.shape[0], eps, rng)
         z, kl = self.posterior.forward(self.encoder.forward(x), eps)
         kl = kl.copy()
@@ -546,7 +552,7 @@ class Autoencoder(_EncoderDecoder):
 
     def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
         """Reconstruction loss of a batch and its gradients (``eps``, ``beta``, ``rng`` unused)."""
-        x = self._check_data(x)
+        x = self.check_input(x)
         B = x.shape[0]
         self.zero_grad()
         z = self.encoder.forward(x)                                   # (B, L)
@@ -558,7 +564,7 @@ class Autoencoder(_EncoderDecoder):
 
     def encode(self, x):
         """The code of each input, (B, latent_dim)."""
-        return self.encoder.forward(self._check_data(x)).copy()
+        return self.encoder.forward(self.check_input(x)).copy()
 
     embed = encode
 
@@ -568,7 +574,7 @@ class Autoencoder(_EncoderDecoder):
 
     def elbo_terms(self, x, eps=None, rng=None):
         """Per-example ``(recon, kl)``; the KL of a deterministic code is reported as 0."""
-        x = self._check_data(x)
+        x = self.check_input(x)
         z = self.encode(x)
         return self.reconstruction_nll(z, x), np.zeros(x.shape[0], dtype=self.dtype)
 

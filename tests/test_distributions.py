@@ -386,6 +386,19 @@ def test_likelihood_objects_match_central_differences_on_any_shape(backend_name,
     assert rel_error(dout, numerical_gradient(f, out)) <= TOL
     for key, grad in likelihood.grads.items():
         assert rel_error(grad, numerical_gradient(f, likelihood.params[key])) <= TOL
+
+    # Any upstream gradient per example (importance weights, say), not only a scale.
+    dnll = rng.standard_normal(B)
+    likelihood.zero_grad()
+    dout = likelihood.nll_backward(out, x, dnll)
+    assert dout.shape == out.shape
+
+    def g():
+        return likelihood.nll(out, x)
+
+    assert rel_error(dout, numerical_vjp(g, out, dnll)) <= TOL
+    for key, grad in likelihood.grads.items():
+        assert rel_error(grad, numerical_vjp(g, likelihood.params[key], dnll)) <= TOL
     mean = likelihood.mean(out)
     assert mean.shape == out.shape
     if name == "bernoulli":
