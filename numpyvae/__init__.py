@@ -9,6 +9,8 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .conv import Conv2d, ConvTranspose2d
+from .convnet import conv_vae
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import (
     Flatten,
@@ -44,6 +46,9 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Conv2d",
+    "ConvTranspose2d",
+    "conv_vae",
     "Flatten",
     "Reshape",
     "mlp",

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_positive, nargs="+", metavar="WIDTH", default=None,
                    help="widths of the encoder's hidden layers; the decoder mirrors them "
                         f"(default: {' '.join(map(str, D['hidden']))})")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=None,
+                   help="network: 'mlp' (default; --hidden, --activation) or 'conv', the "
+                        "convolutional VAE (two stride-2 convolutions, mirrored by transposed "
+                        "ones; images with height and width divisible by 4)")
+    p.add_argument("--channels", type=_positive, nargs=2, metavar=("C1", "C2"), default=None,
+                   help=f"with --arch conv: widths of the two convolutions (default: "
+                        f"{' '.join(map(str, D['channels']))})")
     p.add_argument("--latent-dim", type=_positive, default=None,
                    help=f"latent dimensions (default: {D['latent_dim']}; 2 adds the manifold "
                         f"figure)")
@@ -266,7 +273,8 @@ def _train(args):
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
-        activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits)
+        activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits,
+        arch=args.arch, channels=args.channels)
     if result.history and not args.quiet:
         last = result.history[-1]
         test = "" if last["test_loss"] is None else f", test -ELBO {last['test_loss']:.2f}"

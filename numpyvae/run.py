@@ -48,11 +48,13 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
-    "iw_train": None, "free_bits": 0.0,
+    "iw_train": None, "free_bits": 0.0, "arch": "mlp", "channels": [32, 64],
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
 #: of an MNIST epoch, so this still runs in well under a minute).
+#: Network architectures of ``numpyvae train --arch``.
+ARCHS = ("mlp", "conv")
 DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
@@ -93,7 +95,8 @@ def options_from_config(config: dict) -> dict:
             "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
             "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
             "model": m.get("kind"), "activation": m.get("activation"),
-            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0)}
+            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0),
+            "arch": config.get("arch", "mlp"), "channels": config.get("channels")}
 
 
 def _normalise_options(options: dict) -> dict:
@@ -111,6 +114,13 @@ def _normalise_options(options: dict) -> dict:
     if out.get("dataset", "shapes") not in DATASETS:
         raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
                          f"{', '.join(DATASETS)}")
+    if out.get("arch", "mlp") not in ARCHS:
+        raise ValueError(f"unknown architecture {out['arch']!r}; expected one of "
+                         f"{', '.join(ARCHS)}")
+    if "channels" in out:
+        out["channels"] = [int(c) for c in out["channels"]]
+        if len(out["channels"]) != 2 or min(out["channels"]) < 1:
+            raise ValueError(f"channels must be two positive widths, got {out['channels']}")
     if out.get("model", "vae") not in MODEL_KINDS:
         raise ValueError(f"unknown model {out['model']!r}; expected one of "
                          f"{', '.join(MODEL_KINDS)}")
@@ -171,8 +181,24 @@ def load_run(run_dir, backend=None) -> Run:
     return Run(run_dir, config, model, read_metrics(run_dir))
 
 
-def build_model(options: dict, input_dim: int, backend=None):
-    """The untrained model that ``numpyvae train`` options describe."""
+def build_model(options: dict, input_dim: int, backend=None, image_shape=None):
+    """The untrained model that ``numpyvae train`` options describe.
+
+    ``arch`` ``"conv"`` builds the convolutional VAE of :mod:`numpyvae.convnet`
+    for images of ``image_shape`` (height and width divisible by 4), taking
+    and giving rows of pixels like the MLP; ``hidden`` and ``activation``
+    then do not apply.
+    """
+    if options.get("arch", "mlp") == "conv":
+        from .convnet import conv_vae
+
+        if image_shape is None:
+            raise ValueError("the convolutional VAE needs the images' shape")
+        return conv_vae(tuple(image_shape), options["latent_dim"], tuple(options["channels"]),
+                        seed=options["seed"], dtype=options["dtype"], backend=backend,
+                        autoencoder=options["model"] == "autoencoder", flat=True,
+                        likelihood=options["likelihood"],
+                        free_bits=options.get("free_bits") or 0.0)
     cls = MODEL_KINDS[options["model"]]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
@@ -234,11 +260,14 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     get_backend(backend)  # fail early, before loading data, on an unusable backend
     dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
                            progress=progress)
-    model = build_model(merged, dataset.input_dim, backend=backend)
+    model = build_model(merged, dataset.input_dim, backend=backend,
+                        image_shape=dataset.image_shape)
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
-             "backend": model.backend.NAME}
+             "backend": model.backend.NAME, "arch": merged.get("arch", "mlp")}
+    if extra["arch"] == "conv":
+        extra["channels"] = list(merged["channels"])
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],

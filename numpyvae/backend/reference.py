@@ -637,11 +637,6 @@ def sum_of_squares(a):
 # ``dx_n = W2 @ im2col(dy_n)``.
 
 
-def _out_array(out, shape, dtype):
-    """``out`` when given (a caller's work buffer), else a new array."""
-    return np.empty(shape, dtype=dtype) if out is None else out
-
-
 def _pair(v, what="argument"):
     """``v`` or ``(v, v)`` as a pair of ints."""
     if isinstance(v, (tuple, list)):
@@ -763,7 +758,7 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     stride, padding = _pair(stride), _pair(padding)
     B = x.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding)
-    out = _out_array(out, (B, O, Ho, Wo), W.dtype)
+    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
     cols = im2col(x, (kh, kw), stride, padding, (Ho, Wo))
     a = np.matmul(W.reshape(O, C * kh * kw), cols) + b[:, None]  # (B, O, Ho Wo)
     return activation_forward(a.reshape(B, O, Ho, Wo), activation, alpha, out=out)
@@ -803,7 +798,7 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     if not need_dx:
         return None
     dcols = np.matmul(W.reshape(O, C * kh * kw).T, a)  # (B, C kh kw, Ho Wo)
-    dx = _out_array(dx, x.shape, W.dtype)
+    dx = out_or_empty(dx, x.shape, W.dtype)
     dx[...] = col2im(dcols, C, x.shape[2:], (kh, kw), stride, padding, (Ho, Wo))
     return dx
 
@@ -842,7 +837,7 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     stride, padding = _pair(stride), _pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), stride, padding, output_padding)
-    out = _out_array(out, (B, O, Ho, Wo), W.dtype)
+    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
     cols = np.matmul(W.reshape(C, O * kh * kw).T, x.reshape(B, C, H * Wd))
     a = col2im(cols, O, (Ho, Wo), (kh, kw), stride, padding, (H, Wd)) + b[:, None, None]
     return activation_forward(a, activation, alpha, out=out)
@@ -884,7 +879,7 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     dW += np.tensordot(xr, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
     if not need_dx:
         return None
-    dx = _out_array(dx, x.shape, W.dtype)
+    dx = out_or_empty(dx, x.shape, W.dtype)
     dx[...] = np.matmul(W.reshape(C, O * kh * kw), cols).reshape(x.shape)
     return dx
 
