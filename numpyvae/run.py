@@ -181,6 +181,15 @@ def load_run(run_dir, backend=None) -> Run:
     return Run(run_dir, config, model, read_metrics(run_dir))
 
 
+def _likelihood(value):
+    """A likelihood name, or the object a model file's spec describes (a resumed conv run)."""
+    if isinstance(value, dict):
+        from .distributions import likelihood_from_spec
+
+        return likelihood_from_spec(value)
+    return value
+
+
 def build_model(options: dict, input_dim: int, backend=None, image_shape=None):
     """The untrained model that ``numpyvae train`` options describe.
 
@@ -197,7 +206,7 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None):
         return conv_vae(tuple(image_shape), options["latent_dim"], tuple(options["channels"]),
                         seed=options["seed"], dtype=options["dtype"], backend=backend,
                         autoencoder=options["model"] == "autoencoder", flat=True,
-                        likelihood=options["likelihood"],
+                        likelihood=_likelihood(options["likelihood"]),
                         free_bits=options.get("free_bits") or 0.0)
     cls = MODEL_KINDS[options["model"]]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
