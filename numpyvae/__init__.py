@@ -9,12 +9,16 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .cvae import CVAE
+from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import (
+    Flatten,
     Identity,
     Layer,
     LeakyReLU,
     Linear,
     ReLU,
+    Reshape,
     Sequential,
     Sigmoid,
     Softplus,
@@ -28,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "CVAE",
     "Autoencoder",
     "LossResult",
     "ModelFileError",
@@ -41,7 +46,13 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Flatten",
+    "Reshape",
     "mlp",
+    "Bernoulli",
+    "Gaussian",
+    "GaussianLearnedVariance",
+    "DiagonalGaussian",
     "SGD",
     "Adam",
     "AdamW",

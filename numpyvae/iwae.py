@@ -227,20 +227,18 @@ class _Passes:
     """The network passes the objective needs, from a model's encoder, decoder and likelihood.
 
     The one place that knows how a model is put together; everything else in
-    this module is the objective's own math. The likelihood's ops take rows
-    ``(B*K, D)`` (an image's values flattened), and a per-row upstream
-    gradient ``dnll`` (the sample's normalised weight over ``B``).
+    this module is the objective's own math. The likelihood's backward takes a
+    per-row upstream gradient ``dnll`` (each sample's normalised weight over ``B``).
     """
 
     def __init__(self, model, x, labels=None):
         x = np.asarray(x)
-        shape = tuple(getattr(model, "input_shape", (model.input_dim,)))
+        shape = tuple(model.input_shape)
         if x.ndim != 1 + len(shape) or x.shape[1:] != shape:
             raise ValueError(f"iwae: expected x of shape (batch, "
                              f"{', '.join(map(str, shape))}), got {x.shape}")
         self.model, self.x = model, x.astype(model.dtype, copy=False)
         self.batch = len(x)
-        self.likelihood = getattr(model.likelihood, "name", model.likelihood)
         # A conditional model's networks see the label too; it is data and gets no gradient.
         self.conditional = getattr(model, "num_classes", None) is not None
         if self.conditional and labels is None:
@@ -252,42 +250,19 @@ class _Passes:
         L = model.latent_dim
         self.mu, self.logvar = h[:, :L].copy(), h[:, L:].copy()
 
-    def _obs_logvar(self):
-        """The Gaussian likelihood's log-variance: a scalar, or one per value, flattened."""
-        m = self.model
-        if hasattr(m.likelihood, "logvar"):
-            logvar = m.likelihood.logvar()
-            return logvar.reshape(-1) if np.ndim(logvar) > 1 else logvar
-        if "decoder.logvar" in m.params:
-            return m.params["decoder.logvar"]
-        return m.dtype.type(math.log(m.gaussian_var))
-
     def decode_nll(self, z, k):
         """``-log p(x_b | z)`` for every row of ``z`` (B*K, L) -> (B*K,)."""
         m = self.model
-        xk = np.repeat(self.x, k, axis=0)
-        self.xk = xk.reshape(len(xk), -1)
+        self.xk = np.repeat(self.x, k, axis=0)
         if self.conditional:
             z = m.decoder_input(z, np.repeat(np.asarray(self.labels), k))
-        out = m.decoder.forward(z)
-        self.out_shape = out.shape
-        self.out = out.reshape(len(out), -1)
-        if self.likelihood == "bernoulli":
-            return m.backend.bernoulli_nll(self.out, self.xk).copy()
-        return m.backend.gaussian_nll(self.out, self._obs_logvar(), self.xk).copy()
+        self.out = m.decoder.forward(z)
+        return m.likelihood.nll(self.out, self.xk)
 
     def decode_backward(self, dnll):
         """Backpropagate a per-row upstream gradient of the NLL; returns dz (B*K, L)."""
         m = self.model
-        if self.likelihood == "bernoulli":
-            dout = m.backend.bernoulli_nll_backward(dnll, self.out, self.xk)
-        else:
-            dout, dlogvar_each = m.backend.gaussian_nll_backward(dnll, self.out,
-                                                                 self._obs_logvar(), self.xk)
-            if "decoder.logvar" in m.grads:
-                g = m.grads["decoder.logvar"]
-                g += dlogvar_each.sum(axis=0).reshape(g.shape)
-        dz = m.decoder.backward(dout.reshape(self.out_shape))
+        dz = m.decoder.backward(m.likelihood.nll_backward(self.out, self.xk, dnll))
         return dz[:, :m.latent_dim] if self.conditional else dz  # the label's columns dropped
 
     def encode_backward(self, dmu, dlogvar):
