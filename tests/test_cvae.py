@@ -198,3 +198,51 @@ def test_image_inputs_get_the_label_as_channels(backend_name):
     for name, p in model.params.items():
         assert rel_error(grads[name], numerical_gradient(f, p, 1e-5)) < TOL, name
     assert model.transfer(x[:2], y[:2]).shape == (2, C, 1, 3, 3)
+
+
+# --------------------------------------------------------------------------
+# Training and the command line
+# --------------------------------------------------------------------------
+
+
+def test_fit_needs_and_uses_labels():
+    from numpyvae.train import Trainer, fit
+
+    rng = np.random.default_rng(0)
+    model = CVAE(D, num_classes=C, hidden_dims=HIDDEN, latent_dim=L, backend="numpy")
+    x, y = rng.random((60, D)), rng.integers(0, C, 60)
+    with pytest.raises(ValueError, match=r"training needs the class labels \(y_train\)"):
+        Trainer(model, x)
+    with pytest.raises(ValueError, match="y_train: expected 60 integer class labels"):
+        Trainer(model, x, y_train=y[:10])
+    history = fit(model, x, x[:20], epochs=2, batch_size=20, progress=False, y_train=y,
+                  y_test=y[:20], iw_train=3)
+    assert history[-1]["test_loss"] < history[0]["train_loss"]
+    assert len(history[-1]["kl_per_dim"]) == L
+
+
+def test_command_line_conditional_run(tmp_path, monkeypatch, capsys):
+    import json
+
+    from numpyvae.cli import main
+
+    monkeypatch.setenv("NUMPYVAE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    tiny = ["--hidden", "24", "--latent-dim", "3", "--batch-size", "256", "--backend", "numpy",
+            "--quiet"]
+    assert main(["train", "--conditional", "--epochs", "1", "--out", str(out), *tiny]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["kind"] == "cvae" and config["model"]["num_classes"] == 5
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"samples.png", "transfer.png", "traversal.png", "reconstructions.png"} <= figures
+    assert isinstance(numpyvae.load(out / "model.npz"), CVAE)
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--json", "--iw-samples", "5", "--limit", "50"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"] == "cvae" and r["log_likelihood"] > r["elbo"] - 1.0
+    for command in (["sample", "-n", "10"], ["reconstruct", "-n", "4"],
+                    ["interpolate", "--pairs", "2"], ["figures"]):
+        assert main([command[0], str(out), *command[1:]]) == 0, command
+    assert main(["train", "--conditional", "--model", "autoencoder", "--epochs", "1",
+                 "--out", str(tmp_path / "ae"), *tiny]) == 2
+    assert "--conditional needs --model vae" in capsys.readouterr().err
