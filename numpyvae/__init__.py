@@ -11,6 +11,7 @@ from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
 from .conv import Conv2d, ConvTranspose2d
 from .convnet import conv_vae
+from .cvae import CVAE
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import (
     Flatten,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "CVAE",
     "Autoencoder",
     "LossResult",
     "ModelFileError",
