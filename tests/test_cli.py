@@ -147,7 +147,7 @@ def test_gradcheck_failure_exits_1(monkeypatch, capsys):
 
     monkeypatch.setattr(gradcheck, "standard_checks", broken)
     assert main(["gradcheck"]) == 1
-    assert "FAILED: 1 of 21 checks" in capsys.readouterr().out
+    assert "FAILED: 1 of 25 checks" in capsys.readouterr().out
 
 
 def test_real_fashion_mnist_from_the_command_line(fashion_mnist_dir, tmp_path, capsys):
