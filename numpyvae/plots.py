@@ -51,29 +51,47 @@ def _finish(fig, path):
     return fig
 
 
+def shows_images(image_shape) -> bool:
+    """Whether examples of this shape can be drawn: gray ``(H, W)`` or colour ``(3, H, W)``."""
+    shape = tuple(image_shape)
+    return len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+
+
 def _as_images(images, image_shape) -> np.ndarray:
+    """Rows (or image-shaped arrays) to ``(N, H, W)``, or ``(N, H, W, 3)`` for colour."""
     images = np.asarray(images, dtype=np.float64)
-    h, w = image_shape
-    if images.ndim == 1:
-        images = images[None]
-    if images.shape[-2:] != (h, w):
-        if images.ndim != 2 or images.shape[1] != h * w:
-            raise ValueError(f"expected images of shape (N, {h * w}) or (N, {h}, {w}), "
-                             f"got {images.shape}")
-        images = images.reshape(-1, h, w)
-    return images
+    shape = tuple(int(d) for d in image_shape)
+    if not shows_images(shape):
+        raise ValueError(f"expected an image shape (H, W) or (3, H, W), got {shape}")
+    size = math.prod(shape)
+    if images.ndim == 1 or images.shape == shape:
+        images = images.reshape(1, -1)
+    if images.shape[1:] != shape:
+        if images.ndim != 2 or images.shape[1] != size:
+            raise ValueError(f"expected images of shape (N, {size}) or (N, "
+                             f"{', '.join(map(str, shape))}), got {images.shape}")
+    images = images.reshape(-1, *shape)
+    if len(shape) == 3:  # channels first -> last, as imshow wants; one channel is gray
+        images = images[:, 0] if shape[0] == 1 else images.transpose(0, 2, 3, 1)
+    return np.clip(images, 0.0, 1.0)
 
 
 def tile(images, image_shape=(28, 28), ncol=10, pad=2, pad_value=0.5) -> np.ndarray:
     """Arrange images in a grid of ``ncol`` columns, separated by ``pad`` pixels.
 
-    Returns one 2-D array; empty cells of the last row are ``pad_value``.
+    Returns one 2-D array (gray) or ``(rows, cols, 3)`` (colour); empty
+    cells of the last row are ``pad_value``.
     """
-    images = _as_images(images, image_shape)
-    n, (h, w) = len(images), image_shape
+    return _tile(_as_images(images, image_shape), ncol, pad, pad_value)
+
+
+def _tile(images, ncol, pad, pad_value):
+    """``tile`` of images already in ``(N, H, W)`` or ``(N, H, W, 3)`` form."""
+    n, (h, w) = len(images), images.shape[1:3]
     ncol = max(1, min(int(ncol), n))
     nrow = math.ceil(n / ncol)
-    out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), float(pad_value))
+    out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *images.shape[3:]),
+                  float(pad_value))
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
@@ -82,7 +100,7 @@ def tile(images, image_shape=(28, 28), ncol=10, pad=2, pad_value=0.5) -> np.ndar
 
 
 def _grid_figure(grid, title=None, scale=0.03):
-    h, w = grid.shape
+    h, w = grid.shape[:2]
     fig = Figure(figsize=(max(2.0, w * scale), max(2.0, h * scale) + (0.4 if title else 0)))
     ax = fig.add_axes((0, 0, 1, 1 if not title else 1 - 0.4 / fig.get_figheight()))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -113,9 +131,9 @@ def reconstructions(x, x_rec, image_shape=(28, 28), path=None, ncol=10,
     for start in range(0, len(x), ncol):
         band = slice(start, start + ncol)
         pad = ncol - len(x[band])
-        blank = np.full((pad, *image_shape), 0.5)
+        blank = np.full((pad, *x.shape[1:]), 0.5)
         rows += [np.concatenate([x[band], blank]), np.concatenate([x_rec[band], blank])]
-    return _finish(_grid_figure(tile(np.concatenate(rows), image_shape, ncol), title), path)
+    return _finish(_grid_figure(_tile(np.concatenate(rows), ncol, 2, 0.5), title), path)
 
 
 def samples(images, image_shape=(28, 28), nrow=10, path=None,
@@ -165,7 +183,8 @@ def latent_scatter(codes, labels, path=None, label_names=None,
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim == 1:
         codes = codes[:, None]
-    labels = np.asarray(labels)
+    unlabelled = labels is None
+    labels = np.zeros(len(codes), dtype=int) if unlabelled else np.asarray(labels)
     if len(labels) != len(codes):
         raise ValueError(f"latent_scatter: {len(codes)} codes but {len(labels)} labels")
     points, ratio = pca_2d(codes)
@@ -191,7 +210,8 @@ def latent_scatter(codes, labels, path=None, label_names=None,
         ax.set_xlabel("z[0]")
         ax.set_ylabel("label")
     ax.set_title(title, fontsize=10)
-    ax.legend(markerscale=3, fontsize=7, loc="best", framealpha=0.8)
+    if not unlabelled:
+        ax.legend(markerscale=3, fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     return _finish(fig, path)
 

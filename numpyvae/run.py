@@ -21,7 +21,8 @@ import numpy as np
 
 from . import evaluate, plots
 from .backend import get_backend
-from .data import DATASETS, load_dataset
+from .data import DATASETS, DataNotFoundError, load_data, load_dataset
+from .data.local import fingerprint
 from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
 from .train import (
     _STREAM_EVAL,
@@ -48,11 +49,14 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
+    "free_bits": 0.0, "gaussian_var": 0.01, "data": None, "test_fraction": None,
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
 #: of an MNIST epoch, so this still runs in well under a minute).
 DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
+#: Epochs when none are given for your own data (``--data FILE``).
+DEFAULT_EPOCHS_OWN_DATA = 10
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
 
@@ -85,7 +89,10 @@ class RunResult:
 def options_from_config(config: dict) -> dict:
     """The ``numpyvae train`` options a run folder's config.json records."""
     m, t = config.get("model", {}), config.get("training", {})
-    return {"dataset": config.get("dataset"), "epochs": t.get("epochs"),
+    own = config.get("data") or {}
+    return {"dataset": None if own else config.get("dataset"), "epochs": t.get("epochs"),
+            "data": own.get("path"), "test_fraction": own.get("test_fraction"),
+            "free_bits": m.get("free_bits"), "gaussian_var": m.get("gaussian_var"),
             "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
             "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
             "optimizer": t.get("optimizer"), "beta": t.get("beta"),
@@ -103,9 +110,24 @@ def _normalise_options(options: dict) -> dict:
     if "hidden" in out:
         hidden = out["hidden"]
         out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    for key in ("lr", "beta"):
+    for key in ("lr", "beta", "free_bits", "test_fraction"):
         if key in out:
             out[key] = float(out[key])
+    if out.get("gaussian_var") not in (None, "learned"):
+        out["gaussian_var"] = float(out["gaussian_var"])
+    if "data" in out:
+        if "dataset" in out:
+            raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
+                             "not both")
+        out["data"] = str(Path(out["data"]).expanduser().resolve())
+    elif "test_fraction" in out:
+        raise ValueError("a test fraction is held out of your own data (--data FILE); the "
+                         "named datasets have their own test sets")
+    if "gaussian_var" in out and out.get("likelihood", "bernoulli") != "gaussian":
+        raise ValueError("--gaussian-var is the variance of a Gaussian decoder; add "
+                         "--likelihood gaussian")
+    if out.get("free_bits", 0) and out.get("model", "vae") != "vae":
+        raise ValueError("--free-bits acts on the KL term, which only a VAE has")
     if out.get("dataset", "shapes") not in DATASETS:
         raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
                          f"{', '.join(DATASETS)}")
@@ -172,13 +194,28 @@ def load_run(run_dir, backend=None) -> Run:
 def build_model(options: dict, input_dim: int, backend=None):
     """The untrained model that ``numpyvae train`` options describe."""
     cls = MODEL_KINDS[options["model"]]
+    extra = {}
+    if options.get("free_bits"):
+        extra["free_bits"] = options["free_bits"]
+    if options.get("gaussian_var") is not None:
+        extra["gaussian_var"] = options["gaussian_var"]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
-               dtype=options["dtype"], seed=options["seed"], backend=backend)
+               dtype=options["dtype"], seed=options["seed"], backend=backend, **extra)
 
 
-def run_dataset(config: dict, data_dir=None, download=True, progress=True):
-    """The dataset a run was trained on, found again (``data_dir`` first, then where it was)."""
+def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None):
+    """The dataset a run was trained on, found again (``data_dir`` first, then where it was).
+
+    For your own data (``--data``), the file or folder recorded in config.json
+    is read again with the same held-out split, or ``data`` if given (the data
+    moved); its fingerprint must match the one recorded at training.
+    """
+    if config.get("data"):
+        return _reopen_own_data(config["data"], data)
+    if data is not None:
+        raise ValueError(f"this run was trained on the {config.get('dataset')} dataset, not on "
+                         f"a data file; use --data-dir to say where its files are")
     name = config.get("dataset")
     if name is None:
         raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
@@ -188,6 +225,26 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True):
         data_dir = recorded if recorded.is_dir() else None
     return load_dataset(name, data_dir, download=download,
                         seed=config.get("dataset_seed", DATASET_SEED), progress=progress)
+
+
+def _reopen_own_data(record: dict, data=None):
+    path = Path(data).expanduser() if data is not None else Path(record["path"])
+    if not path.exists():
+        raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
+                                f"pass its new place with --data FILE")
+    found = fingerprint(path)
+    if record.get("sha256") and found != record["sha256"]:
+        raise RunFolderError(f"{path} is not the data this run was trained on (its SHA-256 "
+                             f"changed since training), so the held-out test set would differ")
+    return load_data(path, test_fraction=record.get("test_fraction"),
+                     seed=record.get("split_seed", DATASET_SEED))
+
+
+def _own_data_record(path, dataset, test_fraction) -> dict:
+    return {"path": str(Path(path).resolve()), "test_fraction": test_fraction,
+            "split_seed": DATASET_SEED, "sha256": fingerprint(path),
+            "n_train": len(dataset.x_train), "n_test": len(dataset.x_test),
+            "example_shape": list(dataset.image_shape)}
 
 
 def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=None,
@@ -223,19 +280,31 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     else:
         merged = {**TRAIN_DEFAULTS, **options}
         if merged["epochs"] is None:
-            merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
-        run_dir = Path(out) if out is not None else default_run_dir(merged["dataset"])
+            merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
+                                DEFAULT_EPOCHS[merged["dataset"]])
+        name = Path(merged["data"]).stem if merged["data"] else merged["dataset"]
+        run_dir = Path(out) if out is not None else default_run_dir(name)
         if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
             raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
                                  f"or choose another --out")
     get_backend(backend)  # fail early, before loading data, on an unusable backend
-    dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
-                           progress=progress)
+    if merged["data"]:
+        if resume:
+            dataset = _reopen_own_data(config["data"], merged["data"])
+        else:
+            dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
+                                seed=DATASET_SEED)
+    else:
+        dataset = load_dataset(merged["dataset"], data_dir, download=download,
+                               seed=DATASET_SEED, progress=progress)
     model = build_model(merged, dataset.input_dim, backend=backend)
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
              "backend": model.backend.NAME}
+    if merged["data"]:
+        extra["data"] = (config["data"] if resume else
+                         _own_data_record(merged["data"], dataset, dataset.test_fraction))
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
@@ -243,7 +312,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
                       config_extra=extra)
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
-        f"images) from {dataset.source}")
+        f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
+        f"{_split_note(extra.get('data'))}) from {dataset.source}")
     log(f"model: {model!r}, {model.num_params} parameters")
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
@@ -255,6 +325,15 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
         log(f"figures: {run_dir / FIGURES_DIR}")
     return result
+
+
+def _split_note(record) -> str:
+    if not record:
+        return ""
+    fraction = record.get("test_fraction")
+    if fraction is None:
+        return ", the data's own test set"
+    return f", {fraction:g} of the examples held out as the test set"
 
 
 def _show(value):
@@ -310,20 +389,24 @@ def latent_codes(model, x, batch_size=1000) -> np.ndarray:
 def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
     """Write every figure of a run into ``run_dir/figures``; return their paths."""
     shape = dataset.image_shape
-    paths = [
-        write_reconstructions(model, dataset, binarize_mode,
-                              _figure_path(run_dir, "reconstructions.png"), seed=seed),
-        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
-        write_interpolation(model, dataset, binarize_mode,
-                            _figure_path(run_dir, "interpolation.png"), seed=seed),
-    ]
+    images = plots.shows_images(shape)
+    paths = []
+    if images:  # plain vectors (N, D) have no picture: their figures are left out
+        paths += [
+            write_reconstructions(model, dataset, binarize_mode,
+                                  _figure_path(run_dir, "reconstructions.png"), seed=seed),
+            write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
+            write_interpolation(model, dataset, binarize_mode,
+                                _figure_path(run_dir, "interpolation.png"), seed=seed),
+        ]
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
-    plots.latent_scatter(latent_codes(model, x), dataset.y_test[idx], path=path,
+    labels = None if dataset.y_test is None else dataset.y_test[idx]
+    plots.latent_scatter(latent_codes(model, x), labels, path=path,
                          label_names=dataset.label_names)
     paths.append(path)
-    if model.latent_dim == 2:
+    if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
         plots.manifold(model, shape, n=20, path=path)
         paths.append(path)
@@ -338,10 +421,18 @@ def _image_shape(run: Run):
     return tuple(run.config.get("image_shape", (28, 28)))
 
 
-def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
+def _require_images(run: Run):
+    shape = _image_shape(run)
+    if not plots.shows_images(shape):
+        raise ValueError(f"this run was trained on vectors of shape {shape}, not images, so "
+                         f"there is no picture to draw")
+
+
+def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
+                data=None) -> list[Path]:
     """Write (again) every figure of a run folder."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return make_figures(run.run_dir, run.model, dataset, run.history,
                         run.options["binarize"] or "none", seed)
 
@@ -350,25 +441,28 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
     run = load_run(run_dir, backend)
     n = _positive_int(n, "n")
+    _require_images(run)
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
                          n, seed)
 
 
 def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
-                    backend=None) -> Path:
+                    backend=None, data=None) -> Path:
     """``numpyvae reconstruct``: test images above their reconstructions."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
                                  _figure_path(run_dir, "reconstructions.png", out),
                                  _positive_int(n, "n"), seed)
 
 
 def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
-                    download=True, backend=None) -> Path:
+                    download=True, backend=None, data=None) -> Path:
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
                                _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
@@ -376,7 +470,7 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
-                 download=True, backend=None) -> dict:
+                 download=True, backend=None, data=None) -> dict:
     """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
 
     Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
@@ -385,7 +479,7 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     (:func:`numpyvae.evaluate.log_likelihood`).
     """
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     x = dataset.x_test
     if limit is not None:
         x = x[:_positive_int(limit, "limit")]

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate
-from .data import BINARIZE_MODES, binarize
+from .data import BINARIZE_MODES, binarize, check_training_data
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .model import MODEL_KINDS
 from .optim import OPTIMIZERS
@@ -108,7 +108,10 @@ class Trainer:
     ----------
     model : VAE or Autoencoder
     x_train : array, shape (N, input_dim), values in [0, 1] for a Bernoulli decoder
-    x_test : array, shape (M, input_dim), optional
+        Image-shaped arrays, (N, H, W) or (N, C, H, W), are flattened. NaN,
+        infinity, or values outside [0, 1] for a Bernoulli decoder raise
+        :class:`numpyvae.data.DataValueError` before training starts.
+    x_test : array, shape (M, input_dim) or image-shaped, optional
         Evaluated (ELBO, one noise draw per example) after every epoch.
     batch_size : int
         Any positive size; the last batch of an epoch may be smaller.
@@ -186,10 +189,20 @@ class Trainer:
         self._stop_requested = False
 
     def _check_x(self, x, what):
+        """Rows of ``input_dim`` values; image-shaped arrays (N, H, W), (N, C, H, W) are flattened.
+
+        Values are checked before any training (:mod:`numpyvae.data.checks`):
+        no NaN or infinity, and [0, 1] for a Bernoulli decoder.
+        """
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.model.input_dim or len(x) == 0:
-            raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
-                             f"got {x.shape}")
+        D = self.model.input_dim
+        if x.ndim > 2 and len(x) > 0 and math.prod(x.shape[1:]) == D:
+            x = x.reshape(len(x), D)
+        if x.ndim != 2 or x.shape[1] != D or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {D}), got {x.shape}; image-"
+                             f"shaped arrays, (N, H, W) or (N, C, H, W) with {D} values per "
+                             f"example, are flattened")
+        check_training_data(x, _likelihood_name(self.model), what)
         return np.ascontiguousarray(x, dtype=self.model.dtype)
 
     # -------------------------------------------------------------- configuration
@@ -449,6 +462,14 @@ def _write_line(text):
 def _binarize(x, mode, rng):
     # Trainer's argument ``binarize`` shadows the function inside __init__.
     return binarize(x, mode, rng)
+
+
+def _likelihood_name(model) -> str:
+    """``"bernoulli"`` or ``"gaussian"``, whether the model stores a name or an object."""
+    lik = getattr(model, "likelihood", "")
+    if isinstance(lik, str):
+        return lik
+    return str(getattr(lik, "name", type(lik).__name__)).lower().removesuffix("likelihood")
 
 
 def _positive_int(value, what):
