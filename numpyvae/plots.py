@@ -1,7 +1,7 @@
 """Every figure numpyvae draws, from arrays (and, for the manifold, a model).
 
 Each function returns a :class:`matplotlib.figure.Figure` and, given ``path``,
-also writes it as a PNG atomically (:func:`save`). Figures are built on
+also writes it atomically (:func:`save`): PNG, JPEG, PDF or SVG by the suffix. Figures are built on
 ``Figure`` directly rather than through ``pyplot``: no window, no global
 figure list, the Agg renderer for files, so they work headless and in
 notebooks alike (a returned figure displays itself in Jupyter).
@@ -40,9 +40,26 @@ from .fileio import atomic_write
 DPI = 100
 
 
+#: File types a figure can be written as, by suffix (JPEG through Pillow).
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+
+
+def image_format(path) -> str:
+    """The file type ``path``'s suffix asks for; ValueError for any other suffix."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: cannot write a {path.suffix or 'suffix-less'} file; name it "
+                         f"with one of {', '.join(FORMATS)}")
+    return fmt
+
+
 def save(fig: Figure, path) -> Path:
-    """Write ``fig`` to ``path`` as a PNG, atomically."""
-    return atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=DPI))
+    """Write ``fig`` to ``path``, atomically, in the format its suffix names (:data:`FORMATS`)."""
+    fmt = image_format(path)
+    # JPEG has no transparency: the white figure background is flattened onto white.
+    options = {"pil_kwargs": {"quality": 95}} if fmt == "jpeg" else {}
+    return atomic_write(Path(path), lambda f: fig.savefig(f, format=fmt, dpi=DPI, **options))
 
 
 def _finish(fig, path):
@@ -245,21 +262,31 @@ def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure
     return _finish(_grid_figure(tile(images, image_shape, n, pad=0), title, scale=0.015), path)
 
 
-def loss_curves(metrics, path=None, title="loss per epoch (nats per example)") -> Figure:
+def loss_curves(metrics, path=None, title=None) -> Figure:
     """Train and test curves of the negative ELBO, the reconstruction term and the KL.
 
     ``metrics`` is a list of per-epoch dicts as :func:`numpyvae.train.fit`
     returns (keys ``epoch``, ``train_loss``, ``test_loss``, ``train_recon``, ...).
+    A plain autoencoder's metrics (``train_kl`` None) give one panel, its
+    reconstruction loss: it has no ELBO and no KL.
     """
     metrics = list(metrics)
     if not metrics:
         raise ValueError("loss_curves: no metrics to plot")
     epochs = [m["epoch"] for m in metrics]
-    fig = Figure(figsize=(11, 3.4))
-    parts = [("loss", "-ELBO = recon + KL"), ("recon", "reconstruction -log p(x|z)"),
-             ("kl", "KL(q(z|x) || p(z))")]
-    for i, (key, label) in enumerate(parts):
-        ax = fig.add_subplot(1, 3, i + 1)
+    has_kl = any(m.get("train_kl") is not None or m.get("test_kl") is not None for m in metrics)
+    if has_kl:
+        parts = [("loss", "-ELBO = recon + KL", "-ELBO (nats per example)"),
+                 ("recon", "reconstruction -log p(x|z)", "-log p(x|z) (nats per example)"),
+                 ("kl", "KL(q(z|x) || p(z))", "KL (nats per example)")]
+        title = title or "loss per epoch (nats per example)"
+    else:
+        parts = [("recon", "reconstruction loss -log p(x|z)",
+                  "reconstruction loss (nats per example)")]
+        title = title or "autoencoder: reconstruction loss per epoch (it has no ELBO or KL)"
+    fig = Figure(figsize=(11 if has_kl else 5.5, 3.6))
+    for i, (key, label, ylabel) in enumerate(parts):
+        ax = fig.add_subplot(1, len(parts), i + 1)
         for split, style in (("train", "-o"), ("test", "-s")):
             values = [m.get(f"{split}_{key}") for m in metrics]
             if any(v is not None for v in values):
@@ -267,9 +294,11 @@ def loss_curves(metrics, path=None, title="loss per epoch (nats per example)") -
                         markersize=3, label=split)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)

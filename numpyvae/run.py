@@ -24,6 +24,7 @@ from .backend import get_backend
 from .data import DATASETS, DataNotFoundError, load_data, load_dataset
 from .data.local import fingerprint
 from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
+from .optim import OPTIMIZERS
 from .train import (
     _STREAM_EVAL,
     _STREAM_FIGURES,
@@ -39,8 +40,13 @@ from .train import (
     _positive_int,
     eval_inputs,
 )
+from .warmup import compile_kernels
 
 # ---------------------------------------------------------------------------- run folders
+
+#: Said wherever the losses of a Gaussian decoder are printed.
+GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
+                 "(and the -ELBO) can be negative; compare them between runs, not with zero")
 
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
 #: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
@@ -315,6 +321,10 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
         f"{_split_note(extra.get('data'))}) from {dataset.source}")
     log(f"model: {model!r}, {model.num_params} parameters")
+    if merged["likelihood"] == "gaussian":
+        log(f"note: {GAUSSIAN_NOTE}")
+    compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend),
+                    OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
     if trainer.interrupted:
@@ -346,7 +356,10 @@ def _show(value):
 
 
 def _figure_path(run_dir, name, out=None) -> Path:
-    return Path(out) if out is not None else Path(run_dir) / FIGURES_DIR / name
+    if out is not None:
+        plots.image_format(out)  # refuse an unknown suffix before any work
+        return Path(out)
+    return Path(run_dir) / FIGURES_DIR / name
 
 
 def _pick(n_total, n, seed):
@@ -470,13 +483,16 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
-                 download=True, backend=None, data=None) -> dict:
+                 download=True, backend=None, data=None, progress=False) -> dict:
     """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
 
-    Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
-    ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
-    K > 0, ``log_likelihood``: the importance-weighted bound with K samples
-    (:func:`numpyvae.evaluate.log_likelihood`).
+    Returns a dict: ``dataset``, ``n_test``, ``likelihood``, ``objective``
+    (what ``loss`` is), ``loss`` (negative ELBO), ``elbo``, ``recon``, ``kl``
+    (nats per example) and, with ``iw_samples`` K > 0, ``log_likelihood``:
+    the importance-weighted bound with K samples
+    (:func:`numpyvae.evaluate.log_likelihood`), with a progress bar if
+    ``progress``. For the plain autoencoder ``loss`` is the reconstruction
+    loss and ``elbo`` and ``kl`` are None: it has neither.
     """
     run = load_run(run_dir, backend)
     dataset = run_dataset(run.config, data_dir, download, data=data)
@@ -487,8 +503,11 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     rng = np.random.default_rng([int(seed), _STREAM_EVAL])
     r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng)
     out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
-           "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
+           "likelihood": run.options["likelihood"], "epochs": len(run.history),
+           "n_test": len(x), "objective": "negative ELBO", "loss": r.recon + r.kl,
            "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
+    if isinstance(run.model, Autoencoder):
+        out.update(objective="reconstruction loss", loss=r.recon, elbo=None, kl=None)
     iw_samples = int(iw_samples or 0)
     if iw_samples < 0:
         raise ValueError(f"iw_samples must be >= 0, got {iw_samples}")
@@ -497,5 +516,6 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
             raise ValueError("the importance-weighted log-likelihood needs a VAE; this run "
                              "trained an autoencoder")
         out["iw_samples"] = iw_samples
-        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng,
+                                                        progress=progress)
     return out
