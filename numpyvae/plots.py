@@ -159,18 +159,38 @@ def samples(images, image_shape=(28, 28), nrow=10, path=None,
     return image_grid(images, image_shape, nrow, path, title)
 
 
-def interpolation(strips, image_shape=(28, 28), path=None,
+def interpolation(strips, image_shape=(28, 28), path=None, ends=None,
                   title="decoded along straight lines between the codes of two test images"
                   ) -> Figure:
-    """One row per strip: ``strips`` has shape (n_strips, steps, H*W) (or (steps, H*W))."""
+    """One row per strip: ``strips`` has shape (n_strips, steps, H*W) (or (steps, H*W)).
+
+    ``ends``, shape (n_strips, 2, H*W), are the two real inputs of each row:
+    drawn at both ends, apart from the decoded path, so the path can be
+    compared with what it joins.
+    """
     strips = np.asarray(strips)
     if strips.ndim == 2:
         strips = strips[None]
     if strips.ndim != 3:
         raise ValueError(f"interpolation: expected (n_strips, steps, pixels), got {strips.shape}")
-    steps = strips.shape[1]
-    return _finish(_grid_figure(tile(strips.reshape(-1, strips.shape[2]), image_shape, steps),
-                                title), path)
+    n, steps = strips.shape[:2]
+    if ends is None:
+        return _finish(_grid_figure(tile(strips.reshape(-1, strips.shape[2]), image_shape,
+                                         steps), title), path)
+    ends = np.asarray(ends)
+    if ends.ndim == 2:
+        ends = ends[None]
+    if ends.shape != (n, 2, strips.shape[2]):
+        raise ValueError(f"interpolation: expected ends of shape ({n}, 2, {strips.shape[2]}), "
+                         f"got {ends.shape}")
+    rows = np.concatenate([ends[:, :1], strips, ends[:, 1:]], axis=1)   # (n, steps + 2, D)
+    grid = tile(rows.reshape(-1, rows.shape[2]), image_shape, steps + 2)
+    fig = _grid_figure(grid, title + "\n(outer columns: the two real inputs)")
+    ax = fig.axes[0]
+    w, pad = _as_images(rows[0, :1], image_shape).shape[2], 2
+    for col in (1, steps + 1):  # a line between each input and the decoded path
+        ax.axvline(col * (w + pad) + pad / 2 - 0.5, color="tab:orange", linewidth=1.5)
+    return _finish(fig, path)
 
 
 def pca_2d(codes):
@@ -190,12 +210,33 @@ def pca_2d(codes):
     return centred @ vt[:2].T, var[:2] / max(var.sum(), 1e-300)
 
 
+def class_colours(n) -> list:
+    """``n`` colours that stay apart: tab10's own colours, then tab20's, then hues.
+
+    A colormap resampled to ``n`` entries picks colours from across its
+    range, and for tab10 that can put near-identical grey and brown side by
+    side; taking the palettes' colours in order does not.
+    """
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return list(colormaps["tab10"].colors[:n])
+    if n <= 20:
+        tab20 = colormaps["tab20"].colors
+        return list(tab20[0::2] + tab20[1::2])[:n]  # the ten strong colours first
+    return [colormaps["hsv"](i / n) for i in range(n)]
+
+
 def latent_scatter(codes, labels, path=None, label_names=None,
-                   title="latent means of the test set") -> Figure:
-    """The codes of a data set as points coloured by label.
+                   title="latent means of the test set", factor=None) -> Figure:
+    """The codes of a data set as points coloured by label (and, optionally, by a factor).
 
     Codes of more than two dimensions are projected onto their first two
     principal components; one-dimensional codes are plotted against the label.
+    Points are drawn in a random order, so no class is painted over the
+    others. ``factor``, a pair ``(name, values)`` of a continuous property of
+    each example (such as the x position of a sprite), adds a second panel
+    coloured by it; :func:`best_factor` picks the one the plot separates best.
     """
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim == 1:
@@ -205,39 +246,81 @@ def latent_scatter(codes, labels, path=None, label_names=None,
     if len(labels) != len(codes):
         raise ValueError(f"latent_scatter: {len(codes)} codes but {len(labels)} labels")
     points, ratio = pca_2d(codes)
-    fig = Figure(figsize=(6.4, 5.2))
-    ax = fig.add_subplot()
-    classes = np.unique(labels)
-    cmap = _colormap(len(classes))
-    for i, c in enumerate(classes):
-        sel = labels == c
-        name = label_names[int(c)] if label_names is not None and 0 <= int(c) < len(
-            label_names) else str(c)
-        y = points[sel, 1] if points.shape[1] > 1 else np.full(sel.sum(), i, dtype=float)
-        ax.scatter(points[sel, 0], y, s=4, alpha=0.6, color=cmap(i), label=name,
-                   rasterized=True)
-    if codes.shape[1] > 2:
-        ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.0f}% of variance)")
-        ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.0f}% of variance)")
-        title += f" ({codes.shape[1]}-D, PCA projection)"
-    elif codes.shape[1] == 2:
-        ax.set_xlabel("z[0]")
-        ax.set_ylabel("z[1]")
-    else:
-        ax.set_xlabel("z[0]")
-        ax.set_ylabel("label")
-    ax.set_title(title, fontsize=10)
+    classes, index = np.unique(labels, return_inverse=True)
+    if points.shape[1] == 1:
+        points = np.column_stack([points[:, 0], index.astype(float)])
+    order = np.random.default_rng(0).permutation(len(points))
+    panels = 1 if factor is None else 2
+    fig = Figure(figsize=(6.8 * panels, 5.2))
+    ax = fig.add_subplot(1, panels, 1)
+    colours = np.array(class_colours(len(classes)))
+    ax.scatter(points[order, 0], points[order, 1], s=5, alpha=0.6, c=colours[index[order]],
+               linewidths=0, rasterized=True)
+    _label_axes(ax, codes.shape[1], ratio)
+    dims = f" ({codes.shape[1]}-D, PCA projection)" if codes.shape[1] > 2 else ""
+    ax.set_title(title + dims + ("" if unlabelled else ", coloured by class"), fontsize=10)
     if not unlabelled:
-        ax.legend(markerscale=3, fontsize=7, loc="best", framealpha=0.8)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=colours[i],
+                          label=_class_name(c, label_names)) for i, c in enumerate(classes)]
+        ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0, frameon=False, title="class", title_fontsize=9)
+    if factor is not None:
+        name, values = factor
+        values = np.asarray(values, dtype=np.float64)
+        if len(values) != len(codes):
+            raise ValueError(f"latent_scatter: {len(codes)} codes but {len(values)} values "
+                             f"of {name}")
+        ax2 = fig.add_subplot(1, panels, 2)
+        dots = ax2.scatter(points[order, 0], points[order, 1], s=5, alpha=0.8,
+                           c=values[order], cmap="viridis", linewidths=0, rasterized=True)
+        fig.colorbar(dots, ax=ax2, label=name)
+        _label_axes(ax2, codes.shape[1], ratio)
+        ax2.set_title(f"the same codes, coloured by {name} (R² = "
+                      f"{linear_r2(points, values):.2f} from these two axes)", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
 
 
-def _colormap(n):
-    from matplotlib import colormaps
+def _class_name(c, label_names):
+    if label_names is not None and 0 <= int(c) < len(label_names):
+        return label_names[int(c)]
+    return str(c)
 
-    return colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"].resampled(
-        max(n, 1))
+
+def _label_axes(ax, dims, ratio):
+    if dims > 2:
+        ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.0f}% of variance)")
+    elif dims == 2:
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+    else:
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("class")
+
+
+def linear_r2(points, values) -> float:
+    """R² of the least-squares fit ``values ~ a + b·points``: how well the plot predicts them."""
+    points = np.asarray(points, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    design = np.column_stack([np.ones(len(points)), points])
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    total = np.sum((values - values.mean()) ** 2)
+    return float(1 - np.sum((values - design @ coef) ** 2) / total) if total > 0 else 0.0
+
+
+def best_factor(codes, factors: dict):
+    """The ``(name, values)`` of the factor the plotted 2-D view of ``codes`` predicts best.
+
+    ``factors`` maps a name to one value per example; each is scored by
+    :func:`linear_r2` on the points :func:`latent_scatter` draws.
+    """
+    points = pca_2d(np.asarray(codes, dtype=np.float64).reshape(len(codes), -1))[0]
+    scores = {name: linear_r2(points, v) for name, v in factors.items()}
+    name = max(scores, key=scores.get)
+    return name, np.asarray(factors[name])
 
 
 def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure:
@@ -245,7 +328,9 @@ def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure
 
     The grid points are the standard normal's quantiles at evenly spaced
     probabilities (Kingma & Welling, 2014, figure 4), so equal areas of the
-    prior get equal room; ``z[0]`` varies along rows, ``z[1]`` down columns.
+    prior get equal room. ``z[0]`` grows from left to right and ``z[1]`` from
+    bottom to top, as on a plot, and the axes are labelled with the values of
+    ``z`` at the tiles' centres; a thin grey gap separates the tiles.
     """
     if getattr(model, "latent_dim", None) != 2:
         raise ValueError(f"manifold needs a model with a 2-D latent space, got latent_dim="
@@ -257,9 +342,25 @@ def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure
     zx, zy = np.meshgrid(q, q[::-1])  # z[1] grows upwards, as on a plot
     z = np.stack([zx.ravel(), zy.ravel()], axis=1)
     images = model.decode(z.astype(model.dtype))
-    title = title or (f"decoded 2-D latent space: z from N(0, I) quantiles "
-                      f"{q[0]:.2f} to {q[-1]:.2f}")
-    return _finish(_grid_figure(tile(images, image_shape, n, pad=0), title, scale=0.015), path)
+    title = title or "the decoder over a grid of the 2-D latent space (N(0, I) quantiles)"
+    pad = 1
+    grid = tile(images, image_shape, n, pad=pad, pad_value=0.3)   # a thin grey gap
+    h, w = _as_images(images[:1], image_shape).shape[1:3]
+    fig = Figure(figsize=(max(4.0, grid.shape[1] * 0.016 + 1.2),
+                          max(4.0, grid.shape[0] * 0.016 + 1.0)))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    every = 1 if n <= 10 else 2 if n <= 20 else max(1, n // 8)
+    cols = np.arange(0, n, every)
+    ax.set_xticks(pad + cols * (w + pad) + (w - 1) / 2, [f"{q[i]:.2f}" for i in cols],
+                  rotation=90, fontsize=7)
+    ax.set_yticks(pad + cols * (h + pad) + (h - 1) / 2, [f"{q[::-1][i]:.2f}" for i in cols],
+                  fontsize=7)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
 
 
 def loss_curves(metrics, path=None, title=None) -> Figure:

@@ -387,10 +387,16 @@ def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, 
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
     np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
-                       for i in range(len(idx) // 2)])
-    plots.interpolation(strips, dataset.image_shape, path=path)
+    pairs = len(idx) // 2
+    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps) for i in range(pairs)])
+    ends = x[:2 * pairs].reshape(pairs, 2, -1)
+    plots.interpolation(strips, dataset.image_shape, path=path, ends=ends)
     return Path(path)
+
+
+#: How the factors of ``shapes`` are named on a figure.
+_FACTOR_NAMES = {"x": "x position", "y": "y position", "scale": "scale",
+                 "rotation": "rotation"}
 
 
 def latent_codes(model, x, batch_size=1000) -> np.ndarray:
@@ -416,8 +422,14 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
     labels = None if dataset.y_test is None else dataset.y_test[idx]
-    plots.latent_scatter(latent_codes(model, x), labels, path=path,
-                         label_names=dataset.label_names)
+    codes = latent_codes(model, x)
+    factor = None
+    if dataset.factors_test:  # shapes: also colour by the factor the codes separate best
+        continuous = {_FACTOR_NAMES.get(k, k): np.asarray(v)[idx]
+                      for k, v in dataset.factors_test.items() if k != "shape"}
+        factor = plots.best_factor(codes, continuous) if continuous else None
+    plots.latent_scatter(codes, labels, path=path, label_names=dataset.label_names,
+                         factor=factor)
     paths.append(path)
     if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
