@@ -63,7 +63,8 @@ def _add_backend(p, note=""):
 def _add_data(p):
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the four IDX files (train-images-idx3-ubyte.gz, ...); "
-                        "searched before $NUMPYVAE_DATA/<name>/ and the user cache")
+                        "searched before $NUMPYVAE_DATA/<name>/ and the user cache; it must "
+                        "exist (a missing folder is an error, never a download target)")
     p.add_argument("--no-download", action="store_true",
                    help="never download: fail if the data files are not found")
 
