@@ -309,7 +309,7 @@ def test_train_on_an_image_folder_and_on_vectors(tmp_path, capsys):
                  str(tmp_path / "r2"), *TINY]) == 0
     # Vectors have no picture: only the figures that do not draw examples.
     assert {p.name for p in (tmp_path / "r2" / "figures").iterdir()} == {
-        "latent_scatter.png", "loss_curves.png"}
+        "latent_scatter.png", "loss_curves.png", "kl_per_dim.png"}
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "r2")]) == 2
     one_line_error(capsys, "vectors of shape (7,), not images")
