@@ -9,12 +9,15 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import (
+    Flatten,
     Identity,
     Layer,
     LeakyReLU,
     Linear,
     ReLU,
+    Reshape,
     Sequential,
     Sigmoid,
     Softplus,
@@ -41,7 +44,13 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Flatten",
+    "Reshape",
     "mlp",
+    "Bernoulli",
+    "Gaussian",
+    "GaussianLearnedVariance",
+    "DiagonalGaussian",
     "SGD",
     "Adam",
     "AdamW",
