@@ -271,3 +271,17 @@ def test_readme_run_examples_work_from_another_folder(tmp_path):
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (command, done.stderr)
     assert plots.FORMATS[".jpg"] == "jpeg"
+
+
+def test_load_accepts_a_run_folder(tmp_path):
+    out = tmp_path / "r"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--quiet", *TINY]) == 0
+    from_folder, from_file = numpyvae.load(out), numpyvae.load(out / "model.npz")
+    assert type(from_folder) is type(from_file) and from_folder.latent_dim == 2
+    for name, value in from_file.params.items():
+        np.testing.assert_array_equal(from_folder.params[name], value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(numpyvae.ModelFileError, match="folder without model.npz"):
+        numpyvae.load(tmp_path / "empty")
+    with pytest.raises(numpyvae.ModelFileError, match="model file not found"):
+        numpyvae.load(tmp_path / "nothing")
