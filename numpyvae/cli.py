@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-bits", type=_number, metavar="NATS", default=None,
                    help="nats per latent dimension below which the KL is not penalised, "
                         "against posterior collapse (default: 0, off)")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="a conditional VAE: encoder q(z|x,y) and decoder p(x|z,y) see the "
+                        "one-hot class label (mnist, fashion-mnist, shapes by shape)")
     p.add_argument("--iw-train", type=_positive, metavar="K", default=None,
                    help="train on the importance-weighted bound (IWAE) with K samples per "
                         "example instead of the ELBO (default: off)")
@@ -373,7 +376,8 @@ def _train(args):
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
         activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits,
-        data=args.data, test_fraction=args.test_fraction, gaussian_var=args.gaussian_var)
+        data=args.data, test_fraction=args.test_fraction, gaussian_var=args.gaussian_var,
+        conditional=args.conditional)
     if result.history and not args.quiet:
         last = result.history[-1]
         what = "-ELBO" if last.get("train_kl") is not None else "reconstruction loss"
