@@ -9,6 +9,7 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .cvae import CVAE
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import (
     Flatten,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "CVAE",
     "Autoencoder",
     "LossResult",
     "ModelFileError",
