@@ -219,19 +219,20 @@ class Trainer:
         self._stop_requested = False
 
     def _check_x(self, x, what):
-        """Rows of ``input_dim`` values; image-shaped arrays (N, H, W), (N, C, H, W) are flattened.
+        """Examples of the model's input shape; other arrays with as many values are reshaped.
 
         Values are checked before any training (:mod:`numpyvae.data.checks`):
         no NaN or infinity, and [0, 1] for a Bernoulli decoder.
         """
         x = np.asarray(x)
-        D = self.model.input_dim
-        if x.ndim > 2 and len(x) > 0 and math.prod(x.shape[1:]) == D:
-            x = x.reshape(len(x), D)
-        if x.ndim != 2 or x.shape[1] != D or len(x) == 0:
-            raise ValueError(f"{what}: expected shape (N >= 1, {D}), got {x.shape}; image-"
-                             f"shaped arrays, (N, H, W) or (N, C, H, W) with {D} values per "
-                             f"example, are flattened")
+        shape = tuple(self.model.input_shape)  # one example's: (784,), or (1, 28, 28) for images
+        size = math.prod(shape)
+        if x.ndim >= 2 and len(x) > 0 and x.shape[1:] != shape and math.prod(x.shape[1:]) == size:
+            x = x.reshape(len(x), *shape)  # rows, (N, H, W) or (N, C, H, W): the model's shape
+        if x.shape[1:] != shape or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {', '.join(map(str, shape))}), "
+                             f"got {x.shape}; arrays with {size} values per example, such as "
+                             f"(N, H, W) or (N, C, H, W), are reshaped to it")
         check_training_data(x, _likelihood_name(self.model), what)
         return np.ascontiguousarray(x, dtype=self.model.dtype)
 
