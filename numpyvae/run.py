@@ -377,7 +377,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
     if not merged.get("conditional"):  # a conditional model's step needs labels too
-        compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend),
+        compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend,
+                                            image_shape=dataset.image_shape),
                         OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
