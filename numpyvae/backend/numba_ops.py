@@ -5,7 +5,9 @@ buffers are written, parameter gradients are accumulated, results are
 returned the same way); the tests hold the two to 1e-12 (float64) and 1e-5
 (float32) on arbitrary shapes and memory layouts. This module only checks
 and prepares arguments; the arithmetic is in
-:mod:`numpyvae.backend.numba_kernels`, one plain Python function per kernel.
+:mod:`numpyvae.backend.numba_kernels`, one plain Python function per kernel
+(with the scalar math they share in :mod:`numpyvae.backend.numba_math` and
+BLAS in :mod:`numpyvae.backend.numba_blas`).
 
 What is fused (per training step of the default VAE, in kernel calls):
 
@@ -38,12 +40,12 @@ are the reference's own functions, imported by name below.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 
 import numba
 import numpy as np
 
+from . import numba_blas as NB
 from . import numba_kernels as K
 from . import reference
 from .reference import gaussian_nll_backward, sum_of_squares  # not on the hot path
@@ -83,7 +85,7 @@ def get_matmul() -> str:
     return _matmul
 
 
-_blas_layout = getattr(K.blas_layout, "py_func", K.blas_layout)  # plain Python: no dispatch
+_blas_layout = getattr(NB.blas_layout, "py_func", NB.blas_layout)  # plain Python: no dispatch
 
 
 def _blas_takes(a):
@@ -109,10 +111,8 @@ def _hand_matmul(alpha, a, b, beta, c):
 # BLAS, and threads: one pool for everything
 # --------------------------------------------------------------------------
 #
-# The kernels call ``sgemm``/``dgemm`` by address. They prefer the OpenBLAS
-# inside NumPy (64-bit integers; measured 14% faster here than SciPy's copy,
-# and it spares importing scipy.linalg), and otherwise take SciPy's, through
-# the documented ``scipy.linalg.cython_blas``.
+# The kernels call ``sgemm``/``dgemm`` by address: NumPy's OpenBLAS, else
+# SciPy's (:mod:`numpyvae.backend.numba_blas` finds them).
 #
 # OpenBLAS keeps its own threads, which spin for a while after each call;
 # Numba's threads do the same after each parallel loop. With both pools
@@ -125,65 +125,9 @@ def _hand_matmul(alpha, a, b, beta, c):
 # kernels run as one task.
 
 
-def _function_address(library, name):
-    function = getattr(library, name, None)
-    return None if function is None else ctypes.cast(function, ctypes.c_void_p).value
-
-
-def _thread_switch(library, suffix):
-    """``(get, set)`` of OpenBLAS's thread count in ``library`` (or a dependency), or None."""
-    for prefix in ("scipy_", ""):
-        get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
-        set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
-        if get is not None and set_ is not None:
-            get.restype = ctypes.c_int
-            return get, set_
-    return None
-
-
-def _numpy_blas():
-    """The ILP64 OpenBLAS inside NumPy (PyPI wheels): ``(gemm by dtype, switch, name)`` or None."""
-    try:
-        try:
-            from numpy._core import _multiarray_umath as core
-        except ImportError:  # NumPy 1.x
-            from numpy.core import _multiarray_umath as core
-        library = ctypes.CDLL(core.__file__)  # dlsym also searches its dependencies
-    except (ImportError, OSError, AttributeError):
-        return None
-    for prefix in ("scipy_", ""):
-        sgemm = _function_address(library, f"{prefix}sgemm_64_")
-        dgemm = _function_address(library, f"{prefix}dgemm_64_")
-        if sgemm and dgemm:
-            gemm = {_FLOATS[0]: (sgemm, 1), _FLOATS[1]: (dgemm, 1)}
-            return gemm, _thread_switch(library, "64_"), "NumPy's OpenBLAS (ILP64)"
-    return None
-
-
-def _scipy_blas():
-    """SciPy's BLAS through scipy.linalg.cython_blas: ``(gemm by dtype, switch, name)``."""
-    from numba.extending import get_cython_function_address
-
-    sgemm = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-    dgemm = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
-    gemm = {_FLOATS[0]: (sgemm, 0), _FLOATS[1]: (dgemm, 0)}
-
-    class DlInfo(ctypes.Structure):
-        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
-                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
-
-    switch = None
-    try:  # the wrapper's shared library, whose dependencies include the BLAS
-        info = DlInfo()
-        if ctypes.CDLL(None).dladdr(ctypes.c_void_p(dgemm), ctypes.byref(info)):
-            switch = _thread_switch(ctypes.CDLL(info.fname.decode()), "")
-    except (OSError, AttributeError, TypeError):
-        pass
-    return gemm, switch, "SciPy's BLAS (scipy.linalg.cython_blas)"
-
-
-_GEMM, _BLAS_THREADS, BLAS = _numpy_blas() or _scipy_blas()
-"""Which BLAS library the kernels call (a description)."""
+_GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
+#: Which BLAS library the kernels call (a description).
+BLAS = NB.BLAS
 
 
 def _with_blas(kernel, *args):
