@@ -9,6 +9,7 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck
 from .backend import get_backend
+from .fused import train_step
 from .layers import (
     Identity,
     Layer,
@@ -46,6 +47,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "clip_grad_norm",
+    "train_step",
     "get_backend",
     "gradcheck",
     "evaluate",

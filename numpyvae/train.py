@@ -46,6 +46,7 @@ import numpy as np
 from . import evaluate
 from .data import BINARIZE_MODES, binarize
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .fused import train_step
 from .model import MODEL_KINDS
 from .optim import OPTIMIZERS
 
@@ -258,10 +259,10 @@ class Trainer:
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
-                result = model.loss_and_grads(xb, beta=beta, rng=rng)
-                if not math.isfinite(result.loss):
+                # loss_and_grads + optimizer.step, fused when the backend can (numpyvae.fused)
+                result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
+                if not math.isfinite(result.loss):  # train_step did not step on it
                     raise self._diverged(result.loss, e, k, n_steps)
-                self.optimizer.step(result.grads)
                 self.global_step += 1
                 self.step_in_epoch = k + 1
                 n = len(idx)

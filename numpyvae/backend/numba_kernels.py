@@ -461,18 +461,23 @@ def bernoulli_nll_and_grad(logits, x, scale, nll, dlogits):
     ``log(1 + e)`` and the gradient ``sigmoid(l) - x`` with
     ``sigmoid(l) = 1/(1 + e)`` for ``l >= 0`` and ``e/(1 + e)`` below.
     """
-    B, D = logits.shape
     T = nll.dtype.type
     scale = T(scale)
-    for n in prange(B):
-        s = T(0)
-        for d in range(D):
-            v = logits[n, d]
-            xv = x[n, d]
-            e = exp_neg(abs(v), T)
-            s = reassoc_add(s, bernoulli_nll_term(v, xv, e, T))
-            dlogits[n, d] = scale * (sigmoid_given_exp(v, e, T) - xv)
-        nll[n] = s
+    for n in prange(logits.shape[0]):
+        nll[n] = bernoulli_nll_and_grad_row(logits[n], x[n], scale, dlogits[n])
+
+
+def bernoulli_nll_and_grad_row(logits, x, scale, dlogits):
+    """logits, x, dlogits: (D,). One example's NLL (returned) and ``dlogits``, as above."""
+    T = dlogits.dtype.type
+    s = T(0)
+    for d in range(logits.shape[0]):
+        v = logits[d]
+        xv = x[d]
+        e = exp_neg(abs(v), T)
+        s = reassoc_add(s, bernoulli_nll_term(v, xv, e, T))
+        dlogits[d] = scale * (sigmoid_given_exp(v, e, T) - xv)
+    return s
 
 
 def gaussian_nll(mean, logvar, x, nll):
@@ -509,24 +514,37 @@ def gaussian_nll_and_grad(mean, logvar, x, scale, inv_var, dlogvar, want_dlogvar
     for d in range(P):
         inv_var[d] = math.exp(-logvar[d])
     for n in prange(B):
-        s = T(0)
-        for d in range(D):
-            k = 0 if P == 1 else d
-            r = x[n, d] - mean[n, d]
-            s = reassoc_add(s, gaussian_nll_term(r, logvar[k], inv_var[k], T))
-            dmean[n, d] = scale * (-r * inv_var[k])
-        nll[n] = s
+        nll[n] = gaussian_nll_and_grad_row(mean[n], logvar, inv_var, x[n], scale, dmean[n])
     if want_dlogvar:
         # Column blocks: each thread owns its columns of the batch sum.
         for block in prange((D + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
             d0 = block * COLUMN_BLOCK
             d1 = min(d0 + COLUMN_BLOCK, D)
-            grad, iv = dlogvar[d0:d1], inv_var[d0:d1]
-            for n in range(B):
-                x_row, mean_row = x[n, d0:d1], mean[n, d0:d1]
-                for d in range(grad.shape[0]):
-                    r = x_row[d] - mean_row[d]
-                    grad[d] += scale * (T(0.5) * (T(1) - r * r * iv[d]))
+            gaussian_dlogvar_rows(mean[:, d0:d1], x[:, d0:d1], inv_var[d0:d1], scale,
+                                  dlogvar[d0:d1])
+
+
+def gaussian_nll_and_grad_row(mean, logvar, inv_var, x, scale, dmean):
+    """mean, x, dmean: (D,); logvar, inv_var: (D,) or (1,). One example's NLL and ``dmean``."""
+    T = dmean.dtype.type
+    P = logvar.shape[0]
+    s = T(0)
+    for d in range(mean.shape[0]):
+        k = 0 if P == 1 else d
+        r = x[d] - mean[d]
+        s = reassoc_add(s, gaussian_nll_term(r, logvar[k], inv_var[k], T))
+        dmean[d] = scale * (-r * inv_var[k])
+    return s
+
+
+def gaussian_dlogvar_rows(mean, x, inv_var, scale, dlogvar):
+    """mean, x: (B, D); inv_var, dlogvar: (D,). ``dlogvar += scale sum_n (1 - r^2 e^-lv) / 2``."""
+    T = dlogvar.dtype.type
+    for n in range(mean.shape[0]):
+        x_row, mean_row = x[n], mean[n]
+        for d in range(dlogvar.shape[0]):
+            r = x_row[d] - mean_row[d]
+            dlogvar[d] += scale * (T(0.5) * (T(1) - r * r * inv_var[d]))
 
 
 # --------------------------------------------------------------------------
@@ -550,17 +568,19 @@ def adam_update(param, grad, m, v, beta1, beta2, eps, weight_decay, decoupled, s
     b2, c2 = T(beta2), T(1 - beta2)
     eps, wd, shrink, step, sqrt_bias2 = T(eps), T(weight_decay), T(shrink), T(step), T(sqrt_bias2)
     for i in prange(param.shape[0]):
-        p = param[i]
-        g = grad[i]
-        if decoupled:
-            p = p * shrink
-        elif wd != T(0):
-            g = g + wd * p
-        mi = b1 * m[i] + c1 * g
-        vi = b2 * v[i] + c2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        param[i] = p - step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
+        param[i], m[i], v[i] = adam_element(param[i], grad[i], m[i], v[i], b1, c1, b2, c2, eps,
+                                            wd, decoupled, shrink, step, sqrt_bias2)
+
+
+def adam_element(p, g, m, v, b1, c1, b2, c2, eps, wd, decoupled, shrink, step, sqrt_bias2):
+    """One parameter's Adam/AdamW step: ``(p, m, v)`` after it (every scalar of one float type)."""
+    if decoupled:
+        p = p * shrink
+    elif wd != 0:
+        g = g + wd * p
+    m = b1 * m + c1 * g
+    v = b2 * v + c2 * (g * g)
+    return p - step * m / (math.sqrt(v) / sqrt_bias2 + eps), m, v
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
@@ -591,8 +611,10 @@ KERNELS = {
     "gaussian_kl_backward": False, "latent_forward": False, "latent_backward": False,
     "kl_per_dimension": False,
     "bernoulli_nll": True, "bernoulli_nll_backward": True, "bernoulli_nll_and_grad": True,
-    "gaussian_nll": True, "gaussian_nll_and_grad": True,
-    "adam_update": True, "sgd_update": True,
+    "bernoulli_nll_and_grad_row": False,
+    "gaussian_nll": True, "gaussian_nll_and_grad": True, "gaussian_nll_and_grad_row": False,
+    "gaussian_dlogvar_rows": False,
+    "adam_update": True, "adam_element": False, "sgd_update": True,
 }
 
 jit_kernels(globals(), KERNELS)

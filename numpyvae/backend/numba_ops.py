@@ -47,6 +47,7 @@ import numpy as np
 
 from . import numba_blas as NB
 from . import numba_kernels as K
+from . import numba_step as S
 from . import reference
 from .reference import gaussian_nll_backward, sum_of_squares  # not on the hot path
 
@@ -130,8 +131,12 @@ _GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
 BLAS = NB.BLAS
 
 
-def _with_blas(kernel, *args):
-    """Call a kernel that uses BLAS, with one task per Numba thread and BLAS single-threaded."""
+def _with_blas(kernel, *args, tasks=None):
+    """Call a kernel that uses BLAS, BLAS single-threaded, with ``tasks`` parallel tasks.
+
+    ``tasks`` defaults to one per Numba thread; without a way to switch
+    BLAS's own threads off, the kernel runs as one task.
+    """
     if _BLAS_THREADS is None:
         kernel(*args, 1)
         return
@@ -139,7 +144,7 @@ def _with_blas(kernel, *args):
     n = get()
     set_(1)
     try:
-        kernel(*args, numba.get_num_threads())
+        kernel(*args, numba.get_num_threads() if tasks is None else tasks)
     finally:
         set_(n)
 
@@ -439,6 +444,54 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
     sqrt_bias2 = float(np.sqrt(1 - beta2**step))
     K.adam_update(*flat, float(beta1), float(beta2), float(eps), float(weight_decay),
                   bool(decoupled), float(shrink), float(step_size), sqrt_bias2)
+
+
+# --------------------------------------------------------------------------
+# A whole training step in two kernel calls (used by numpyvae.fused)
+# --------------------------------------------------------------------------
+#
+# Not operations of OPS (the reference has no such thing: it is the sum of
+# the ops above, which is what the tests hold it to). numpyvae.fused
+# describes an MLP VAE to these as plain arrays; numba_step has the kernels.
+
+#: Likelihood codes of :func:`mlp_step`.
+STEP_LIKELIHOODS = {"bernoulli": S.BERNOULLI, "gaussian": S.GAUSSIAN}
+#: Columns of the layer table of :func:`mlp_step`.
+STEP_LAYER_COLUMNS = ("W_OFF", "B_OFF", "IN", "OUT", "ACT", "Y_OFF")
+activation_code = _code
+
+
+def step_tasks(batch: int) -> int:
+    """How many threads the fused step uses for a batch: one per Numba thread, at most ``batch``."""
+    return max(1, min(numba.get_num_threads(), int(batch)))
+
+
+def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
+             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off):
+    """Loss and per-thread gradients of a batch; see :func:`numba_step.mlp_step`.
+
+    One task per row of ``parts``; BLAS runs single-threaded inside.
+    """
+    _with_blas(S.mlp_step, params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
+               logvar, inv_var, logvar_off, float(scale), nll, kl, work, pingpong, z_off,
+               _GEMM[params.dtype], tasks=parts.shape[0])
+
+
+def adam_update_parts(param, parts, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                      decoupled):
+    """``grad = parts.sum(0)`` and one Adam step, in one pass (see :func:`adam_update`)."""
+    shrink = 1 - lr * weight_decay
+    step_size = lr / (1 - beta1**step)
+    sqrt_bias2 = float(np.sqrt(1 - beta2**step))
+    S.adam_update_parts(param, parts, grad, m, v, float(beta1), float(beta2), float(eps),
+                        float(weight_decay), bool(decoupled), float(shrink), float(step_size),
+                        sqrt_bias2)
+
+
+def sum_parts(parts, grad):
+    """``grad = parts.sum(0)`` for parts: (tasks, P), grad: (P,), summed in row order."""
+    S.sum_parts(parts, grad)
+    return grad
 
 
 __all__ = [
