@@ -15,8 +15,9 @@ it covers — a :class:`~numpyvae.model.VAE` or
 :class:`~numpyvae.model.Autoencoder` whose networks are made of
 :class:`~numpyvae.layers.Linear` layers, without free bits — the same step
 runs as two kernel calls: the forward and backward of the whole network,
-data-parallel over the batch, then the sum of the threads' gradients fused
-with the optimizer's update. Same loss, same gradients (to rounding: the
+data-parallel over chunks of the batch, then the sum of the chunks'
+gradients fused with the optimizer's update; how many threads run it is
+chosen by timing it (:class:`ThreadChooser`). Same loss, same gradients (to rounding: the
 batch's gradient is summed in two halves), same noise drawn from the same
 generator; the tests hold the two paths to each other and to the NumPy
 reference.
@@ -29,6 +30,7 @@ arithmetic is in :mod:`numpyvae.backend.numba_step`.
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -192,12 +194,12 @@ class _Plan:
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _work(self, B, tasks):
-        """Buffers for a batch of ``B`` on ``tasks`` threads, made once and kept."""
+        """Buffers for a batch of ``B`` cut into ``tasks`` chunks, made once and kept."""
         key = (B, tasks)
         buffers = self._buffers.get(key)
         if buffers is not None:
             return buffers
-        R = -(-B // tasks)  # the most rows any thread takes
+        R = -(-B // tasks)  # the most rows any chunk holds
         L, dt = self.latent_dim, self.dtype
         layers = self.layers.copy()
         offset = 0
@@ -215,6 +217,7 @@ class _Plan:
             "parts": np.empty((tasks, self.n_params), dt),
             "nll": np.empty(B, dt), "kl": np.zeros(B, dt), "dkl": np.empty(B, dt),
             "eps": np.zeros((B, L), dt), "inv_var": np.empty(self.logvar.shape, dt),
+            "threads": ThreadChooser(tasks),
         }
         self._buffers = {key: buffers}  # keep one batch size: the last one asked for
         return buffers
@@ -222,8 +225,7 @@ class _Plan:
     def step(self, model, optimizer, x, eps, beta, rng):
         """The fused step on a checked batch ``x``; see :func:`train_step`."""
         B = x.shape[0]
-        tasks = self.backend.step_tasks(B)
-        buf = self._work(B, tasks)
+        buf = self._work(B, max(1, min(self.backend.max_threads(), B)))
         if self.vae:
             if eps is None:
                 rng = model.rng if rng is None else rng
@@ -237,15 +239,64 @@ class _Plan:
         else:
             eps = buf["eps"]
         nll, kl = buf["nll"], buf["kl"]
-        self.backend.mlp_step(model.flat_params, buf["parts"], buf["layers"], self.alphas,
-                              self.n_enc, self.vae, x, eps, buf["dkl"], self.likelihood,
-                              self.logvar, buf["inv_var"], self.logvar_off, 1.0 / B, nll, kl,
-                              buf["work"], buf["pingpong"], buf["z_off"])
-        recon = float(nll.mean())
-        kl_value = float(kl.mean()) if self.vae else 0.0
-        loss = recon + beta * kl_value
-        if math.isfinite(loss):
-            optimizer.step_summed(buf["parts"], model.flat_grads, model.grads)
-        else:  # leave the parameters; the gradients are the batch's, as on the per-op path
-            self.backend.sum_parts(buf["parts"], model.flat_grads)
+        chooser = buf["threads"]
+        k = chooser.pick()
+        t0 = time.perf_counter()
+        with self.backend.threads(k):
+            self.backend.mlp_step(model.flat_params, buf["parts"], buf["layers"], self.alphas,
+                                  self.n_enc, self.vae, x, eps, buf["dkl"], self.likelihood,
+                                  self.logvar, buf["inv_var"], self.logvar_off, 1.0 / B, nll,
+                                  kl, buf["work"], buf["pingpong"], buf["z_off"])
+            recon = float(nll.mean())
+            kl_value = float(kl.mean()) if self.vae else 0.0
+            loss = recon + beta * kl_value
+            if math.isfinite(loss):
+                optimizer.step_summed(buf["parts"], model.flat_grads, model.grads)
+            else:  # leave the parameters; the gradients are the batch's, as on the per-op path
+                self.backend.sum_parts(buf["parts"], model.flat_grads)
+        chooser.record(k, time.perf_counter() - t0)
         return LossResult(loss, recon, kl_value, model.grads)
+
+
+class ThreadChooser:
+    """The fused step's thread count, chosen by timing the step itself, again and again.
+
+    On an idle machine every core helps; when other processes keep the
+    cores busy, a step on two threads waits at each barrier for whichever
+    thread the scheduler has set aside, and one thread can be faster. Which
+    is faster changes while training runs, so the step measures it: it runs
+    on the thread count with the lower running cost (an exponential average
+    of its step times), and every :attr:`PROBE_EVERY` steps tries the other
+    one once to keep its cost current. The batch is cut into the same
+    chunks whatever the thread count (one gradient copy per chunk, summed
+    in order), so the choice changes the speed, never a single bit of the
+    results.
+    """
+
+    PROBE_EVERY = 16
+    SMOOTHING = 0.3
+    WARMUP = 2  # the first steps compile or load kernels: not timed
+
+    def __init__(self, most: int):
+        self.candidates = sorted({1, max(1, int(most))})
+        self.cost: dict[int, float] = {}
+        self.steps = 0
+        self.best = self.candidates[-1]
+
+    def pick(self) -> int:
+        self.steps += 1
+        if len(self.candidates) == 1 or self.steps <= self.WARMUP:
+            return self.best
+        untried = [k for k in self.candidates if k not in self.cost]
+        if untried:
+            return untried[0]
+        if self.steps % self.PROBE_EVERY == 0:
+            return next(k for k in self.candidates if k != self.best)
+        return self.best
+
+    def record(self, k: int, seconds: float) -> None:
+        if self.steps <= self.WARMUP:
+            return
+        old = self.cost.get(k)
+        self.cost[k] = seconds if old is None else old + self.SMOOTHING * (seconds - old)
+        self.best = min(self.cost, key=self.cost.get)

@@ -20,7 +20,7 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 from numpyvae import SGD, VAE, Adam, AdamW, Autoencoder  # noqa: E402
-from numpyvae.fused import train_step  # noqa: E402
+from numpyvae.fused import ThreadChooser, train_step  # noqa: E402
 from numpyvae.gradcheck import rel_error  # noqa: E402
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
@@ -45,11 +45,11 @@ def _assert_same(fast, slow, tol, what):
 
 
 @pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield numba.get_num_threads()
-    numba.set_num_threads(before)
+def threads(request, monkeypatch):
+    """Every fused step on this many threads (what :class:`ThreadChooser` would choose)."""
+    k = min(request.param, numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.setattr(ThreadChooser, "pick", lambda self: k)
+    return k
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -165,3 +165,37 @@ def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend):
     assert not np.isfinite(result.loss)
     np.testing.assert_array_equal(model.flat_params, before)
     assert opt.step_count == 0
+
+
+def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch):
+    results = []
+    for k in (1, numba.config.NUMBA_NUM_THREADS):
+        monkeypatch.setattr(ThreadChooser, "pick", lambda self, k=k: k)
+        model = VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1)
+        opt = Adam(model.params, backend="numba")
+        rng = np.random.default_rng(8)
+        losses = [train_step(model, opt, rng.random((9, 10), dtype=np.float32)).loss
+                  for _ in range(4)]
+        results.append((losses, model.flat_params.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_the_thread_chooser_runs_the_cheaper_count_and_keeps_probing_the_other():
+    chooser = ThreadChooser(2)
+    cost = {1: 1.0, 2: 3.0}  # one thread three times faster: a busy machine
+    picks = []
+    for _ in range(100):
+        k = chooser.pick()
+        picks.append(k)
+        chooser.record(k, cost[k])
+    assert picks[:2] == [2, 2]  # warm-up on every core
+    later = picks[10:]
+    assert later.count(1) > 0.85 * len(later)
+    assert 2 in later  # still probed, in case the machine goes quiet
+    cost = {1: 1.0, 2: 0.5}  # the machine went quiet
+    for _ in range(100):
+        k = chooser.pick()
+        chooser.record(k, cost[k])
+    assert chooser.best == 2
+    assert ThreadChooser(1).pick() == 1

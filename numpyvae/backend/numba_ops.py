@@ -40,16 +40,26 @@ are the reference's own functions, imported by name below.
 
 from __future__ import annotations
 
+import os
 import threading
 
-import numba
-import numpy as np
+from . import usable_cpus
 
-from . import numba_blas as NB
-from . import numba_kernels as K
-from . import numba_step as S
-from . import reference
-from .reference import gaussian_nll_backward, sum_of_squares  # not on the hot path
+# Numba starts one thread per CPU of the machine unless told: tell it how many
+# this process may use (affinity, cgroup quota) before it is imported.
+os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import numba_blas as NB  # noqa: E402
+from . import numba_kernels as K  # noqa: E402
+from . import numba_step as S  # noqa: E402
+from . import reference  # noqa: E402
+from .reference import gaussian_nll_backward, sum_of_squares  # noqa: E402 (not on the hot path)
+
+if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
+    numba.set_num_threads(usable_cpus())
 
 NAME = "numba"
 ACTIVATIONS = reference.ACTIVATIONS
@@ -461,16 +471,31 @@ STEP_LAYER_COLUMNS = ("W_OFF", "B_OFF", "IN", "OUT", "ACT", "Y_OFF")
 activation_code = _code
 
 
-def step_tasks(batch: int) -> int:
-    """How many threads the fused step uses for a batch: one per Numba thread, at most ``batch``."""
-    return max(1, min(numba.get_num_threads(), int(batch)))
+def max_threads() -> int:
+    """The most threads a kernel can run on: Numba's pool (see :func:`usable_cpus`)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+class threads:
+    """``with threads(k):`` runs the kernels called inside on ``k`` of Numba's threads."""
+
+    def __init__(self, k: int):
+        self.k = max(1, min(int(k), numba.config.NUMBA_NUM_THREADS))
+
+    def __enter__(self):
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(self.k)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.before)
 
 
 def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off):
-    """Loss and per-thread gradients of a batch; see :func:`numba_step.mlp_step`.
+    """Loss and per-chunk gradients of a batch; see :func:`numba_step.mlp_step`.
 
-    One task per row of ``parts``; BLAS runs single-threaded inside.
+    One chunk of the batch per row of ``parts``, shared out between the
+    threads that :class:`threads` allows; BLAS runs single-threaded inside.
     """
     _with_blas(S.mlp_step, params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
                logvar, inv_var, logvar_off, float(scale), nll, kl, work, pingpong, z_off,

@@ -8,12 +8,15 @@ thread that was descheduled; at small batches the Python calls between the
 kernels cost more than their arithmetic.
 
 Here one kernel, :func:`mlp_step`, runs the whole forward and backward pass,
-data-parallel: thread ``t`` takes rows ``n0:n1`` of the batch through every
-layer, the latent layer and the likelihood, and back, writing its own copy
-of every parameter gradient (row ``t`` of ``parts``), with single-threaded
-BLAS for the products. The second kernel, :func:`adam_update_parts` (or
-:func:`sgd_update_parts`), sums the copies and applies the optimizer in one
-pass over the parameters. Two parallel regions per step, two barriers.
+data-parallel: the batch is cut into as many chunks as there can be threads,
+and chunk ``t`` (rows ``n0:n1``) goes through every layer, the latent layer
+and the likelihood, and back, writing its own copy of every parameter
+gradient (row ``t`` of ``parts``), with single-threaded BLAS for the
+products. The second kernel, :func:`adam_update_parts` (or
+:func:`sum_parts` before any other optimizer), sums the copies in order and
+applies the update in one pass over the parameters. Two parallel regions
+per step, two barriers. Fewer threads than chunks take several chunks each,
+so the results do not depend on the thread count at all.
 
 The network is described to the kernel by plain arrays, not objects:
 
@@ -97,9 +100,9 @@ def layer_backward(dy, inp, y, params, grads, layer, alpha, dx, need_dx, blas):
 
 def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, blas, tasks):
-    """Loss and gradient of a batch, data-parallel: thread ``t`` takes rows ``n0:n1``.
+    """Loss and gradient of a batch, data-parallel: chunk ``t`` is rows ``n0:n1``.
 
-    params: (P,); parts: (tasks, P), thread ``t``'s gradient in row ``t``;
+    params: (P,); parts: (tasks, P), chunk ``t``'s gradient in row ``t``;
     layers: (n_layers, 6), encoder layers first (``n_enc`` of them);
     alphas: (n_layers,); x: (B, D); eps: (B, L) and dkl: (B,), the KL's
     weight per example (``beta / B``), both unused unless ``vae``;
@@ -121,7 +124,7 @@ def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             mlp_step_rows(params, parts[t], layers, alphas, n_enc, vae, x[n0:n1], eps[n0:n1],
                           dkl[n0:n1], likelihood, logvar, inv_var, logvar_off, T(scale),
                           nll[n0:n1], kl[n0:n1], work[t], pingpong, z_off, blas)
-        else:  # more threads than examples: this one contributes nothing
+        else:  # more chunks than examples: this one contributes nothing
             grads = parts[t]
             for i in range(grads.shape[0]):
                 grads[i] = T(0)
@@ -129,9 +132,9 @@ def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
 
 def mlp_step_rows(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
                   inv_var, logvar_off, scale, nll, kl, scratch, pingpong, z_off, blas):
-    """One thread's share of :func:`mlp_step`: rows x: (r, D), eps: (r, L), nll, kl: (r,).
+    """One chunk of :func:`mlp_step`: rows x: (r, D), eps: (r, L), nll, kl: (r,).
 
-    grads: (P,) this thread's gradient copy, written (not accumulated);
+    grads: (P,) this chunk's gradient copy, written (not accumulated);
     scratch: (S,) its work buffer, holding each layer's output (r, O) at the
     layer's ``Y_OFF``, the code z (r, L) at ``z_off`` and two buffers for the
     gradient flowing back, at ``pingpong[0]`` and ``pingpong[1]``, each wide
@@ -191,7 +194,7 @@ def adam_update_parts(param, parts, grad, m, v, beta1, beta2, eps, weight_decay,
                       shrink, step, sqrt_bias2):
     """param, grad, m, v: (P,), parts: (tasks, P). ``grad = sum of parts``, then one Adam step.
 
-    The threads' gradient copies are summed in a fixed order (thread 0
+    The chunks' gradient copies are summed in a fixed order (chunk 0
     first), written to ``grad`` (the model's gradients, as the per-op path
     leaves them) and used at once: one pass over the parameters. The scalars
     are :func:`numpyvae.backend.numba_kernels.adam_update`'s.
