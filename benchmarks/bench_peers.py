@@ -16,6 +16,9 @@ Conditions, all float32, the default recipe (784-400-20, Adam):
   by this benchmark compete for the cores (each a Python busy loop);
 * ``one core``: batch 128 with every process restricted to one core by
   affinity (numpyvae and the peers choose their thread counts themselves);
+* ``threading``: numpyvae's fused and per-op steps at batch 32 and 128, idle
+  and with one competing process, on each Numba threading layer
+  (workqueue, numpyvae's default; OpenMP; OpenMP with passive waiting);
 * ``regression``: numpyvae against an older commit of itself
   (``--baseline``, 4e52964 by default), numba at batch 32 and 128 (float32)
   and batch 128 float64, and the numpy backend at batch 128; the older
@@ -47,7 +50,10 @@ OURS = "numba"
 VALIDATION_STEPS = 20
 VALIDATION_RTOL = 1e-4
 #: Thread settings of the calling shell that the workers do not inherit (each library chooses).
-STRIPPED = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+STRIPPED = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+#: The threading choices compared for numpyvae's defaults (labels: environment of the worker).
+THREADING = {"workqueue (default)": {}, "omp": {"NUMBA_THREADING_LAYER": "omp"},
+             "omp, passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"}}
 
 COMPETITOR = ("import time\n"
               "end = time.time() + {seconds}\n"
@@ -131,14 +137,16 @@ def _peak_rss_mib():
 
 
 class Worker:
-    def __init__(self, impl, batch, files, dtype="float32", root=ROOT, cpus=None, label=None):
+    def __init__(self, impl, batch, files, dtype="float32", root=ROOT, cpus=None, label=None,
+                 env=None):
         self.impl, self.batch, self.label = impl, batch, label or impl
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl,
                "--batch", str(batch), "--dtype", dtype, "--root", str(root),
                "--data", str(files["data"]), "--init", str(files["init"])]
-        env = {k: v for k, v in os.environ.items()
-               if k not in STRIPPED}
+        extra = env or {}
+        env = {k: v for k, v in os.environ.items() if k not in STRIPPED}
         env["PYTHONWARNINGS"] = "ignore"
+        env.update(extra)
         preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env,
@@ -345,6 +353,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
             finally:
                 for w in workers:
                     w.close()
+            result["threading"] = threading_layers(files, rounds, block, pause, say)
             result["regression"] = regression(files, baseline, rounds, block, pause, say)
     result["summary"] = summarise(result)
     return result
@@ -372,6 +381,28 @@ def regression(files, baseline, rounds, block, pause, say):
         workers = start_workers(specs, files, say)
         try:
             out[key] = measure(workers, rounds, block, pause, say)
+        finally:
+            for w in workers:
+                w.close()
+    return out
+
+
+def threading_layers(files, rounds, block, pause, say):
+    """numpyvae's numba step (fused and per-op) on each threading layer, idle and contended."""
+    out = {}
+    for batch in (32, 128):
+        specs = [{"impl": impl, "batch": batch, "env": env, "label": f"{impl}, {name}"}
+                 for impl in ("numba", "numba per-op") for name, env in THREADING.items()]
+        workers = start_workers(specs, files, say)
+        try:
+            say(f"threading layers, batch {batch}, idle")
+            out[f"batch {batch} idle"] = measure(workers, rounds, block, pause, say)
+            say(f"threading layers, batch {batch}, 1 competing process")
+            comp = Competitors(1)
+            try:
+                out[f"batch {batch} contended"] = measure(workers, rounds, block, pause, say)
+            finally:
+                comp.stop()
         finally:
             for w in workers:
                 w.close()

@@ -46,8 +46,17 @@ import threading
 from . import usable_cpus
 
 # Numba starts one thread per CPU of the machine unless told: tell it how many
-# this process may use (affinity, cgroup quota) before it is imported.
+# this process may use (affinity, cgroup quota) before it is imported. And its
+# threading layer: OpenMP's threads spin while they wait for work, which on a
+# busy machine takes the time slices the working thread needs (measured on the
+# fused step at batch 128 with other processes busy: OpenMP 963 samples/s,
+# OMP_WAIT_POLICY=passive 1176, GOMP_SPINCOUNT=10000 1231, workqueue 1873; see
+# benchmarks/bench_peers.py). The workqueue layer's threads sleep instead.
+# Environment variables that the user set win.
+THREADING_LAYER = "workqueue"
 os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
+_layer_chosen_by_user = "NUMBA_THREADING_LAYER" in os.environ
+os.environ.setdefault("NUMBA_THREADING_LAYER", THREADING_LAYER)
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -60,6 +69,8 @@ from .reference import gaussian_nll_backward, sum_of_squares  # noqa: E402 (not 
 
 if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
     numba.set_num_threads(usable_cpus())
+if not _layer_chosen_by_user and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = THREADING_LAYER  # read when the first parallel kernel runs
 
 NAME = "numba"
 ACTIVATIONS = reference.ACTIVATIONS
