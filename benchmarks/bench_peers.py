@@ -353,7 +353,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
             finally:
                 for w in workers:
                     w.close()
-            result["threading"] = threading_layers(files, rounds, block, pause, say)
+            result["threading"] = threading_layers(files, max(3, rounds - 2), block, pause, say)
             result["regression"] = regression(files, baseline, rounds, block, pause, say)
     result["summary"] = summarise(result)
     return result
