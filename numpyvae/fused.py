@@ -273,7 +273,7 @@ class ThreadChooser:
     results.
     """
 
-    PROBE_EVERY = 16
+    PROBE_EVERY = 32
     SMOOTHING = 0.3
     WARMUP = 2  # the first steps compile or load kernels: not timed
 
