@@ -267,7 +267,8 @@ class ThreadChooser:
     is faster changes while training runs, so the step measures it: it runs
     on the thread count with the lower running cost (an exponential average
     of its step times), and every :attr:`PROBE_EVERY` steps tries the other
-    one once to keep its cost current. The batch is cut into the same
+    one once, whose time replaces that count's old, stale figure (one noisy
+    probe that wins is corrected by the averaged steps that follow). The batch is cut into the same
     chunks whatever the thread count (one gradient copy per chunk, summed
     in order), so the choice changes the speed, never a single bit of the
     results.
@@ -298,5 +299,8 @@ class ThreadChooser:
         if self.steps <= self.WARMUP:
             return
         old = self.cost.get(k)
-        self.cost[k] = seconds if old is None else old + self.SMOOTHING * (seconds - old)
+        if old is None or k != self.best:  # a probe: the old figure is stale, take the new one
+            self.cost[k] = seconds
+        else:
+            self.cost[k] = old + self.SMOOTHING * (seconds - old)
         self.best = min(self.cost, key=self.cost.get)
