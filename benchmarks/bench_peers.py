@@ -117,6 +117,16 @@ def worker(args):
                 info["numba_layer"] = numba.threading_layer()
             except (ImportError, ValueError):
                 pass
+            model = getattr(impl, "model", None)
+            try:  # what the fused step's thread chooser measured: seconds per step by threads
+                from numpyvae import fused
+
+                for buf in fused._PLANS[model]._buffers.values():
+                    chooser = buf["threads"]
+                    info["step_s_by_threads"] = {str(k): v for k, v in chooser.cost.items()}
+                    info["chosen_threads"] = chooser.best
+            except (ImportError, AttributeError, KeyError, TypeError):
+                pass
             reply(**info)
         elif cmd == "rss":
             reply(peak_rss_mib=_peak_rss_mib())
@@ -335,6 +345,8 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
                         try:
                             result["contended"][str(k)] = measure(timed, rounds, block, pause,
                                                                   say)
+                            if timed and timed[0].label == OURS:
+                                result[f"numba_threads_contended_{k}"] = timed[0].ask("threads")
                         finally:
                             comp.stop()
                         if quick:
@@ -347,9 +359,9 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
             workers = start_workers([{"impl": i, "batch": 128, "cpus": {0}} for i in impls],
                                     files, say)
             try:
+                result["one_core"] = measure(workers, rounds, block, pause, say)
                 if workers and workers[0].label == OURS:
                     result["numba_threads_one_core"] = workers[0].ask("threads")
-                result["one_core"] = measure(workers, rounds, block, pause, say)
             finally:
                 for w in workers:
                     w.close()

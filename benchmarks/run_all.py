@@ -141,6 +141,18 @@ def summary_markdown(peers, startup, memory, kernels=None):
     if memory:
         lines.append("Peak memory of one epoch (" + ", ".join(
             f"{name} {r['peak_rss_mib']:.0f} MiB" for name, r in memory["runs"].items()) + ").")
+    chooser = []
+    for key, what in (("numba_threads_idle", "idle"), ("numba_threads_contended_1", "1 competing"),
+                      ("numba_threads_contended_2", "2 competing"),
+                      ("numba_threads_one_core", "one core")):
+        info = peers.get(key) or {}
+        if "step_s_by_threads" in info:
+            times = ", ".join(f"{k} thread{'s' if k != '1' else ''} {1e3 * v:.2f} ms"
+                              for k, v in sorted(info["step_s_by_threads"].items()))
+            chooser.append(f"{what}: {times}, chose {info['chosen_threads']}")
+    if chooser:
+        lines.append("The fused step's own timing at batch 128 (its thread chooser's running "
+                     "figures at the end of each condition): " + "; ".join(chooser) + ".")
     reg = peers.get("regression") or {}
     if len(reg) > 1:
         lines += ["", f"Against commit {reg['baseline']} (side by side, same run):", "",
