@@ -9,13 +9,16 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .fused import train_step
 from .layers import (
+    Flatten,
     Identity,
     Layer,
     LeakyReLU,
     Linear,
     ReLU,
+    Reshape,
     Sequential,
     Sigmoid,
     Softplus,
@@ -42,7 +45,13 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Flatten",
+    "Reshape",
     "mlp",
+    "Bernoulli",
+    "Gaussian",
+    "GaussianLearnedVariance",
+    "DiagonalGaussian",
     "SGD",
     "Adam",
     "AdamW",

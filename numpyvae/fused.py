@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import Linear, Sequential
 from .model import LossResult
 
@@ -72,6 +73,8 @@ def _plan_for(model, optimizer):
         return None
     if getattr(optimizer, "backend", None) is not backend:
         return None
+    if getattr(model, "free_bits", 0.0) != 0.0:  # may be set at any time: asked every step
+        return None
     try:
         plan = _PLANS.get(model)
     except TypeError:  # not weak-referenceable: not a model this module knows
@@ -106,25 +109,16 @@ def _linear_layers(network):
 
 
 def _likelihood(model, dtype):
-    """``(code, logvar (1,) or (D,), learned logvar parameter or None)``, or None if unknown."""
+    """``(code, logvar (1,) or (D,), (learned logvar, its gradient) or None)``, or None."""
     lik = model.likelihood
-    if isinstance(lik, str):  # a likelihood named by a string
-        if lik == "bernoulli":
-            return "bernoulli", np.zeros(1, dtype), None
-        if lik == "gaussian":
-            learned = model.params.get("decoder.logvar")
-            if learned is not None:
-                return "gaussian", learned.reshape(-1), learned
-            return "gaussian", np.full(1, model._obs_logvar(), dtype), None
-        return None
-    kind = type(lik).__name__  # a likelihood object
-    if kind == "Bernoulli":
+    kind = type(lik)  # exactly these classes: a subclass may change the math
+    if kind is Bernoulli:
         return "bernoulli", np.zeros(1, dtype), None
-    if kind == "Gaussian":
+    if kind is Gaussian:
         return "gaussian", np.full(1, lik.logvar(), dtype), None
-    if kind == "GaussianLearnedVariance":
+    if kind is GaussianLearnedVariance:
         learned = lik.params["logvar"]
-        return "gaussian", learned.reshape(-1), learned
+        return "gaussian", learned.reshape(-1), (learned, lik.grads["logvar"])
     return None
 
 
@@ -132,6 +126,8 @@ def _describe(model, backend):
     """A :class:`_Plan` for ``model``, or None if the fused kernel does not cover it."""
     kind = getattr(model, "kind", None)
     if kind not in ("vae", "autoencoder") or getattr(model, "free_bits", 0.0) != 0.0:
+        return None
+    if kind == "vae" and type(getattr(model, "posterior", None)) is not DiagonalGaussian:
         return None
     flat, flat_grads = model.flat_params, model.flat_grads
     if flat.dtype not in (np.float32, np.float64):
@@ -155,8 +151,8 @@ def _describe(model, backend):
         alphas.append(layer.alpha)
     logvar_off = -1
     if learned is not None:
-        grad = model.grads["decoder.logvar"]
-        logvar_off = _offset(learned, flat)
+        param, grad = learned
+        logvar_off = _offset(param, flat)
         if logvar_off is None or _offset(grad, flat_grads) != logvar_off:
             return None
     return _Plan(backend=backend, layers=np.array(rows, dtype=np.int64),

@@ -199,3 +199,53 @@ def test_the_thread_chooser_runs_the_cheaper_count_and_keeps_probing_the_other()
         chooser.record(k, cost[k])
     assert chooser.best == 2
     assert ThreadChooser(1).pick() == 1
+
+
+def test_networks_of_linear_layers_are_fused_and_other_layers_are_not():
+    from numpyvae import Gaussian, Linear, ReLU, Sequential
+
+    def nets(backend, split_activation):
+        rng = np.random.default_rng(9)
+        common = dict(rng=rng, dtype="float64", backend=backend)
+        if split_activation:  # a separate activation layer: not a layer the kernel knows
+            first = [Linear(10, 8, **common), ReLU(backend=backend)]
+        else:
+            first = [Linear(10, 8, activation="relu", **common)]
+        encoder = Sequential(*first, Linear(8, 6, activation="tanh", **common),
+                             Linear(6, 4, **common))
+        decoder = Sequential(Linear(2, 5, activation="leaky_relu", **common),
+                             Linear(5, 10, **common))
+        return VAE(encoder, decoder, likelihood=Gaussian(0.3), latent_dim=2, backend=backend)
+
+    for split in (False, True):
+        fast, slow = nets("numba", split), nets("numpy", split)
+        fast_opt, slow_opt = Adam(fast.params, backend="numba"), Adam(slow.params, backend="numpy")
+        calls = []
+        real = fast.backend.mlp_step
+        fast.backend.mlp_step = lambda *args, c=calls, r=real: c.append(1) or r(*args)
+        try:
+            rng = np.random.default_rng(10)
+            for _ in range(3):
+                x, eps = rng.random((7, 10)), rng.standard_normal((7, 2))
+                got = train_step(fast, fast_opt, x, eps=eps)
+                want = slow.loss_and_grads(x, eps=eps)
+                slow_opt.step(want.grads)
+                assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+        finally:
+            fast.backend.mlp_step = real
+        assert len(calls) == (0 if split else 3)
+        _assert_same(fast, slow, 1e-11, f"split activation {split}")
+
+
+def test_free_bits_switched_on_later_take_the_per_op_path():
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64")
+    rng = np.random.default_rng(11)
+    for step in range(3):
+        if step == 1:
+            fast.free_bits = slow.free_bits = 0.5
+        x, eps = rng.random((6, 10)), rng.standard_normal((6, 3))
+        got = train_step(fast, fast_opt, x, eps=eps)
+        want = slow.loss_and_grads(x, eps=eps)
+        slow_opt.step(want.grads)
+        assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-11, "free bits later")

@@ -41,7 +41,6 @@ are the reference's own functions, imported by name below.
 from __future__ import annotations
 
 import os
-import threading
 
 from . import usable_cpus
 
@@ -61,6 +60,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", THREADING_LAYER)
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..buffers import ThreadLocalBuffers, out_or_empty  # noqa: E402
 from . import numba_blas as NB  # noqa: E402
 from . import numba_kernels as K  # noqa: E402
 from . import numba_step as S  # noqa: E402
@@ -174,22 +174,11 @@ def _with_blas(kernel, *args, tasks=None):
 # Argument helpers
 # --------------------------------------------------------------------------
 
-_local = threading.local()
-
-
-def _work(name, shape, dtype):
-    """A work buffer owned by this module (per thread), reused while shape and dtype match."""
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
-        buffers = _local.buffers = {}
-    buf = buffers.get(name)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = buffers[name] = np.empty(shape, dtype=dtype)
-    return buf
-
-
-def _empty(out, shape, dtype):
-    return np.empty(shape, dtype=dtype) if out is None else out
+# Work buffers (the one helper, numpyvae.buffers): per thread, reused while
+# shape and dtype match; ``out=None`` allocates, as in the reference.
+_WORK = ThreadLocalBuffers()
+_work = _WORK.get
+_empty = out_or_empty
 
 
 def _code(activation):
