@@ -296,7 +296,7 @@ def baseline_root(commit):
     return folder
 
 
-def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
+def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
     say = print if verbose else (lambda *a, **k: None)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(1, str(HERE))
@@ -304,7 +304,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
     import peers
 
     rounds = 3 if quick else 7
-    block = 0.05 if quick else 0.3
+    block = 0.05 if quick else 0.25
     pause = 0.05 if quick else 0.15
     n = 2048 if quick else 16384
     x, source = common.load_data(data_dir, "float32", n=n)
@@ -320,41 +320,25 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
               "skipped": skipped, "validation": {}, "idle": {}, "contended": {},
               "one_core": {}, "regression": {}, "peak_rss_mib": {}}
 
+    def checkpoint():  # every group's figures are kept as soon as they are measured
+        result["summary"] = summarise(result)
+        if save is not None:
+            save(result)
+
     with tempfile.TemporaryDirectory() as tmp:
         files = {"data": Path(tmp) / "data.npy", "init": Path(tmp) / "init.npz"}
         np.save(files["data"], x)
         np.savez(files["init"], **peers.numpyvae_init())
-        batches = (128,) if quick else (128, 32, 512)
-        for batch in batches:
-            say(f"batch {batch}, float32, idle")
-            workers = start_workers([{"impl": i, "batch": batch} for i in impls], files, say)
-            try:
-                report = validate(workers, OURS, say)
-                result["validation"][str(batch)] = report
-                timed = [w for w in workers if report.get(w.label, {}).get("passed")]
-                result["idle"][str(batch)] = measure(timed, rounds, block, pause, say)
-                if batch == 128:
-                    for w in timed:
-                        result["peak_rss_mib"][w.label] = (w.ask("rss") or {}).get(
-                            "peak_rss_mib")
-                    if timed and timed[0].label == OURS:
-                        result["numba_threads_idle"] = timed[0].ask("threads")
-                    for k in (1, 2):
-                        say(f"batch 128, float32, {k} competing process(es)")
-                        comp = Competitors(k)
-                        try:
-                            result["contended"][str(k)] = measure(timed, rounds, block, pause,
-                                                                  say)
-                            if timed and timed[0].label == OURS:
-                                result[f"numba_threads_contended_{k}"] = timed[0].ask("threads")
-                        finally:
-                            comp.stop()
-                        if quick:
-                            break
-            finally:
-                for w in workers:
-                    w.close()
+        # The headline first (batch 128 idle and contended), then the regression
+        # check, then the other batch sizes, one core and the threading layers.
+        idle_group(result, impls, 128, files, rounds, block, pause, quick, say)
+        checkpoint()
         if not quick:
+            result["regression"] = regression(files, baseline, rounds, block, pause, say)
+            checkpoint()
+            for batch in (32, 512):
+                idle_group(result, impls, batch, files, rounds, block, pause, quick, say)
+                checkpoint()
             say("batch 128, float32, every process on one core (affinity)")
             workers = start_workers([{"impl": i, "batch": 128, "cpus": {0}} for i in impls],
                                     files, say)
@@ -365,10 +349,39 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True):
             finally:
                 for w in workers:
                     w.close()
+            checkpoint()
             result["threading"] = threading_layers(files, max(3, rounds - 2), block, pause, say)
-            result["regression"] = regression(files, baseline, rounds, block, pause, say)
     result["summary"] = summarise(result)
     return result
+
+
+def idle_group(result, impls, batch, files, rounds, block, pause, quick, say):
+    """Validate and time every implementation at ``batch``; at 128 also under contention."""
+    say(f"batch {batch}, float32, idle")
+    workers = start_workers([{"impl": i, "batch": batch} for i in impls], files, say)
+    try:
+        report = validate(workers, OURS, say)
+        result["validation"][str(batch)] = report
+        timed = [w for w in workers if report.get(w.label, {}).get("passed")]
+        result["idle"][str(batch)] = measure(timed, rounds, block, pause, say)
+        if batch != 128:
+            return
+        for w in timed:
+            result["peak_rss_mib"][w.label] = (w.ask("rss") or {}).get("peak_rss_mib")
+        if timed and timed[0].label == OURS:
+            result["numba_threads_idle"] = timed[0].ask("threads")
+        for k in (1,) if quick else (1, 2):
+            say(f"batch 128, float32, {k} competing process(es)")
+            comp = Competitors(k)
+            try:
+                result["contended"][str(k)] = measure(timed, rounds, block, pause, say)
+                if timed and timed[0].label == OURS:
+                    result[f"numba_threads_contended_{k}"] = timed[0].ask("threads")
+            finally:
+                comp.stop()
+    finally:
+        for w in workers:
+            w.close()
 
 
 def regression(files, baseline, rounds, block, pause, say):
@@ -483,10 +496,14 @@ def main(argv=None):
     sys.path.insert(0, str(HERE))
     import common
 
-    payload = run(args.data_dir, args.quick, args.baseline)
-    payload["machine"] = common.machine()
+    def save(payload):
+        payload["machine"] = common.machine()
+        common.save_json(args.out, payload)
+
+    payload = run(args.data_dir, args.quick, args.baseline, save=save)
+    save(payload)
     print(json.dumps(payload["summary"], indent=2))
-    print(f"saved {common.save_json(args.out, payload)}")
+    print(f"saved {common.RESULTS / (args.out + '.json')}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ against plain NumPy and PyTorch, float32 and float64) runs on its own.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import common  # noqa: I001
@@ -214,12 +215,29 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of every benchmark")
     parser.add_argument("--kernels", action="store_true",
                         help="also the kernel benchmarks (validation, matmuls, step breakdown)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="only rebuild summary.md and the chart from the saved results")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    if args.summary_only:
+        def load(name):
+            path = common.RESULTS / f"{name}.json"
+            return json.loads(path.read_text()) if path.is_file() else None
+
+        peers = load("peers")
+        text = summary_markdown(peers, load("startup"), load("memory"))
+        common.atomic_write_text(common.RESULTS / "summary.md", text)
+        chart(peers, common.RESULTS / "benchmarks.png")
+        print(text)
+        return
+
+    def save(payload):
+        payload["machine"] = common.machine()
+        common.save_json("peers", payload)
+
     print("== numpyvae against its peers")
-    peers = bench_peers.run(args.data_dir, args.quick)
-    peers["machine"] = common.machine()
-    common.save_json("peers", peers)
+    peers = bench_peers.run(args.data_dir, args.quick, save=save)
+    save(peers)
     kernels = None
     if args.kernels or args.quick:
         print("== kernels")
