@@ -1,6 +1,6 @@
 """Run every benchmark, save the JSON results, draw the chart and write the README table.
 
-    python benchmarks/run_all.py [--data-dir DIR] [--quick] [--kernels]
+    python benchmarks/run_all.py [--data-dir FOLDER_WITH_FASHION_MNIST] [--quick] [--kernels]
 
 Writes to ``benchmarks/results/`` (or ``$NUMPYVAE_BENCH_RESULTS``):
 ``peers.json`` (:mod:`bench_peers`: numpyvae against PyTorch eager,

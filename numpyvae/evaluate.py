@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .model import VAE
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -32,8 +34,16 @@ def _batches(n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
 
-def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1):
-    """Per-example ``(recon, kl)`` arrays, averaged over ``n_samples`` draws of the noise."""
+def _given(labels, sl):
+    """The keyword a conditional model's calls take for the rows ``sl`` (none without labels)."""
+    return {} if labels is None else {"labels": np.asarray(labels)[sl]}
+
+
+def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1, labels=None):
+    """Per-example ``(recon, kl)`` arrays, averaged over ``n_samples`` draws of the noise.
+
+    ``labels`` (N,): the class of each example, for a conditional model.
+    """
     rng = np.random.default_rng(0) if rng is None else rng
     X = model.check_input(X, "X")
     if n_samples < 1:
@@ -42,13 +52,13 @@ def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1):
     kl = np.zeros(len(X))
     for sl in _batches(len(X), batch_size):
         for _ in range(n_samples):
-            r, k = model.elbo_terms(X[sl], rng=rng)
+            r, k = model.elbo_terms(X[sl], rng=rng, **_given(labels, sl))
             recon[sl] += r
             kl[sl] += k
     return recon / n_samples, kl / n_samples
 
 
-def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1) -> ElboResult:
+def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1, labels=None) -> ElboResult:
     """The evidence lower bound on ``log p(x)``, averaged over ``X``.
 
     .. math:: \\mathrm{ELBO}(x) = \\mathbb E_{q(z|x)}[\\log p(x|z)]
@@ -56,7 +66,8 @@ def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1) -> ElboResult:
 
     estimated with ``n_samples`` reparameterized draws per example.
     """
-    recon, kl = elbo_per_example(model, X, batch_size=batch_size, rng=rng, n_samples=n_samples)
+    recon, kl = elbo_per_example(model, X, batch_size=batch_size, rng=rng, n_samples=n_samples,
+                                 labels=labels)
     return ElboResult(elbo=float(-(recon + kl).mean()), recon=float(recon.mean()),
                       kl=float(kl.mean()))
 
@@ -75,7 +86,8 @@ def _logsumexp_update(running_max, running_sum, chunk):
     return new_max, running_sum
 
 
-def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None):
+def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
+                               labels=None, progress=False):
     """Importance-weighted estimate of ``log p(x)`` for each example (Burda et al., 2016).
 
     .. math::
@@ -87,8 +99,9 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     a lower bound that tightens as ``k`` grows (``k = 1`` is the ELBO in
     expectation). The sum runs as a streaming log-sum-exp over chunks of
     samples, so memory is ``O(batch_size * chunk)`` whatever ``k`` is.
+    ``progress`` shows a bar of the ``len(X) * k`` decoder passes on stderr.
     """
-    if getattr(model, "kind", "") != "vae":
+    if not isinstance(model, VAE):
         raise ValueError("log_likelihood needs a VAE (an autoencoder has no posterior)")
     k = int(k)
     if k < 1:
@@ -98,10 +111,12 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     L = model.latent_dim
     chunk = max(1, min(k, chunk or max(1, 20000 // batch_size)))
     out = np.empty(len(X))
+    bar = _progress_bar(len(X) * k, f"log p(x), K={k}", progress)
     for sl in _batches(len(X), batch_size):
         x = X[sl]
         B = len(x)
-        mu, logvar = model.encode(x)
+        given = _given(labels, sl)
+        mu, logvar = model.encode(x, **given)
         sigma = np.exp(0.5 * logvar)
         run_max = np.full(B, -np.inf)
         run_sum = np.zeros(B)
@@ -112,18 +127,32 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
             z = mu + sigma * eps                                        # (c, B, L)
             log_pz = -0.5 * np.sum(z.astype(np.float64) ** 2 + LOG_2PI, axis=2)
             log_qz = -0.5 * np.sum(eps.astype(np.float64) ** 2 + LOG_2PI + logvar, axis=2)
-            nll = model.reconstruction_nll(z.reshape(c * B, L), np.tile(x, (c, 1)))
+            tiled = {name: np.tile(v, c) for name, v in given.items()}
+            xc = np.tile(x, (c,) + (1,) * (x.ndim - 1))                  # (c*B, *input_shape)
+            nll = model.reconstruction_nll(z.reshape(c * B, L), xc, **tiled)
             log_w = -nll.reshape(c, B) + log_pz - log_qz                 # (c, B)
             run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             done += c
+            bar.update(c * B)
         out[sl] = run_max + np.log(run_sum) - math.log(k)
+    bar.close()
     return out
 
 
-def log_likelihood(model, X, k=5000, *, batch_size=100, chunk=None, rng=None) -> float:
+def _progress_bar(total, desc, enabled):
+    import sys
+
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
+
+    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, disable=not enabled,
+                leave=False, mininterval=0.5, file=sys.stderr, dynamic_ncols=True)
+
+
+def log_likelihood(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
+                   labels=None, progress=False) -> float:
     """Mean importance-weighted ``log p(x)`` over ``X``, nats per example.
 
     See :func:`log_likelihood_per_example`.
     """
     return float(log_likelihood_per_example(model, X, k, batch_size=batch_size, chunk=chunk,
-                                            rng=rng).mean())
+                                            rng=rng, labels=labels, progress=progress).mean())

@@ -38,7 +38,7 @@ import numpy as np
 
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import Linear, Sequential
-from .model import LossResult
+from .model import VAE, Autoencoder, LossResult
 
 
 def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None) -> LossResult:
@@ -124,8 +124,10 @@ def _likelihood(model, dtype):
 
 def _describe(model, backend):
     """A :class:`_Plan` for ``model``, or None if the fused kernel does not cover it."""
-    kind = getattr(model, "kind", None)
-    if kind not in ("vae", "autoencoder") or getattr(model, "free_bits", 0.0) != 0.0:
+    if type(model) not in (VAE, Autoencoder):  # exactly these: a subclass may change the step
+        return None
+    kind = model.kind
+    if getattr(model, "free_bits", 0.0) != 0.0:
         return None
     if kind == "vae" and type(getattr(model, "posterior", None)) is not DiagonalGaussian:
         return None

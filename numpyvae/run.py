@@ -21,8 +21,10 @@ import numpy as np
 
 from . import evaluate, latent, latent_plots, plots
 from .backend import get_backend
-from .data import DATASETS, load_dataset
-from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
+from .data import DATASETS, DataNotFoundError, load_data, load_dataset
+from .data.local import fingerprint
+from .model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
+from .optim import OPTIMIZERS
 from .train import (
     _STREAM_EVAL,
     _STREAM_FIGURES,
@@ -38,8 +40,13 @@ from .train import (
     _positive_int,
     eval_inputs,
 )
+from .warmup import compile_kernels
 
 # ---------------------------------------------------------------------------- run folders
+
+#: Said wherever the losses of a Gaussian decoder are printed.
+GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
+                 "(and the -ELBO) can be negative; compare them between runs, not with zero")
 
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
 #: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
@@ -48,12 +55,15 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
-    "iw_train": None, "free_bits": 0.0,
+    "iw_train": None, "free_bits": 0.0, "conditional": False, "gaussian_var": 0.01,
+    "data": None, "test_fraction": None,
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
 #: of an MNIST epoch, so this still runs in well under a minute).
 DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
+#: Epochs when none are given for your own data (``--data FILE``).
+DEFAULT_EPOCHS_OWN_DATA = 10
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
 
@@ -86,13 +96,17 @@ class RunResult:
 def options_from_config(config: dict) -> dict:
     """The ``numpyvae train`` options a run folder's config.json records."""
     m, t = config.get("model", {}), config.get("training", {})
-    return {"dataset": config.get("dataset"), "epochs": t.get("epochs"),
+    own = config.get("data") or {}
+    return {"dataset": None if own else config.get("dataset"), "epochs": t.get("epochs"),
+            "data": own.get("path"), "test_fraction": own.get("test_fraction"),
+            "gaussian_var": m.get("gaussian_var"),
             "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
             "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
             "optimizer": t.get("optimizer"), "beta": t.get("beta"),
             "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
             "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
-            "model": m.get("kind"), "activation": m.get("activation"),
+            "model": "vae" if m.get("kind") == "cvae" else m.get("kind"),
+            "activation": m.get("activation"), "conditional": m.get("kind") == "cvae",
             "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0)}
 
 
@@ -105,9 +119,24 @@ def _normalise_options(options: dict) -> dict:
     if "hidden" in out:
         hidden = out["hidden"]
         out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    for key in ("lr", "beta", "free_bits"):
+    for key in ("lr", "beta", "free_bits", "test_fraction"):
         if key in out:
             out[key] = float(out[key])
+    if out.get("gaussian_var") not in (None, "learned"):
+        out["gaussian_var"] = float(out["gaussian_var"])
+    if "data" in out:
+        if "dataset" in out:
+            raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
+                             "not both")
+        out["data"] = str(Path(out["data"]).expanduser().resolve())
+    elif "test_fraction" in out:
+        raise ValueError("a test fraction is held out of your own data (--data FILE); the "
+                         "named datasets have their own test sets")
+    if "gaussian_var" in out and out.get("likelihood", "bernoulli") != "gaussian":
+        raise ValueError("--gaussian-var is the variance of a Gaussian decoder; add "
+                         "--likelihood gaussian")
+    if out.get("free_bits", 0) and out.get("model", "vae") != "vae":
+        raise ValueError("--free-bits acts on the KL term, which only a VAE has")
     if out.get("dataset", "shapes") not in DATASETS:
         raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
                          f"{', '.join(DATASETS)}")
@@ -171,17 +200,40 @@ def load_run(run_dir, backend=None) -> Run:
     return Run(run_dir, config, model, read_metrics(run_dir))
 
 
-def build_model(options: dict, input_dim: int, backend=None):
-    """The untrained model that ``numpyvae train`` options describe."""
+def build_model(options: dict, input_dim: int, backend=None, num_classes=None):
+    """The untrained model that ``numpyvae train`` options describe.
+
+    With ``options["conditional"]``, a :class:`~numpyvae.CVAE` for ``num_classes`` classes.
+    """
     cls = MODEL_KINDS[options["model"]]
+    extra = {}
+    if options.get("conditional"):
+        if options["model"] != "vae":
+            raise ValueError(f"--conditional needs --model vae, not {options['model']}")
+        if not num_classes:
+            raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist or "
+                             "shapes)")
+        cls, extra = MODEL_KINDS["cvae"], {"num_classes": int(num_classes)}
+    if options.get("gaussian_var") is not None:
+        extra["gaussian_var"] = options["gaussian_var"]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
                dtype=options["dtype"], seed=options["seed"], backend=backend,
-               free_bits=options.get("free_bits") or 0.0)
+               free_bits=options.get("free_bits") or 0.0, **extra)
 
 
-def run_dataset(config: dict, data_dir=None, download=True, progress=True):
-    """The dataset a run was trained on, found again (``data_dir`` first, then where it was)."""
+def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None):
+    """The dataset a run was trained on, found again (``data_dir`` first, then where it was).
+
+    For your own data (``--data``), the file or folder recorded in config.json
+    is read again with the same held-out split, or ``data`` if given (the data
+    moved); its fingerprint must match the one recorded at training.
+    """
+    if config.get("data"):
+        return _reopen_own_data(config["data"], data)
+    if data is not None:
+        raise ValueError(f"this run was trained on the {config.get('dataset')} dataset, not on "
+                         f"a data file; use --data-dir to say where its files are")
     name = config.get("dataset")
     if name is None:
         raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
@@ -191,6 +243,26 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True):
         data_dir = recorded if recorded.is_dir() else None
     return load_dataset(name, data_dir, download=download,
                         seed=config.get("dataset_seed", DATASET_SEED), progress=progress)
+
+
+def _reopen_own_data(record: dict, data=None):
+    path = Path(data).expanduser() if data is not None else Path(record["path"])
+    if not path.exists():
+        raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
+                                f"pass its new place with --data FILE")
+    found = fingerprint(path)
+    if record.get("sha256") and found != record["sha256"]:
+        raise RunFolderError(f"{path} is not the data this run was trained on (its SHA-256 "
+                             f"changed since training), so the held-out test set would differ")
+    return load_data(path, test_fraction=record.get("test_fraction"),
+                     seed=record.get("split_seed", DATASET_SEED))
+
+
+def _own_data_record(path, dataset, test_fraction) -> dict:
+    return {"path": str(Path(path).resolve()), "test_fraction": test_fraction,
+            "split_seed": DATASET_SEED, "sha256": fingerprint(path),
+            "n_train": len(dataset.x_train), "n_test": len(dataset.x_test),
+            "example_shape": list(dataset.image_shape)}
 
 
 def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=None,
@@ -226,28 +298,48 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     else:
         merged = {**TRAIN_DEFAULTS, **options}
         if merged["epochs"] is None:
-            merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
-        run_dir = Path(out) if out is not None else default_run_dir(merged["dataset"])
+            merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
+                                DEFAULT_EPOCHS[merged["dataset"]])
+        name = Path(merged["data"]).stem if merged["data"] else merged["dataset"]
+        run_dir = Path(out) if out is not None else default_run_dir(name)
         if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
             raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
                                  f"or choose another --out")
     get_backend(backend)  # fail early, before loading data, on an unusable backend
-    dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
-                           progress=progress)
-    model = build_model(merged, dataset.input_dim, backend=backend)
+    if merged["data"]:
+        if resume:
+            dataset = _reopen_own_data(config["data"], merged["data"])
+        else:
+            dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
+                                seed=DATASET_SEED)
+    else:
+        dataset = load_dataset(merged["dataset"], data_dir, download=download,
+                               seed=DATASET_SEED, progress=progress)
+    model = build_model(merged, dataset.input_dim, backend=backend,
+                        num_classes=len(dataset.label_names))
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
              "backend": model.backend.NAME}
+    if merged["data"]:
+        extra["data"] = (config["data"] if resume else
+                         _own_data_record(merged["data"], dataset, dataset.test_fraction))
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
                       seed=merged["seed"], progress=progress, out_dir=run_dir,
-                      config_extra=extra, iw_train=merged.get("iw_train"))
+                      config_extra=extra, iw_train=merged.get("iw_train"),
+                      y_train=dataset.y_train, y_test=dataset.y_test)
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
-        f"images) from {dataset.source}")
+        f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
+        f"{_split_note(extra.get('data'))}) from {dataset.source}")
     log(f"model: {model!r}, {model.num_params} parameters")
+    if merged["likelihood"] == "gaussian":
+        log(f"note: {GAUSSIAN_NOTE}")
+    if not merged.get("conditional"):  # a conditional model's step needs labels too
+        compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend),
+                        OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
     if trainer.interrupted:
@@ -260,6 +352,15 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     return result
 
 
+def _split_note(record) -> str:
+    if not record:
+        return ""
+    fraction = record.get("test_fraction")
+    if fraction is None:
+        return ", the data's own test set"
+    return f", {fraction:g} of the examples held out as the test set"
+
+
 def _show(value):
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
@@ -270,7 +371,10 @@ def _show(value):
 
 
 def _figure_path(run_dir, name, out=None) -> Path:
-    return Path(out) if out is not None else Path(run_dir) / FIGURES_DIR / name
+    if out is not None:
+        plots.image_format(out)  # refuse an unknown suffix before any work
+        return Path(out)
+    return Path(run_dir) / FIGURES_DIR / name
 
 
 def _pick(n_total, n, seed):
@@ -278,18 +382,60 @@ def _pick(n_total, n, seed):
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
 
 
+def _conditional(model) -> bool:
+    return getattr(model, "num_classes", None) is not None
+
+
+def _labels_at(dataset, rows):
+    """The test labels at ``rows``, or None for unlabelled data."""
+    return None if dataset.y_test is None else dataset.y_test[rows]
+
+
+def _given(model, labels):
+    """The labels keyword of a conditional model's calls (nothing for any other model)."""
+    return {"labels": np.asarray(labels)} if _conditional(model) else {}
+
+
 def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> Path:
     """Test images above their reconstructions (the posterior mean, decoded)."""
-    x = eval_inputs(dataset.x_test[_pick(len(dataset.x_test), n, seed)], binarize_mode)
-    x_rec = model.reconstruct(x.astype(model.dtype))
+    idx = _pick(len(dataset.x_test), n, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode)
+    x_rec = model.reconstruct(x.astype(model.dtype), **_given(model, _labels_at(dataset, idx)))
     plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
     return Path(path)
 
 
-def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
-    """A grid of ``n`` decoded draws from the prior."""
-    images = model.sample(n, rng=np.random.default_rng([int(seed), _STREAM_FIGURES]))
+def write_samples(model, image_shape, path, n=100, seed=0, label_names=None) -> Path:
+    """A grid of ``n`` decoded draws from the prior.
+
+    For a conditional model, one row per class (``ceil(n / C)`` draws each, at most 12).
+    """
+    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    if _conditional(model):
+        C = model.num_classes
+        per_class = max(1, min(math.ceil(n / C), 12))
+        images = model.sample(C * per_class, labels=np.repeat(np.arange(C), per_class), rng=rng)
+        names = label_names or [str(c) for c in range(C)]
+        plots.samples(images, image_shape, nrow=per_class, path=path,
+                      title="decoded draws z ~ N(0, I), one row per class: "
+                            + ", ".join(names[:C]))
+        return Path(path)
+    images = model.sample(n, rng=rng)
     plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
+    return Path(path)
+
+
+def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
+    """A conditional model's "style transfer": each test image (left column) encoded with its
+    own label, then decoded as every class (one column per class)."""
+    idx = _pick(len(dataset.x_test), n, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
+    out = model.transfer(x, dataset.y_test[idx])                     # (n, C, D)
+    grid = np.concatenate([x.reshape(len(x), 1, -1), out.reshape(len(x), out.shape[1], -1)],
+                          axis=1)
+    plots.image_grid(grid.reshape(-1, grid.shape[2]), dataset.image_shape, grid.shape[1],
+                     path=path, title="style transfer: each test image (left) encoded "
+                                      "with its label, decoded as every class")
     return Path(path)
 
 
@@ -298,28 +444,43 @@ def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, 
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
     np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
-                       for i in range(len(idx) // 2)])
-    plots.interpolation(strips, dataset.image_shape, path=path)
+    y = _labels_at(dataset, idx)
+    pairs = len(idx) // 2
+    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps,
+                                         **_given(model, None if y is None else y[2 * i:2 * i + 2]))
+                       for i in range(pairs)])
+    ends = x[:2 * pairs].reshape(pairs, 2, -1)
+    plots.interpolation(strips, dataset.image_shape, path=path, ends=ends)
     return Path(path)
 
 
-def latent_codes(model, x, batch_size=1000) -> np.ndarray:
+#: How the factors of ``shapes`` are named on a figure.
+_FACTOR_NAMES = {"x": "x position", "y": "y position", "scale": "scale",
+                 "rotation": "rotation"}
+
+
+def latent_codes(model, x, batch_size=1000, labels=None) -> np.ndarray:
     """The deterministic code of each row of ``x`` (the posterior mean for a VAE)."""
-    return np.concatenate([model.embed(x[i:i + batch_size].astype(model.dtype))
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate([
+        model.embed(x[i:i + batch_size].astype(model.dtype),
+                    **({} if labels is None else {"labels": labels[i:i + batch_size]}))
+        for i in range(0, len(x), batch_size)])
 
 
 def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=10,
                          steps=11) -> list[Path]:
     """The per-dimension KL bar chart and a traversal of the ``n_dims`` dimensions of most KL."""
     x = eval_inputs(dataset.x_test[:5000], binarize_mode).astype(model.dtype)
-    stats = latent.latent_statistics(model, x)
+    y = dataset.y_test[:5000] if _conditional(model) else None
+    stats = latent.latent_statistics(model, x, labels=y)
     kl_path = _figure_path(run_dir, "kl_per_dim.png")
     latent_plots.kl_bars(stats.kl_per_dim, stats.activity, stats.threshold, path=kl_path)
+    if not plots.shows_images(dataset.image_shape):  # plain vectors: no picture to traverse
+        return [kl_path]
     dims = stats.kl_order()[:n_dims]
-    x0 = x[_pick(len(x), 1, seed)[0]]
-    images = latent.traversal(model, x0, dims, steps=steps)
+    i0 = _pick(len(x), 1, seed)[0]
+    images = latent.traversal(model, x[i0], dims, steps=steps,
+                              labels=None if y is None else y[i0])
     traversal_path = _figure_path(run_dir, "traversal.png")
     latent_plots.traversal(images, dims, stats.kl_per_dim, dataset.image_shape,
                            path=traversal_path)
@@ -329,24 +490,38 @@ def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=
 def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
     """Write every figure of a run into ``run_dir/figures``; return their paths."""
     shape = dataset.image_shape
-    paths = [
-        write_reconstructions(model, dataset, binarize_mode,
-                              _figure_path(run_dir, "reconstructions.png"), seed=seed),
-        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
-        write_interpolation(model, dataset, binarize_mode,
-                            _figure_path(run_dir, "interpolation.png"), seed=seed),
-    ]
+    images = plots.shows_images(shape)
+    paths = []
+    if images:  # plain vectors (N, D) have no picture: their figures are left out
+        paths += [
+            write_reconstructions(model, dataset, binarize_mode,
+                                  _figure_path(run_dir, "reconstructions.png"), seed=seed),
+            write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
+                          label_names=dataset.label_names),
+            write_interpolation(model, dataset, binarize_mode,
+                                _figure_path(run_dir, "interpolation.png"), seed=seed),
+        ]
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
-    plots.latent_scatter(latent_codes(model, x), dataset.y_test[idx], path=path,
-                         label_names=dataset.label_names)
+    labels = None if dataset.y_test is None else dataset.y_test[idx]
+    codes = latent_codes(model, x, labels=labels if _conditional(model) else None)
+    factor = None
+    if dataset.factors_test:  # shapes: also colour by the factor the codes separate best
+        continuous = {_FACTOR_NAMES.get(k, k): np.asarray(v)[idx]
+                      for k, v in dataset.factors_test.items() if k != "shape"}
+        factor = plots.best_factor(codes, continuous) if continuous else None
+    plots.latent_scatter(codes, labels, path=path, label_names=dataset.label_names,
+                         factor=factor)
     paths.append(path)
-    if model.latent_dim == 2:
+    if _conditional(model) and images:
+        paths.append(write_transfer(model, dataset, binarize_mode,
+                                    _figure_path(run_dir, "transfer.png"), seed=seed))
+    if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
         plots.manifold(model, shape, n=20, path=path)
         paths.append(path)
-    if getattr(model, "kind", "") == "vae":
+    if isinstance(model, VAE):
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
     if history:
         path = _figure_path(run_dir, "loss_curves.png")
@@ -359,10 +534,18 @@ def _image_shape(run: Run):
     return tuple(run.config.get("image_shape", (28, 28)))
 
 
-def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
+def _require_images(run: Run):
+    shape = _image_shape(run)
+    if not plots.shows_images(shape):
+        raise ValueError(f"this run was trained on vectors of shape {shape}, not images, so "
+                         f"there is no picture to draw")
+
+
+def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
+                data=None) -> list[Path]:
     """Write (again) every figure of a run folder."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return make_figures(run.run_dir, run.model, dataset, run.history,
                         run.options["binarize"] or "none", seed)
 
@@ -371,25 +554,28 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
     run = load_run(run_dir, backend)
     n = _positive_int(n, "n")
+    _require_images(run)
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
-                         n, seed)
+                         n, seed)  # a conditional model: one row per class
 
 
 def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
-                    backend=None) -> Path:
+                    backend=None, data=None) -> Path:
     """``numpyvae reconstruct``: test images above their reconstructions."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
                                  _figure_path(run_dir, "reconstructions.png", out),
                                  _positive_int(n, "n"), seed)
 
 
 def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
-                    download=True, backend=None) -> Path:
+                    download=True, backend=None, data=None) -> Path:
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
                                _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
@@ -397,29 +583,38 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
-                 download=True, backend=None, disentanglement=False) -> dict:
+                 download=True, backend=None, data=None, progress=False,
+                 disentanglement=False) -> dict:
     """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
 
-    Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
-    ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
-    K > 0, ``log_likelihood``: the importance-weighted bound with K samples
-    (:func:`numpyvae.evaluate.log_likelihood`). With ``disentanglement`` (a
-    VAE trained on ``shapes``, whose generating factors are known): ``mig``,
-    ``mig_per_factor`` (factor -> normalised gap), ``mig_top_dim`` (factor ->
-    the most informative latent dimension) and ``active_units``
-    (:mod:`numpyvae.latent`).
+    Returns a dict: ``dataset``, ``n_test``, ``likelihood``, ``objective``
+    (what ``loss`` is), ``loss`` (negative ELBO), ``elbo``, ``recon``, ``kl``
+    (nats per example) and, with ``iw_samples`` K > 0, ``log_likelihood``:
+    the importance-weighted bound with K samples
+    (:func:`numpyvae.evaluate.log_likelihood`), with a progress bar if
+    ``progress``. For the plain autoencoder ``loss`` is the reconstruction
+    loss and ``elbo`` and ``kl`` are None: it has neither. With
+    ``disentanglement`` (a VAE trained on ``shapes``, whose generating
+    factors are known): ``mig``, ``mig_per_factor`` (factor -> normalised
+    gap), ``mig_top_dim`` (factor -> the most informative latent dimension)
+    and ``active_units`` (:mod:`numpyvae.latent`).
     """
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, data=data)
     x = dataset.x_test
     if limit is not None:
         x = x[:_positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
+    given = _given(run.model, _labels_at(dataset, slice(0, len(x))))
     rng = np.random.default_rng([int(seed), _STREAM_EVAL])
-    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng)
+    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng,
+                      **given)
     out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
-           "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
+           "likelihood": run.options["likelihood"], "epochs": len(run.history),
+           "n_test": len(x), "objective": "negative ELBO", "loss": r.recon + r.kl,
            "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
+    if isinstance(run.model, Autoencoder):
+        out.update(objective="reconstruction loss", loss=r.recon, elbo=None, kl=None)
     iw_samples = int(iw_samples or 0)
     if iw_samples < 0:
         raise ValueError(f"iw_samples must be >= 0, got {iw_samples}")
@@ -428,20 +623,21 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
             raise ValueError("the importance-weighted log-likelihood needs a VAE; this run "
                              "trained an autoencoder")
         out["iw_samples"] = iw_samples
-        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng,
+                                                        progress=progress, **given)
     if disentanglement:
-        out.update(_disentanglement(run.model, dataset, x, batch_size))
+        out.update(_disentanglement(run.model, dataset, x, batch_size, given.get("labels")))
     return out
 
 
-def _disentanglement(model, dataset, x, batch_size) -> dict:
-    if getattr(model, "kind", "") != "vae":
+def _disentanglement(model, dataset, x, batch_size, labels=None) -> dict:
+    if not isinstance(model, VAE):
         raise ValueError("--disentanglement needs a VAE (its posterior means are the codes); "
                          "this run trained an autoencoder")
     if not dataset.factors_test:
         raise ValueError(f"--disentanglement needs a dataset with known generating factors "
                          f"(shapes); {dataset.name} has none")
-    mu, logvar = latent.posterior_parameters(model, x, batch_size=batch_size)
+    mu, logvar = latent.posterior_parameters(model, x, batch_size=batch_size, labels=labels)
     factors = latent.factor_matrix(dataset.factors_test, dataset.factor_names)[:len(x)]
     mig = latent.mutual_info_gap(mu, factors)
     count, _ = latent.active_units(mu)

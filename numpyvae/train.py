@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate, iwae, latent
-from .data import BINARIZE_MODES, binarize
+from .data import BINARIZE_MODES, binarize, check_training_data
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .fused import train_step
-from .model import MODEL_KINDS
+from .model import MODEL_KINDS, VAE
 from .optim import OPTIMIZERS
 
 CONFIG_FILE = "config.json"
@@ -58,6 +58,8 @@ FIGURES_DIR = "figures"
 RUN_FORMAT = 1
 
 #: The keys of every per-epoch metrics dict (``test_*`` are None without a test set).
+#: For the plain autoencoder, ``*_loss`` is the reconstruction loss and ``*_kl`` and
+#: ``beta`` are None: it has no KL term and no ELBO.
 METRIC_KEYS = (
     "epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective", "beta",
     "test_loss", "test_recon", "test_kl", "seconds", "samples_per_second", "eval_seconds",
@@ -112,7 +114,10 @@ class Trainer:
     ----------
     model : VAE or Autoencoder
     x_train : array, shape (N, input_dim), values in [0, 1] for a Bernoulli decoder
-    x_test : array, shape (M, input_dim), optional
+        Image-shaped arrays, (N, H, W) or (N, C, H, W), are flattened. NaN,
+        infinity, or values outside [0, 1] for a Bernoulli decoder raise
+        :class:`numpyvae.data.DataValueError` before training starts.
+    x_test : array, shape (M, input_dim) or image-shaped, optional
         Evaluated (ELBO, one noise draw per example) after every epoch.
     batch_size : int
         Any positive size; the last batch of an epoch may be smaller.
@@ -139,6 +144,9 @@ class Trainer:
         Called as ``step_callback(trainer)`` after each optimizer step.
     config_extra : dict, optional
         Extra entries for ``config.json`` (the CLI records the dataset here).
+    y_train, y_test : int arrays, shape (N,) and (M,), optional
+        The class labels, which a conditional model (:class:`~numpyvae.CVAE`)
+        needs and any other model ignores.
     iw_train : int, optional
         Train on the importance-weighted bound with this many samples per
         example (:mod:`numpyvae.iwae`) instead of the ELBO; ``beta`` and
@@ -154,7 +162,8 @@ class Trainer:
     def __init__(self, model, x_train, x_test=None, *, batch_size=128, lr=1e-3,
                  optimizer="adam", beta=1.0, kl_warmup=0, binarize="none", seed=0,
                  progress=True, out_dir=None, callback=None, step_callback=None,
-                 eval_batch_size=1000, config_extra=None, iw_train=None):
+                 eval_batch_size=1000, config_extra=None, iw_train=None, y_train=None,
+                 y_test=None):
         if not isinstance(model, tuple(MODEL_KINDS.values())):
             raise ValueError(f"Trainer: expected a VAE or Autoencoder, got {type(model).__name__}")
         self.model = model
@@ -181,7 +190,11 @@ class Trainer:
         self.eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.iw_train = None if iw_train is None else _positive_int(iw_train, "iw_train")
-        if self.iw_train is not None and getattr(model, "kind", "") != "vae":
+        self.conditional = getattr(model, "num_classes", None) is not None
+        self.y_train = self._check_y(y_train, self.x_train, "y_train")
+        self.y_test = None if self.x_test is None else self._check_y(y_test, self.x_test,
+                                                                      "y_test")
+        if self.iw_train is not None and not isinstance(model, VAE):
             raise ValueError("iw_train (importance-weighted training) needs a VAE; an "
                              "autoencoder has no posterior to sample")
         if self.iw_train is not None and getattr(model, "free_bits", 0) > 0:
@@ -207,11 +220,39 @@ class Trainer:
         self._stop_requested = False
 
     def _check_x(self, x, what):
+        """Examples of the model's input shape; other arrays with as many values are reshaped.
+
+        Values are checked before any training (:mod:`numpyvae.data.checks`):
+        no NaN or infinity, and [0, 1] for a Bernoulli decoder.
+        """
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.model.input_dim or len(x) == 0:
-            raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
-                             f"got {x.shape}")
+        shape = tuple(self.model.input_shape)  # one example's: (784,), or (1, 28, 28) for images
+        size = math.prod(shape)
+        if x.ndim >= 2 and len(x) > 0 and x.shape[1:] != shape and math.prod(x.shape[1:]) == size:
+            x = x.reshape(len(x), *shape)  # rows, (N, H, W) or (N, C, H, W): the model's shape
+        if x.shape[1:] != shape or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {', '.join(map(str, shape))}), "
+                             f"got {x.shape}; arrays with {size} values per example, such as "
+                             f"(N, H, W) or (N, C, H, W), are reshaped to it")
+        check_training_data(x, _likelihood_name(self.model), what)
         return np.ascontiguousarray(x, dtype=self.model.dtype)
+
+    def _check_y(self, y, x, what):
+        """The labels of a conditional model (checked), None for any other model."""
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError(f"{type(self.model).__name__} is conditional: training needs the "
+                             f"class labels ({what})")
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{what}: expected {len(x)} integer class labels, got shape "
+                             f"{y.shape} and dtype {y.dtype}")
+        return y
+
+    def _given(self, y, rows=slice(None)):
+        """The keyword arguments that pass a conditional model its labels (none otherwise)."""
+        return {} if y is None else {"labels": y[rows]}
 
     # -------------------------------------------------------------- configuration
 
@@ -226,6 +267,26 @@ class Trainer:
         if self.kl_warmup <= 0:
             return self.beta
         return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+
+    def _beta_note(self, metrics) -> str:
+        """The KL weight in effect, when it is not the plain ELBO's 1 (e.g. during warm-up)."""
+        beta = metrics.get("beta")
+        if beta is None or (self.kl_warmup == 0 and self.beta == 1.0):
+            return ""
+        if self.kl_warmup > 0 and self.global_step < self.kl_warmup:
+            return f", β {beta:.3g} of {self.beta:g} in warm-up"
+        return f", β {beta:.3g}"
+
+    def resume_description(self, epochs) -> str:
+        """What a resumed run continues from: epochs done, the step within the next, the total."""
+        if self.epoch >= epochs:
+            return (f"resuming {self.out_dir}: all {self.epoch} epochs are already done "
+                    f"(global step {self.global_step}); nothing to train, raise the number of "
+                    f"epochs to train longer")
+        where = (f"epoch {self.epoch + 1} from its start" if self.step_in_epoch == 0 else
+                 f"epoch {self.epoch + 1} at step {self.step_in_epoch + 1} (stopped mid-epoch)")
+        return (f"resuming {self.out_dir}: {self.epoch} of {epochs} epochs done, global step "
+                f"{self.global_step}; continuing with {where}")
 
     def request_stop(self) -> None:
         """Ask training to stop after the current step (what Ctrl-C does)."""
@@ -250,6 +311,10 @@ class Trainer:
                         f"{self.out_dir} already holds a training run; resume it "
                         f"(--resume / resume=True) or choose another output folder")
                 self.load_checkpoint(checkpoint)
+                if self.progress:
+                    _write_line(self.resume_description(epochs))
+            elif resume and self.progress:
+                _write_line(f"no checkpoint in {self.out_dir} yet: starting from epoch 1")
             self._write_config(epochs)
         with self._interrupt_guard():
             while self.epoch < epochs and not self._stop_requested:
@@ -279,11 +344,17 @@ class Trainer:
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
+                given = self._given(self.y_train, idx)
                 if self.iw_train is None:
+                if self.iw_train is None and not given:
                     # loss_and_grads + optimizer.step, fused when the backend can (numpyvae.fused)
                     result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
                 else:
-                    result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta, rng=rng)
+                    if self.iw_train is None:
+                        result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
+                    else:
+                        result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta,
+                                                     rng=rng, **given)
                     if math.isfinite(result.loss):
                         self.optimizer.step(result.grads)
                 if not math.isfinite(result.loss):  # no step was taken on it
@@ -297,7 +368,7 @@ class Trainer:
                 sums["n"] += n
                 bar.update(1)
                 if k % 20 == 0 or k == n_steps - 1:
-                    bar.set_postfix(_running(sums), refresh=False)
+                    bar.set_postfix(_running(sums, has_kl_term(model)), refresh=False)
                 if self.step_callback is not None:
                     self.step_callback(self)
                 if self._stop_requested and k + 1 < n_steps:
@@ -314,7 +385,7 @@ class Trainer:
         self._partial, self._rng_state = _zero_sums(), None
         self.save_checkpoint()
         if self.progress:
-            _write_line(_summary(metrics, epochs, self.iw_train))
+            _write_line(_summary(metrics, epochs, self.iw_train, self._beta_note(metrics)))
             if metrics["active_units"] == 0:
                 _write_line(collapse_warning(self.model.latent_dim))
         if self.callback is not None:
@@ -323,16 +394,21 @@ class Trainer:
     def _epoch_metrics(self, e, sums, seconds) -> dict:
         n = max(sums["n"], 1)
         recon, kl = sums["recon"] / n, sums["kl"] / n
+        has_kl = has_kl_term(self.model)
         metrics = {"epoch": e + 1, "step": self.global_step, "train_loss": recon + kl,
-                   "train_recon": recon, "train_kl": kl, "train_objective": sums["objective"] / n,
-                   "beta": self.beta_at(self.global_step - 1), "test_loss": None,
+                   "train_recon": recon, "train_kl": kl if has_kl else None,
+                   "train_objective": sums["objective"] / n,
+                   "beta": self.beta_at(self.global_step - 1) if has_kl else None,
+                   "test_loss": None,
                    "test_recon": None, "test_kl": None, "seconds": seconds,
                    "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
                    "eval_seconds": None, "active_units": None, "kl_per_dim": None}
-        if getattr(self.model, "kind", "") == "vae":
-            x = self.x_train if self.x_test is None else self.x_test
-            stats = latent.latent_statistics(self.model, x[:LATENT_STATS_EXAMPLES],
-                                             batch_size=self.eval_batch_size)
+        if isinstance(self.model, VAE):
+            x, y = (self.x_train, self.y_train) if self.x_test is None else (self.x_test,
+                                                                             self.y_test)
+            n = LATENT_STATS_EXAMPLES
+            stats = latent.latent_statistics(self.model, x[:n], batch_size=self.eval_batch_size,
+                                             labels=None if y is None else y[:n])
             metrics["active_units"] = stats.active_units
             metrics["kl_per_dim"] = [float(v) for v in stats.kl_per_dim]
         if self.x_test is not None:
@@ -341,16 +417,24 @@ class Trainer:
             metrics["eval_seconds"] = time.perf_counter() - t0
         return {k: _json_safe(v) for k, v in metrics.items()}
 
-    def evaluate(self, x=None) -> dict:
+    def evaluate(self, x=None, y=None) -> dict:
         """``test_loss`` (negative ELBO), ``test_recon`` and ``test_kl`` on ``x`` (default: x_test).
+
+        ``y``: the labels of ``x``, for a conditional model.
 
         The noise is drawn from the same seeded generator each time, so the
         values of successive epochs differ only by the weights.
         """
-        x = self.x_test if x is None else eval_inputs(self._check_x(x, "x"), self.binarize)
+        if x is None:
+            x, y = self.x_test, self.y_test
+        else:
+            x = eval_inputs(self._check_x(x, "x"), self.binarize)
+            y = self._check_y(y, x, "y")
         rng = np.random.default_rng([self.seed, _STREAM_EVAL])
-        r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng)
-        return {"test_loss": r.recon + r.kl, "test_recon": r.recon, "test_kl": r.kl}
+        r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng,
+                          **self._given(y))
+        return {"test_loss": r.recon + r.kl, "test_recon": r.recon,
+                "test_kl": r.kl if has_kl_term(self.model) else None}
 
     def _diverged(self, loss, e, k, n_steps, what="the loss"):
         where = (f"{what} became {loss} at epoch {e + 1}, step {k + 1} of {n_steps} "
@@ -452,23 +536,36 @@ def _zero_sums():
     return {"recon": 0.0, "kl": 0.0, "objective": 0.0, "n": 0, "seconds": 0.0}
 
 
-def _running(sums):
+def has_kl_term(model) -> bool:
+    """Whether the model's loss is a negative ELBO (a VAE), not a reconstruction loss alone."""
+    return getattr(model, "kind", "vae") != "autoencoder"
+
+
+def _running(sums, has_kl=True):
     n = max(sums["n"], 1)
     recon, kl = sums["recon"] / n, sums["kl"] / n
+    if not has_kl:
+        return {"recon loss": f"{recon:.2f}"}
     return {"loss": f"{recon + kl:.2f}", "recon": f"{recon:.2f}", "kl": f"{kl:.2f}"}
 
 
-def _summary(m, epochs, iw_train=None):
+def _summary(m, epochs, iw_train=None, beta_note=""):
+    """The line printed after each epoch: a VAE's -ELBO with its terms, or an autoencoder's
+    reconstruction loss (it has no ELBO and no KL)."""
+    speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
+    if m["train_kl"] is None:
+        test = "" if m["test_loss"] is None else f" | test {m['test_recon']:.2f}"
+        return (f"epoch {m['epoch']}/{epochs}: reconstruction loss: train "
+                f"{m['train_recon']:.2f}{test} | {m['seconds']:.1f} s{speed}")
     test = "" if m["test_loss"] is None else (
         f" | test -ELBO {m['test_loss']:.2f} (recon {m['test_recon']:.2f}, KL {m['test_kl']:.2f})")
-    speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
     units = "" if m.get("active_units") is None else (
         f" | active units {m['active_units']}/{len(m['kl_per_dim'])}, KL per dim "
         + " ".join(f"{v:.1f}" for v in sorted(m["kl_per_dim"], reverse=True)[:5])
         + (" ..." if len(m["kl_per_dim"]) > 5 else ""))
     iw = "" if iw_train is None else f", IWAE loss (K={iw_train}) {m['train_objective']:.2f}"
     return (f"epoch {m['epoch']}/{epochs}: train -ELBO {m['train_loss']:.2f} "
-            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}){iw}{test} | "
+            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}{beta_note}){iw}{test} | "
             f"{m['seconds']:.1f} s{speed}{units}")
 
 
@@ -498,6 +595,14 @@ def _binarize(x, mode, rng):
     return binarize(x, mode, rng)
 
 
+def _likelihood_name(model) -> str:
+    """``"bernoulli"`` or ``"gaussian"``, whether the model stores a name or an object."""
+    lik = getattr(model, "likelihood", "")
+    if isinstance(lik, str):
+        return lik
+    return str(getattr(lik, "name", type(lik).__name__)).lower().removesuffix("likelihood")
+
+
 def _positive_int(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
@@ -506,7 +611,7 @@ def _positive_int(value, what):
 
 def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",
         beta=1.0, kl_warmup=0, binarize="none", seed=0, progress=True, out_dir=None,
-        resume=False, callback=None, iw_train=None) -> list[dict]:
+        resume=False, callback=None, iw_train=None, y_train=None, y_test=None) -> list[dict]:
     """Train ``model`` on ``x_train``; return one metrics dict per epoch.
 
     Each dict has the keys of :data:`METRIC_KEYS`: ``epoch``, ``train_loss``
@@ -515,7 +620,8 @@ def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, opti
     ``seconds`` (training time of the epoch, evaluation excluded) and
     ``samples_per_second``, ``active_units`` and ``kl_per_dim`` (VAE only),
     among others. ``iw_train=K`` trains on the importance-weighted bound with
-    K samples per example (Burda et al., 2016). See :class:`Trainer` for the
+    K samples per example (Burda et al., 2016); ``y_train``/``y_test`` are the
+    labels a conditional model needs. See :class:`Trainer` for the
     arguments and the module docstring for ``out_dir`` and ``resume``.
 
     Examples
@@ -530,5 +636,5 @@ def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, opti
     trainer = Trainer(model, x_train, x_test, batch_size=batch_size, lr=lr, optimizer=optimizer,
                       beta=beta, kl_warmup=kl_warmup, binarize=binarize, seed=seed,
                       progress=progress, out_dir=out_dir, callback=callback,
-                      iw_train=iw_train)
+                      iw_train=iw_train, y_train=y_train, y_test=y_test)
     return trainer.fit(epochs, resume=resume)
