@@ -345,7 +345,6 @@ class Trainer:
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
                 given = self._given(self.y_train, idx)
-                if self.iw_train is None:
                 if self.iw_train is None and not given:
                     # loss_and_grads + optimizer.step, fused when the backend can (numpyvae.fused)
                     result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
