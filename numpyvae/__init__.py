@@ -9,6 +9,8 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .conv import Conv2d, ConvTranspose2d
+from .convnet import conv_vae
 from .cvae import CVAE
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .fused import train_step
@@ -47,6 +49,9 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Conv2d",
+    "ConvTranspose2d",
+    "conv_vae",
     "Flatten",
     "Reshape",
     "mlp",

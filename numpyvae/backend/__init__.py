@@ -50,6 +50,10 @@ OPS = (
     "adam_update",
     "sum_of_squares",
     "kl_per_dimension",
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
 )
 
 #: Optional: what a backend may offer to run a whole training step as two kernel
