@@ -7,7 +7,7 @@ Importing the package is cheap: Numba is imported (and its kernels compiled,
 or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 """
 
-from . import evaluate, gradcheck
+from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
 from .layers import (
     Identity,
@@ -49,5 +49,7 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "evaluate",
+    "iwae",
+    "latent",
     "__version__",
 ]
