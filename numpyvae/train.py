@@ -143,6 +143,8 @@ class Trainer:
         example (:mod:`numpyvae.iwae`) instead of the ELBO; ``beta`` and
         ``kl_warmup`` weigh its ``log p(z) - log q(z|x)`` term.
 
+    Notes
+    -----
     After every epoch of a VAE, the per-dimension KL and the number of active
     units (:mod:`numpyvae.latent`) on the first :data:`LATENT_STATS_EXAMPLES`
     test examples (training examples without a test set) go into the metrics

@@ -66,8 +66,8 @@ def site(tmp_path_factory) -> Path:
                           timeout=BUILD_TIMEOUT, check=False)
     if proc.returncode != 0:
         log = (proc.stdout + proc.stderr).splitlines()
-        problems = [line for line in log if "WARNING" in line or "ERROR" in line
-                    or "Error" in line]
+        problems = [line for line in log if ("WARNING" in line or "ERROR" in line
+                                             or "Error" in line) and "[IPKernelApp]" not in line]
         tail = "\n".join(log[-40:])
         pytest.fail(f"sphinx-build -W failed (exit {proc.returncode}):\n"
                     + "\n".join(problems[:40]) + f"\n--- last lines ---\n{tail}", pytrace=False)
