@@ -9,6 +9,9 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+
+# The step-through inspector (the function; its module is numpyvae.inspect in sys.modules).
+from .inspect import Trace, inspect  # noqa: E402, F811
 from .layers import (
     Identity,
     Layer,
@@ -51,5 +54,7 @@ __all__ = [
     "evaluate",
     "iwae",
     "latent",
+    "inspect",
+    "Trace",
     "__version__",
 ]
