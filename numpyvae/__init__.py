@@ -9,15 +9,16 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
-
-# The step-through inspector (the function; its module is numpyvae.inspect in sys.modules).
-from .inspect import Trace, inspect  # noqa: E402, F811
+from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
+from .inspect import Trace, inspect
 from .layers import (
+    Flatten,
     Identity,
     Layer,
     LeakyReLU,
     Linear,
     ReLU,
+    Reshape,
     Sequential,
     Sigmoid,
     Softplus,
@@ -44,7 +45,13 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Flatten",
+    "Reshape",
     "mlp",
+    "Bernoulli",
+    "Gaussian",
+    "GaussianLearnedVariance",
+    "DiagonalGaussian",
     "SGD",
     "Adam",
     "AdamW",
