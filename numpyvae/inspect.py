@@ -626,6 +626,11 @@ def _leaves(network, prefix):
         yield from _leaves(child, f"{prefix}{i}.")
 
 
+def _has_posterior(model) -> bool:
+    """A VAE's encoder outputs [mu | logvar] (two widths per latent dimension)."""
+    return getattr(model, "latent_widths", 1) == 2
+
+
 def build_graph(model, beta=1.0):
     """The model's nodes as ``(name, op, wiring)`` in execution order.
 
@@ -637,7 +642,7 @@ def build_graph(model, beta=1.0):
     for name, layer in _leaves(model.encoder, "encoder."):
         graph.append((name, LayerOp(layer), {"x": src}))
         src = (name, "out")
-    has_posterior = getattr(model, "latent_widths", 1) == 2 or hasattr(model, "posterior")
+    has_posterior = _has_posterior(model)
     if has_posterior:
         be = model.backend
         graph.append(("posterior.split", SplitOp(model.latent_dim), {"h": src}))
@@ -713,7 +718,7 @@ def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
     x = np.asarray(x)
     x64 = np.array(x, dtype=F64)
     graph = build_graph(model, beta)
-    if getattr(model, "latent_widths", 1) == 2 or hasattr(model, "posterior"):
+    if _has_posterior(model):
         shape = (x64.shape[0], model.latent_dim)
         eps = rng.standard_normal(shape) if eps is None else np.array(eps, dtype=F64)
         if eps.shape != shape:
