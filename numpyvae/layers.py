@@ -430,14 +430,14 @@ class Reshape(Layer):
         return cls(*spec["shape"], backend=backend)
 
     def forward(self, x):
-        """x: (B, ...) with prod(shape) values per example -> (B, *shape)."""
+        """``x``: ``(B, ...)`` with ``prod(shape)`` values per example -> ``(B, *shape)``."""
         self._check_input(x, None, None)
         self.output_shape(x.shape[1:])
         self._shape = x.shape
         return x.reshape(x.shape[0], *self.shape)
 
     def backward(self, dout):
-        """dout: (B, *shape) -> dx: the shape forward was given."""
+        """``dout``: ``(B, *shape)`` -> ``dx``: the shape forward was given."""
         if self._shape is None:
             raise RuntimeError("Reshape.backward called before forward")
         self._check_input(dout, self.shape, None, what="upstream gradient")

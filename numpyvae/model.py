@@ -423,22 +423,24 @@ class _EncoderDecoder:
 class VAE(_EncoderDecoder):
     """A variational autoencoder with a diagonal Gaussian posterior and a standard-normal prior.
 
-    Two ways to build one:
+    Two ways to build one::
 
-    ``VAE(encoder, decoder, *, latent_dim, likelihood="bernoulli", free_bits=0.0,
-    input_shape=None, seed=0, backend=None)``
-        Any two networks of layers. ``encoder`` maps ``(B, *input_shape)`` to
-        ``(B, 2 * latent_dim)`` (``[mu | logvar]``), ``decoder`` maps
-        ``(B, latent_dim)`` back to ``(B, *input_shape)``. ``input_shape`` is
-        the decoder's output shape unless given; the shapes are checked here
-        (``ValueError`` if they do not fit). The model takes the networks
-        over: their parameters move into one flat buffer, and they run on
-        the model's backend with reused work buffers.
+        VAE(encoder, decoder, *, latent_dim, likelihood="bernoulli", free_bits=0.0,
+            input_shape=None, seed=0, backend=None)
+        VAE(input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
+            activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
+            gaussian_var=0.01, free_bits=0.0)
 
-    ``VAE(input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
-    activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
-    gaussian_var=0.01, free_bits=0.0)``
-        An MLP encoder with hidden widths ``hidden_dims`` and a mirrored MLP decoder.
+    The first takes any two networks of layers. ``encoder`` maps ``(B, *input_shape)`` to
+    ``(B, 2 * latent_dim)`` (``[mu | logvar]``), ``decoder`` maps
+    ``(B, latent_dim)`` back to ``(B, *input_shape)``. ``input_shape`` is
+    the decoder's output shape unless given; the shapes are checked here
+    (``ValueError`` if they do not fit). The model takes the networks
+    over: their parameters move into one flat buffer, and they run on
+    the model's backend with reused work buffers.
+
+    The second builds an MLP encoder with hidden widths ``hidden_dims`` and a
+    mirrored MLP decoder.
 
     Parameters
     ----------
@@ -476,7 +478,7 @@ class VAE(_EncoderDecoder):
 
         Parameters
         ----------
-        x : ndarray, shape (B, *input_shape)
+        x : ndarray, shape ``(B, *input_shape)``
         eps : ndarray, shape (B, latent_dim), optional
             The reparameterization noise; drawn from ``rng`` (or the model's
             own generator) when omitted. Pass it to hold the noise fixed.
