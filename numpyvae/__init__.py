@@ -9,6 +9,7 @@ or loaded from the on-disk cache) only when the ``numba`` backend is chosen.
 
 from . import evaluate, gradcheck, iwae, latent
 from .backend import get_backend
+from .cvae import CVAE
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .inspect import Trace, inspect
 from .layers import (
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "CVAE",
     "Autoencoder",
     "LossResult",
     "ModelFileError",
