@@ -714,6 +714,9 @@ def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
     """
     from .inspect_catalogue import plant
 
+    if getattr(model, "num_classes", None) is not None:
+        raise ValueError(f"inspect: conditional models ({type(model).__name__}) are not "
+                         f"supported yet; inspect a VAE or an Autoencoder")
     rng = np.random.default_rng(seed)
     x = np.asarray(x)
     x64 = np.array(x, dtype=F64)

@@ -271,3 +271,12 @@ def test_cli_run_dir(tmp_path, capsys):
     assert main(["inspect", str(run), "-n", "3", "--backend", "numpy"]) == 0
     out = capsys.readouterr().out
     assert "encoder.0" in out and "(3,784)" in out.replace(" ", "")
+
+
+def test_conditional_models_are_refused_with_a_clear_error():
+    from numpyvae.cvae import CVAE
+
+    model = CVAE(6, hidden_dims=(5,), latent_dim=3, num_classes=2, dtype="float64",
+                 backend="numpy")
+    with pytest.raises(ValueError, match="conditional models"):
+        inspect(model, _batch())
