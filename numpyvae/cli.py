@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gradcheck", formatter_class=fmt,
         help="check every hand-written gradient against finite differences",
         description="Compare the backward pass of every layer type (Linear with each "
-                    "activation, each activation, Sequential) and of the whole VAE "
-                    "(Bernoulli and Gaussian likelihoods) and autoencoder with central "
+                    "activation, each activation, Flatten, Reshape, Sequential) and of the "
+                    "whole VAE (Bernoulli and Gaussian likelihoods), the autoencoder and a "
+                    "VAE of composed networks (tanh encoder, image-shaped data) with central "
                     "differences in float64, and print a table per check. Exits with 1 if "
                     "any check fails.",
         epilog="example:\n  numpyvae gradcheck --backend numba")

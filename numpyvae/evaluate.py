@@ -125,8 +125,9 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
             z = mu + sigma * eps                                        # (c, B, L)
             log_pz = -0.5 * np.sum(z.astype(np.float64) ** 2 + LOG_2PI, axis=2)
             log_qz = -0.5 * np.sum(eps.astype(np.float64) ** 2 + LOG_2PI + logvar, axis=2)
-            tiled = {k: np.tile(v, c) for k, v in given.items()}
-            nll = model.reconstruction_nll(z.reshape(c * B, L), np.tile(x, (c, 1)), **tiled)
+            tiled = {name: np.tile(v, c) for name, v in given.items()}
+            xc = np.tile(x, (c,) + (1,) * (x.ndim - 1))                  # (c*B, *input_shape)
+            nll = model.reconstruction_nll(z.reshape(c * B, L), xc, **tiled)
             log_w = -nll.reshape(c, B) + log_pz - log_qz                 # (c, B)
             run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             done += c

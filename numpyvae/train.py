@@ -217,8 +217,9 @@ class Trainer:
 
     def _check_x(self, x, what):
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.model.input_dim or len(x) == 0:
-            raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
+        shape = self.model.input_shape  # one example's shape: (784,), or (1, 28, 28) for images
+        if x.shape[1:] != shape or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {', '.join(map(str, shape))}), "
                              f"got {x.shape}")
         return np.ascontiguousarray(x, dtype=self.model.dtype)
 
