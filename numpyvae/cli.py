@@ -1,18 +1,23 @@
 """The ``numpyvae`` command: argument parsing and error reporting only.
 
 Each subcommand parses its options and calls one function of
-:mod:`numpyvae.train` (or :mod:`numpyvae.gradcheck`), where the work is done.
-Errors a user can cause (a missing or corrupt data file, a bad option, an
-unknown dataset, a bad run folder, an unavailable backend) arrive here as
-exceptions and leave as one line on stderr with exit code 2, never a
-traceback. A NaN loss exits with 1, Ctrl-C during training with 130 after
-saving a checkpoint.
+:mod:`numpyvae.run` (or :mod:`numpyvae.gradcheck`), where the work is done.
+Errors a user can cause (a missing, corrupt or hostile data, model or run
+file, a bad option, an unknown dataset, a run folder in use, sizes beyond
+the machine's memory, an unavailable backend, a full disk) arrive here as
+the library's documented exceptions and leave as one line on stderr with
+exit code 2, never a traceback. A NaN loss exits with 1. Ctrl-C (SIGINT)
+or SIGTERM during training saves a checkpoint and exits with 130 or 143
+(128 + the signal's number); at any other moment they exit the same way at
+once, without a traceback, from the first line of :func:`main` on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -83,9 +88,26 @@ _non_negative = _int_at_least(0, "an integer >= 0")
 
 def _number(text):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text):
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_number(text):
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,11 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive, default=None,
                    help=f"latent dimensions (default: {D['latent_dim']}; 2 adds the manifold "
                         f"figure)")
-    p.add_argument("--lr", type=_number, default=None,
-                   help=f"learning rate (default: {D['lr']:g})")
+    p.add_argument("--lr", type=_positive_number, default=None,
+                   help=f"learning rate (default: {D['lr']:g}; with --resume, a new one "
+                        f"applies from the checkpoint on)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
                    help=f"optimizer (default: {D['optimizer']})")
-    p.add_argument("--beta", type=_number, default=None,
+    p.add_argument("--beta", type=_non_negative_number, default=None,
                    help=f"weight of the KL term, beta-VAE (default: {D['beta']:g})")
     p.add_argument("--kl-warmup", type=_non_negative, metavar="STEPS", default=None,
                    help="raise the KL weight linearly to beta over this many steps "
@@ -262,7 +285,9 @@ def _train(args):
         test = "" if last["test_loss"] is None else f", test -ELBO {last['test_loss']:.2f}"
         print(f"{result.run_dir}: {last['epoch']} epochs, train -ELBO "
               f"{last['train_loss']:.2f}{test} nats")
-    return EXIT_INTERRUPTED if result.interrupted else 0
+    if result.interrupted:
+        return 128 + (result.stop_signal or signal.SIGINT)
+    return 0
 
 
 def _evaluate(args):
@@ -343,22 +368,39 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
             "gradcheck": _gradcheck}
 
 
+class _Stop(KeyboardInterrupt):
+    """SIGTERM outside training, raised where the program is, as Ctrl-C's KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Stop
+
+
 def main(argv=None) -> int:
     """Run the ``numpyvae`` command; return its exit code."""
-    from .train import NonFiniteLossError
-
-    args = build_parser().parse_args(argv)
+    command = "numpyvae"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return COMMANDS[args.command](args)
-    except NonFiniteLossError as exc:
-        print(f"numpyvae {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"numpyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
+        from .train import NonFiniteLossError
+
+        args = build_parser().parse_args(argv)
+        command = f"numpyvae {args.command}"
+        try:
+            return COMMANDS[args.command](args)
+        except NonFiniteLossError as exc:
+            print(f"{command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except (ValueError, OSError, ImportError, MemoryError) as exc:
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Stop):
+            print(f"{command}: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        print(f"{command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc) -> str:

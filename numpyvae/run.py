@@ -3,15 +3,16 @@
 Train, evaluate, sample, reconstruct, interpolate and redraw figures of a run.
 
 A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
-``metrics.jsonl`` and ``figures/`` (see :mod:`numpyvae.train` for the files the
-training loop writes). This module turns command-line options into a run,
-reads a run back, and draws its figures with :mod:`numpyvae.plots`. Argument
-parsing is :mod:`numpyvae.cli`'s job; the training loop is :mod:`numpyvae.train`'s.
+``metrics.jsonl`` and ``figures/`` (its files, their format and errors are
+:mod:`numpyvae.runfolder`'s). This module turns command-line options into a
+run, reads a run back, and draws its figures with :mod:`numpyvae.plots`.
+Argument parsing is :mod:`numpyvae.cli`'s job; the training loop is
+:mod:`numpyvae.train`'s. A folder written by :func:`numpyvae.train.fit` from
+Python works here too: its test set is kept in the folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,24 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, plots
+from . import evaluate, plots, runfolder
 from .backend import get_backend
-from .data import DATASETS, load_dataset
+from .data import DATASETS, Dataset, load_dataset
 from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
-from .train import (
-    _STREAM_EVAL,
-    _STREAM_FIGURES,
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
+from .runfolder import (
     FIGURES_DIR,
-    METRICS_FILE,
     MODEL_FILE,
-    RUN_FORMAT,
     RunFolderError,
     RunNotFoundError,
+    read_config,
+)
+from .train import (
+    METRIC_KEYS,
+    STREAM_EVAL,
+    STREAM_FIGURES,
     Trainer,
-    _positive_int,
     eval_inputs,
+    positive_int,
 )
 
 # ---------------------------------------------------------------------------- run folders
@@ -80,6 +81,7 @@ class RunResult:
     interrupted: bool
     figures: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    stop_signal: int | None = None
 
 
 def options_from_config(config: dict) -> dict:
@@ -120,39 +122,9 @@ def default_run_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def read_config(run_dir) -> dict:
-    """The config.json of a run folder, with clear errors."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunNotFoundError(f"run folder not found: {run_dir}")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); "
-                               f"create one with: numpyvae train --out {run_dir}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise RunFolderError(f"{path}: not a numpyvae run configuration (format "
-                             f"{config.get('format') if isinstance(config, dict) else None!r}, "
-                             f"expected {RUN_FORMAT})")
-    return config
-
-
 def read_metrics(run_dir) -> list[dict]:
-    """The per-epoch metrics of a run folder (empty if none were written yet)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise RunFolderError(f"{path}, line {i}: not valid JSON ({exc})") from exc
-    return rows
+    """The per-epoch metrics of a run folder (empty if none were written yet), validated."""
+    return runfolder.read_metrics(run_dir, METRIC_KEYS)
 
 
 def load_run(run_dir, backend=None) -> Run:
@@ -177,12 +149,31 @@ def build_model(options: dict, input_dim: int, backend=None):
                dtype=options["dtype"], seed=options["seed"], backend=backend)
 
 
-def run_dataset(config: dict, data_dir=None, download=True, progress=True):
-    """The dataset a run was trained on, found again (``data_dir`` first, then where it was)."""
+def run_dataset(config: dict, data_dir=None, download=True, progress=True, run_dir=None):
+    """The dataset a run was trained on, found again (``data_dir`` first, then where it was).
+
+    A run trained from Python on arrays has no dataset name; its test set is
+    read from the run folder (``test_data.npz``), and the training split of
+    the returned :class:`~numpyvae.data.Dataset` is empty.
+    """
     name = config.get("dataset")
     if name is None:
-        raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
-                             "config.json), so its test images cannot be found")
+        if run_dir is None or "test_data" not in config:
+            raise RunFolderError(
+                f"{run_dir or 'this run'}: trained without a test set (no 'dataset' and no "
+                f"test data in {runfolder.CONFIG_FILE}), so there are no test images to use; "
+                f"pass x_test to fit() to keep them")
+        x, y = runfolder.read_test_data(run_dir)
+        labelled = y is not None
+        y = y.astype(np.int64) if labelled else np.zeros(len(x), np.int64)
+        shape = tuple(config.get("image_shape") or (1, x.shape[1]))
+        if int(np.prod(shape)) != x.shape[1]:
+            raise RunFolderError(f"{run_dir}: image_shape {list(shape)} does not fit the "
+                                 f"{x.shape[1]} values of each test example")
+        empty = np.zeros((0, x.shape[1]), x.dtype)
+        return Dataset("test data of the run", empty, np.zeros(0, np.int64), x, y, shape,
+                       label_names=[] if labelled else ["test examples"],
+                       source=str(Path(run_dir) / runfolder.TEST_DATA_FILE))
     if data_dir is None and config.get("data_dir"):
         recorded = Path(config["data_dir"])
         data_dir = recorded if recorded.is_dir() else None
@@ -196,25 +187,37 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
 
     ``options`` are those of :data:`TRAIN_DEFAULTS` (None or absent: the
     default, or with ``resume`` the run's own value). A resumed run keeps its
-    configuration; of the options, only ``epochs`` may differ from it.
-    A resumed run also keeps its data folder and backend unless given others.
+    configuration; of the options, only ``epochs`` and ``lr`` may differ from it
+    (a new learning rate is recorded in the checkpoint; lowering it is the
+    remedy for a run that diverged). A resumed run also keeps its data folder
+    and backend unless given others. The run folder is locked for the whole job.
     ``log`` is called with one line of text for each thing worth telling.
     """
     log = log or (lambda text: None)
     options = _normalise_options(options)
+    if resume and out is None:
+        raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
+    if out is None:
+        out = default_run_dir(options.get("dataset", TRAIN_DEFAULTS["dataset"]))
     if resume:
-        if out is None:
-            raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
-        run_dir = Path(out)
+        read_config(out)  # a missing or damaged run is reported before the folder is locked
+    with runfolder.lock(out):
+        return _train_locked(Path(out), resume, data_dir, download, backend, progress, figures,
+                             log, options)
+
+
+def _train_locked(run_dir, resume, data_dir, download, backend, progress, figures, log,
+                  options) -> RunResult:
+    if resume:
         config = read_config(run_dir)
         saved = options_from_config(config)
         for key, value in options.items():
-            if key != "epochs" and saved.get(key) != value:
+            if key not in ("epochs", "lr") and saved.get(key) != value:
                 flag = "--" + key.replace("_", "-")
                 raise RunFolderError(
                     f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
                     f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
-                    f"may change)")
+                    f"and --lr may change)")
         merged = {**saved, **options}
         if data_dir is None and config.get("data_dir"):
             data_dir = config["data_dir"]
@@ -224,10 +227,7 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         merged = {**TRAIN_DEFAULTS, **options}
         if merged["epochs"] is None:
             merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
-        run_dir = Path(out) if out is not None else default_run_dir(merged["dataset"])
-        if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
-            raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
-                                 f"or choose another --out")
+        runfolder.check_new(run_dir)
     get_backend(backend)  # fail early, before loading data, on an unusable backend
     dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
                            progress=progress)
@@ -246,7 +246,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         f"images) from {dataset.source}")
     log(f"model: {model!r}, {model.num_params} parameters")
     history = trainer.fit(merged["epochs"], resume=resume)
-    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
+    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
+                       stop_signal=trainer.stop_signal)
     if trainer.interrupted:
         log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
             f"--out {run_dir} --resume")
@@ -271,7 +272,7 @@ def _figure_path(run_dir, name, out=None) -> Path:
 
 
 def _pick(n_total, n, seed):
-    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
 
 
@@ -285,7 +286,7 @@ def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> 
 
 def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
     """A grid of ``n`` decoded draws from the prior."""
-    images = model.sample(n, rng=np.random.default_rng([int(seed), _STREAM_FIGURES]))
+    images = model.sample(n, rng=np.random.default_rng([int(seed), STREAM_FIGURES]))
     plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
     return Path(path)
 
@@ -293,7 +294,7 @@ def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
 def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
     """``pairs`` strips of ``steps`` images between the codes of two test images."""
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
-    np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
+    np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
     strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
                        for i in range(len(idx) // 2)])
@@ -341,7 +342,7 @@ def _image_shape(run: Run):
 def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
     """Write (again) every figure of a run folder."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
     return make_figures(run.run_dir, run.model, dataset, run.history,
                         run.options["binarize"] or "none", seed)
 
@@ -349,7 +350,7 @@ def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) 
 def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
     run = load_run(run_dir, backend)
-    n = _positive_int(n, "n")
+    n = positive_int(n, "n")
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
                          n, seed)
 
@@ -358,20 +359,20 @@ def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=
                     backend=None) -> Path:
     """``numpyvae reconstruct``: test images above their reconstructions."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
                                  _figure_path(run_dir, "reconstructions.png", out),
-                                 _positive_int(n, "n"), seed)
+                                 positive_int(n, "n"), seed)
 
 
 def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
                     download=True, backend=None) -> Path:
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
-                               _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
+                               positive_int(pairs, "pairs"), positive_int(steps, "steps"),
                                seed)
 
 
@@ -385,13 +386,17 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     (:func:`numpyvae.evaluate.log_likelihood`).
     """
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download)
+    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
     x = dataset.x_test
     if limit is not None:
-        x = x[:_positive_int(limit, "limit")]
+        x = x[:positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
-    rng = np.random.default_rng([int(seed), _STREAM_EVAL])
-    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng)
+    rng = np.random.default_rng([int(seed), STREAM_EVAL])
+    r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng)
+    if not math.isfinite(r.elbo):
+        raise RunFolderError(f"{Path(run_dir) / MODEL_FILE}: the model's test ELBO is {r.elbo} "
+                             f"(its weights overflow on this data); evaluate a checkpoint "
+                             f"from before training diverged")
     out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
            "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
            "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
