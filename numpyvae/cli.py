@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default: runs/<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-figures", action="store_true",
+                   help="draw no figures at the end (numpyvae figures RUN_DIR draws them later)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     _add_backend(p, "; with --resume, the run's own")
 
@@ -275,6 +277,7 @@ def _train(args):
     result = train_run(
         args.out, resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
         backend=args.backend, progress=not args.quiet, log=_say(args),
+        figures=not args.no_figures,
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,

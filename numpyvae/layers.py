@@ -28,9 +28,9 @@ def as_float_dtype(dtype) -> np.dtype:
     """Normalise ``"float32"``/``np.float64``/... to a ``np.dtype``; only float32/64 allowed."""
     try:
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dt not in FLOAT_DTYPES:  # None == np.dtype("float64"): test it first
         raise ValueError(f"unsupported dtype {dtype!r}; expected 'float32' or 'float64'")
     return dt
 

@@ -201,6 +201,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         out = default_run_dir(options.get("dataset", TRAIN_DEFAULTS["dataset"]))
     if resume:
         read_config(out)  # a missing or damaged run is reported before the folder is locked
+    else:
+        runfolder.check_new(out)  # someone else's files: refused before a lock file is made
     with runfolder.lock(out):
         return _train_locked(Path(out), resume, data_dir, download, backend, progress, figures,
                              log, options)
@@ -229,6 +231,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
             merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
         runfolder.check_new(run_dir)
     get_backend(backend)  # fail early, before loading data, on an unusable backend
+    if data_dir is not None:  # recorded, and reported as the data's source, as a full path
+        data_dir = Path(data_dir).resolve()
     dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
                            progress=progress)
     model = build_model(merged, dataset.input_dim, backend=backend)

@@ -200,7 +200,7 @@ def check_new(run_dir) -> None:
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a run folder")
     if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
-        raise RunFolderError(f"{run_dir} already holds a training run; continue it with "
+        raise RunFolderError(f"{run_dir} already holds a run; continue it with "
                              f"--resume (resume=True), or choose another output folder")
     ours = {LOCK_FILE} | {p.name for name in RUN_FILES for p in stale_temp_files(run_dir / name)}
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()

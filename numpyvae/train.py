@@ -238,12 +238,18 @@ class Trainer:
         self.stop_signal = None
         if self.out_dir is None:
             return self._fit(epochs)
+        checkpoint = self.out_dir / CHECKPOINT_FILE
+
+        def new_run():
+            return not (resume and (checkpoint.exists() or (self.out_dir / CONFIG_FILE).is_file()))
+
+        if new_run():  # refuse a folder of someone else's files before writing a lock file in it
+            runfolder.check_new(self.out_dir)
         with runfolder.lock(self.out_dir):
-            checkpoint = self.out_dir / CHECKPOINT_FILE
-            if resume and checkpoint.exists():
+            if new_run():
+                runfolder.check_new(self.out_dir)  # again: another process may have started
+            elif checkpoint.exists():
                 self.load_checkpoint(checkpoint)
-            elif not (resume and (self.out_dir / CONFIG_FILE).is_file()):
-                runfolder.check_new(self.out_dir)
             self._write_config(epochs)
             if self._test_data is not None and not (
                     self.out_dir / runfolder.TEST_DATA_FILE).is_file():
