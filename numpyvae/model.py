@@ -32,8 +32,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +42,7 @@ from .backend import get_backend
 from .backend.reference import ACTIVATIONS
 from .fileio import atomic_write
 from .layers import Layer, as_float_dtype, mlp, pack_parameters
+from .safenpz import read_npz
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FORMAT_VERSION = 1
@@ -454,14 +453,6 @@ class Autoencoder(_EncoderDecoder):
 
 MODEL_KINDS = {"vae": VAE, "autoencoder": Autoencoder}
 
-# What reading a damaged archive can raise: zipfile reports bad headers as
-# BadZipFile, but a flipped byte in a header can also claim an unsupported
-# compression method or zip version (NotImplementedError) or encryption
-# (RuntimeError); numpy reports bad array headers as ValueError.
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
-               RuntimeError, KeyError, OverflowError, zlib.error)
-
-
 def build_model(config: dict, backend=None):
     """Construct a model from a :meth:`config` dict."""
     config = dict(config)
@@ -481,16 +472,11 @@ def load(path, backend=None):
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}
-    except _UNREADABLE as exc:
-        raise ModelFileError(f"{path}: not a readable numpyvae model file ({exc})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load read a bare .npy array
-        raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
-                             "model.save() (an .npz archive)")
+    with open(path, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
+                                 "model.save() (an .npz archive)")
+    arrays = read_npz(path, ModelFileError, "numpyvae model file")
     if "__config__" not in arrays:
         raise ModelFileError(f"{path}: no model config inside; was it written by model.save()?")
     try:

@@ -221,6 +221,19 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                     f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
                     f"and --lr may change)")
         merged = {**saved, **options}
+        path = run_dir / runfolder.CONFIG_FILE
+        if config.get("dataset") is None:
+            raise RunFolderError(
+                f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
+                f"so the command cannot find its training data; resume it from Python: "
+                f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
+        missing = sorted(k for k in TRAIN_DEFAULTS if merged.get(k) is None)
+        if missing:
+            raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
+                                 f"numpyvae train records; cannot resume this run")
+        if merged["dataset"] not in DATASETS or merged["model"] not in MODEL_KINDS:
+            raise RunFolderError(f"{path}: unknown dataset {merged['dataset']!r} or model "
+                                 f"{merged['model']!r}")
         if data_dir is None and config.get("data_dir"):
             data_dir = config["data_dir"]
         if backend is None:  # the same backend, for a bit-for-bit continuation

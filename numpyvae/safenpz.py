@@ -41,6 +41,7 @@ MAX_ENTRIES = 10_000
 #: The largest ``.npy`` header read (numpy's own default limit).
 MAX_HEADER = 10_000
 _CHUNK = 1 << 20
+_KINDS = "biufcSU"  # booleans, numbers, bytes, text: never objects (pickles) or records
 _ENCRYPTED = 0x1
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what np.savez(_compressed) write
 # What the standard library can raise on a damaged zip directory or stream.
@@ -49,7 +50,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, st
                IndexError, KeyError)
 
 
-def read_npz(path, error: type[Exception] = ValueError, what: str = ".npz archive") -> dict:
+def read_npz(path, error: type[Exception] = ValueError, what: str = "numpyvae file") -> dict:
     """All arrays of the ``.npz`` archive ``path``, by name (without ``.npy``).
 
     Parameters
@@ -63,71 +64,78 @@ def read_npz(path, error: type[Exception] = ValueError, what: str = ".npz archiv
         What the file should be, for messages ("model file", "checkpoint").
     """
     path = Path(path)
+    try:
+        return _read(path, what)
+    except _Problem as exc:
+        raise error(f"{path}: {exc}") from None
 
-    def fail(problem):
-        return error(f"{path}: {problem}")
 
+class _Problem(Exception):
+    """What is wrong with the archive; :func:`read_npz` adds the file name and the class."""
+
+
+def _read(path: Path, what: str) -> dict:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise fail("file not found") from None
+        raise _Problem("file not found") from None
     except OSError as exc:
-        raise fail(f"cannot read the file ({exc.strerror or exc})") from None
+        raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
     with f:
         try:
             head = f.read(4)
             size = f.seek(0, 2)
             f.seek(0)
         except OSError as exc:
-            raise fail(f"cannot read the file ({exc.strerror or exc})") from None
+            raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
         if size == 0:
-            raise fail(f"the file is empty; not a {what}")
+            raise _Problem(f"the file is empty; not a readable {what}")
         if not head.startswith(b"PK"):
-            raise fail(f"not a {what} (an .npz archive starts with the zip signature 'PK'; "
-                       f"this file of {size} bytes starts with {head!r})")
+            raise _Problem(f"not a readable {what} (an .npz archive starts with the zip signature "
+                           f"'PK'; this file of {size} bytes starts with {head!r})")
         try:
             archive = zipfile.ZipFile(f)
         except _ZIP_ERRORS as exc:
-            raise fail(f"not a readable {what}: the zip directory is damaged ({_say(exc)})") \
+            raise _Problem(f"not a readable {what}: the zip directory is damaged ({_say(exc)})") \
                 from None
         with archive:
-            entries = _check_directory(archive, fail)
+            entries = _check_directory(archive)
             arrays = {}
             for info in entries:
                 try:
-                    arrays[info.filename[:-4]] = _read_entry(archive, info, fail)
+                    arrays[info.filename[:-4]] = _read_entry(archive, info)
                 except _ZIP_ERRORS as exc:
-                    raise fail(f"entry {info.filename!r} is damaged ({_say(exc)})") from None
+                    raise _Problem(f"entry {info.filename!r} is damaged ({_say(exc)})") from None
     return arrays
 
 
-def _check_directory(archive, fail) -> list:
+def _check_directory(archive) -> list:
     entries = archive.infolist()
     if len(entries) > MAX_ENTRIES:
-        raise fail(f"the archive lists {len(entries)} entries, more than the {MAX_ENTRIES} "
-                   f"a numpyvae file can hold")
+        raise _Problem(f"the archive lists {len(entries)} entries, more than the {MAX_ENTRIES} "
+                       f"a numpyvae file can hold")
     seen, total = set(), 0
     for info in entries:
         name = info.filename
         if not name.endswith(".npy") or len(name) == 4:
-            raise fail(f"unexpected entry {name!r} (an .npz archive holds only <name>.npy "
-                       f"arrays)")
+            raise _Problem(f"unexpected entry {name!r} (an .npz archive holds only <name>.npy "
+                           f"arrays)")
         if name in seen:
-            raise fail(f"the entry {name!r} appears twice")
+            raise _Problem(f"the entry {name!r} appears twice")
         seen.add(name)
         if info.flag_bits & _ENCRYPTED:
-            raise fail(f"the entry {name!r} is encrypted; numpyvae files never are")
+            raise _Problem(f"the entry {name!r} is encrypted; numpyvae files never are")
         if info.compress_type not in _METHODS:
-            raise fail(f"the entry {name!r} uses zip compression method {info.compress_type}; "
-                       f"an .npz archive uses method 0 (stored) or 8 (deflate)")
+            raise _Problem(f"the entry {name!r} uses zip compression method {info.compress_type}; "
+                           f"an .npz archive uses method 0 (stored) or 8 (deflate)")
         total += info.file_size
     reason = excess(total)
     if reason is not None:
-        raise fail(f"the archive's entries claim {reason}")
+        raise _Problem(f"the archive's entries claim {reason}")
     return entries
 
 
-def _read_entry(archive, info, fail) -> np.ndarray:
+def _read_entry(archive, info) -> np.ndarray:
     name = info.filename
     with archive.open(info) as stream:
         try:
@@ -141,26 +149,26 @@ def _read_entry(archive, info, fail) -> np.ndarray:
                                  f"supported (1.0 and 2.0 are)")
         except (ValueError, TypeError, SyntaxError, KeyError, RecursionError,
                 OverflowError) as exc:
-            raise fail(f"entry {name!r} is not a valid .npy array ({_say(exc)})") from None
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise fail(f"entry {name!r} holds {dtype} data; numpyvae files hold plain numbers "
-                       f"(pickled objects are never loaded)")
+            raise _Problem(f"entry {name!r} is not a valid .npy array ({_say(exc)})") from None
+        if dtype.hasobject or dtype.kind not in _KINDS:
+            raise _Problem(f"entry {name!r} holds {dtype} data; numpyvae files hold numbers or "
+                           f"text (pickled objects are never loaded)")
         nbytes = math.prod(shape) * dtype.itemsize
         header_size = stream.tell()  # decompressed bytes read so far: the header's
         if header_size + nbytes != info.file_size:
-            raise fail(f"entry {name!r}: its .npy header announces shape {shape} of {dtype} "
-                       f"({nbytes} bytes) but the zip directory gives it "
-                       f"{info.file_size - header_size} bytes of data")
+            raise _Problem(f"entry {name!r}: its .npy header announces shape {shape} of {dtype} "
+                           f"({nbytes} bytes) but the zip directory gives it "
+                           f"{info.file_size - header_size} bytes of data")
         buffer = bytearray(nbytes)
         view, done = memoryview(buffer), 0
         while done < nbytes:
             chunk = stream.read(min(_CHUNK, nbytes - done))
             if not chunk:
-                raise fail(f"entry {name!r} is truncated ({done} of {nbytes} bytes)")
+                raise _Problem(f"entry {name!r} is truncated ({done} of {nbytes} bytes)")
             view[done:done + len(chunk)] = chunk
             done += len(chunk)
         if stream.read(1):  # also makes zipfile check the CRC
-            raise fail(f"entry {name!r} holds more data than its header announces")
+            raise _Problem(f"entry {name!r} holds more data than its header announces")
     array = np.frombuffer(buffer, dtype=dtype)
     return array.reshape(shape, order="F" if fortran else "C")
 

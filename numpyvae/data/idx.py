@@ -48,6 +48,8 @@ IDX_TYPES = {
 _TYPE_CODES = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+#: The most dimensions an IDX file may have here (NumPy's own limit is 64).
+MAX_DIMS = 32
 
 
 class DataFileError(ValueError):
@@ -159,6 +161,9 @@ def _read_stream(stream, source: str, size: int | None) -> np.ndarray:
             f"{source}: not an IDX file (magic number 0x{magic:08X}; an IDX file starts with "
             f"0x0000 then a type code 0x08-0x0E and the number of dimensions)"
         )
+    if ndim > MAX_DIMS:
+        raise DataFileError(f"{source}: its IDX header announces {ndim} dimensions; numpyvae "
+                            f"reads IDX files of at most {MAX_DIMS}")
     dims = stream.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise DataFileError(f"{source}: the IDX header is truncated ({ndim} dimensions "
