@@ -71,3 +71,13 @@ def check_size(nbytes: int, what: str) -> None:
     reason = excess(nbytes)
     if reason is not None:
         raise SizeLimitError(f"{what} would need {reason}; choose smaller sizes")
+
+
+def check_parameters(count: int, itemsize: int, what: str) -> None:
+    """Refuse ``what`` if its ``count`` parameters and their gradients exceed the budget.
+
+    Called by the model and layer constructors with the sizes they were
+    given, before they allocate anything.
+    """
+    check_size(2 * int(count) * int(itemsize),
+               f"{what}: {int(count):,} parameters (weights and gradients)")

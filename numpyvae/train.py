@@ -404,9 +404,10 @@ class Trainer:
         config = {"format": RUN_FORMAT, "model": self.model.config(),
                   "training": {**self.hyperparameters(), "epochs": epochs},
                   **self.config_extra}
-        if self._test_data is not None:
-            config.setdefault("test_data", runfolder.TEST_DATA_FILE)
+        if config.get("dataset") is None:  # arrays from Python: how to draw them, where they are
             config.setdefault("image_shape", _guess_image_shape(self.model.input_dim))
+            if self._test_data is not None:
+                config.setdefault("test_data", runfolder.TEST_DATA_FILE)
         runfolder.write_config(self.out_dir, config)
 
     def _trainer_state(self) -> dict:
