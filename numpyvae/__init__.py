@@ -25,7 +25,7 @@ _EXPORTS = {
     "Sequential": "layers", "mlp": "layers",
     "SGD": "optim", "Adam": "optim", "AdamW": "optim", "clip_grad_norm": "optim",
     "get_backend": "backend",
-    "gradcheck": None, "evaluate": None,
+    "gradcheck": None, "evaluate": None, "iwae": None, "latent": None,
 }
 
 
@@ -70,5 +70,7 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "evaluate",
+    "iwae",
+    "latent",
     "__version__",
 ]

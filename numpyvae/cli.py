@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-warmup", type=_non_negative, metavar="STEPS", default=None,
                    help="raise the KL weight linearly to beta over this many steps "
                         f"(default: {D['kl_warmup']}, none)")
+    p.add_argument("--free-bits", type=_number, metavar="NATS", default=None,
+                   help="nats per latent dimension below which the KL is not penalised, "
+                        "against posterior collapse (default: 0, off)")
+    p.add_argument("--iw-train", type=_positive, metavar="K", default=None,
+                   help="train on the importance-weighted bound (IWAE) with K samples per "
+                        "example instead of the ELBO (default: off)")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
                    help=f"decoder likelihood (default: {D['likelihood']})")
     p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid",
@@ -201,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=1000)
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the noise")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--disentanglement", action="store_true",
+                   help="shapes runs: the Mutual Information Gap (Chen et al., 2018) of the "
+                        "posterior means against the known generating factors, and the "
+                        "active units")
     _add_data(p)
     _add_backend(p)
 
@@ -282,7 +292,7 @@ def _train(args):
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
-        activation=args.activation)
+        activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits)
     if result.history and not args.quiet:
         last = result.history[-1]
         test = "" if last["test_loss"] is None else f", test -ELBO {last['test_loss']:.2f}"
@@ -298,7 +308,8 @@ def _evaluate(args):
 
     r = evaluate_run(args.run_dir, iw_samples=args.iw_samples, limit=args.limit,
                      batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir,
-                     download=not args.no_download, backend=args.backend)
+                     download=not args.no_download, backend=args.backend,
+                     disentanglement=args.disentanglement)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -310,6 +321,11 @@ def _evaluate(args):
     if "log_likelihood" in r:
         print(f"  log p(x) >=     {r['log_likelihood']:10.3f}   (importance-weighted, "
               f"K={r['iw_samples']})")
+    if "mig" in r:
+        print(f"  MIG             {r['mig']:10.3f}   (Mutual Information Gap, 0 to 1; "
+              f"{r['active_units']} of {r['latent_dim']} units active)")
+        for name, gap in r["mig_per_factor"].items():
+            print(f"    {name:<12}  {gap:8.3f}   (best: z[{r['mig_top_dim'][name]}])")
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, plots, runfolder
+from . import evaluate, latent, latent_plots, plots, runfolder
 from .backend import get_backend
 from .data import DATASETS, Dataset, load_dataset
 from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
@@ -49,6 +49,7 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
+    "iw_train": None, "free_bits": 0.0,
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
@@ -93,7 +94,8 @@ def options_from_config(config: dict) -> dict:
             "optimizer": t.get("optimizer"), "beta": t.get("beta"),
             "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
             "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
-            "model": m.get("kind"), "activation": m.get("activation")}
+            "model": m.get("kind"), "activation": m.get("activation"),
+            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0)}
 
 
 def _normalise_options(options: dict) -> dict:
@@ -105,7 +107,7 @@ def _normalise_options(options: dict) -> dict:
     if "hidden" in out:
         hidden = out["hidden"]
         out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    for key in ("lr", "beta"):
+    for key in ("lr", "beta", "free_bits"):
         if key in out:
             out[key] = float(out[key])
     if out.get("dataset", "shapes") not in DATASETS:
@@ -146,7 +148,8 @@ def build_model(options: dict, input_dim: int, backend=None):
     cls = MODEL_KINDS[options["model"]]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
-               dtype=options["dtype"], seed=options["seed"], backend=backend)
+               dtype=options["dtype"], seed=options["seed"], backend=backend,
+               free_bits=options.get("free_bits") or 0.0)
 
 
 def run_dataset(config: dict, data_dir=None, download=True, progress=True, run_dir=None):
@@ -227,7 +230,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                 f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
                 f"so the command cannot find its training data; resume it from Python: "
                 f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
-        missing = sorted(k for k in TRAIN_DEFAULTS if merged.get(k) is None)
+        missing = sorted(k for k, default in TRAIN_DEFAULTS.items()
+                         if merged.get(k) is None and (default is not None or k == "epochs"))
         if missing:
             raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
                                  f"numpyvae train records; cannot resume this run")
@@ -257,7 +261,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
                       seed=merged["seed"], progress=progress, out_dir=run_dir,
-                      config_extra=extra)
+                      config_extra=extra, iw_train=merged.get("iw_train"))
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
         f"images) from {dataset.source}")
@@ -325,6 +329,22 @@ def latent_codes(model, x, batch_size=1000) -> np.ndarray:
                            for i in range(0, len(x), batch_size)])
 
 
+def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=10,
+                         steps=11) -> list[Path]:
+    """The per-dimension KL bar chart and a traversal of the ``n_dims`` dimensions of most KL."""
+    x = eval_inputs(dataset.x_test[:5000], binarize_mode).astype(model.dtype)
+    stats = latent.latent_statistics(model, x)
+    kl_path = _figure_path(run_dir, "kl_per_dim.png")
+    latent_plots.kl_bars(stats.kl_per_dim, stats.activity, stats.threshold, path=kl_path)
+    dims = stats.kl_order()[:n_dims]
+    x0 = x[_pick(len(x), 1, seed)[0]]
+    images = latent.traversal(model, x0, dims, steps=steps)
+    traversal_path = _figure_path(run_dir, "traversal.png")
+    latent_plots.traversal(images, dims, stats.kl_per_dim, dataset.image_shape,
+                           path=traversal_path)
+    return [kl_path, traversal_path]
+
+
 def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
     """Write every figure of a run into ``run_dir/figures``; return their paths."""
     shape = dataset.image_shape
@@ -345,6 +365,8 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
         path = _figure_path(run_dir, "manifold.png")
         plots.manifold(model, shape, n=20, path=path)
         paths.append(path)
+    if getattr(model, "kind", "") == "vae":
+        paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
     if history:
         path = _figure_path(run_dir, "loss_curves.png")
         plots.loss_curves(history, path=path)
@@ -394,13 +416,17 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
-                 download=True, backend=None) -> dict:
+                 download=True, backend=None, disentanglement=False) -> dict:
     """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
 
     Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
     ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
     K > 0, ``log_likelihood``: the importance-weighted bound with K samples
-    (:func:`numpyvae.evaluate.log_likelihood`).
+    (:func:`numpyvae.evaluate.log_likelihood`). With ``disentanglement`` (a
+    VAE trained on ``shapes``, whose generating factors are known): ``mig``,
+    ``mig_per_factor`` (factor -> normalised gap), ``mig_top_dim`` (factor ->
+    the most informative latent dimension) and ``active_units``
+    (:mod:`numpyvae.latent`).
     """
     run = load_run(run_dir, backend)
     dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
@@ -426,4 +452,24 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
                              "trained an autoencoder")
         out["iw_samples"] = iw_samples
         out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+    if disentanglement:
+        out.update(_disentanglement(run.model, dataset, x, batch_size))
     return out
+
+
+def _disentanglement(model, dataset, x, batch_size) -> dict:
+    if getattr(model, "kind", "") != "vae":
+        raise ValueError("--disentanglement needs a VAE (its posterior means are the codes); "
+                         "this run trained an autoencoder")
+    if not dataset.factors_test:
+        raise ValueError(f"--disentanglement needs a dataset with known generating factors "
+                         f"(shapes); {dataset.name} has none")
+    mu, logvar = latent.posterior_parameters(model, x, batch_size=batch_size)
+    factors = latent.factor_matrix(dataset.factors_test, dataset.factor_names)[:len(x)]
+    mig = latent.mutual_info_gap(mu, factors)
+    count, _ = latent.active_units(mu)
+    names = list(dataset.factor_names)
+    return {"mig": mig.mig,
+            "mig_per_factor": {n: float(v) for n, v in zip(names, mig.per_factor, strict=True)},
+            "mig_top_dim": {n: int(d) for n, d in zip(names, mig.top, strict=True)},
+            "active_units": count, "latent_dim": model.latent_dim}

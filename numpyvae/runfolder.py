@@ -227,7 +227,7 @@ _CONFIG_FIELDS = {
 _TRAINING_FIELDS = {
     "batch_size": "int+", "epochs": "int+", "n_train": "int+", "seed": "int0",
     "kl_warmup": "int0", "lr": "number+", "beta": "number0", "optimizer": "str",
-    "binarize": "str",
+    "binarize": "str", "iw_train": "int+?",
 }
 _MODEL_FIELDS = {
     "kind": "str", "input_dim": "int+", "latent_dim": "int+", "hidden_dims": "ints+",
@@ -235,7 +235,8 @@ _MODEL_FIELDS = {
 }
 _KIND_TEXT = {"int+": "a positive integer", "int0": "an integer >= 0",
               "number+": "a finite number > 0", "number0": "a finite number >= 0",
-              "str": "a text", "ints+": "a list of positive integers"}
+              "str": "a text", "ints+": "a list of positive integers",
+              "int+?": "a positive integer or null"}
 
 
 def _is_int(v) -> bool:
@@ -245,6 +246,8 @@ def _is_int(v) -> bool:
 def _fits(value, kind: str) -> bool:
     if kind == "int+":
         return _is_int(value) and value > 0
+    if kind == "int+?":
+        return value is None or _fits(value, "int+")
     if kind == "int0":
         return _is_int(value) and value >= 0
     if kind in ("number+", "number0"):
@@ -326,7 +329,10 @@ def _first_line(exc) -> str:
 
 
 def validate_metrics(row, where, required=()) -> dict:
-    """One epoch's metrics: a JSON object, a positive integer ``epoch``, numbers or nulls."""
+    """One epoch's metrics: a JSON object, a positive integer ``epoch``, numbers or nulls.
+
+    A metric may also be a list of numbers (``kl_per_dim``: one per latent dimension).
+    """
     if not isinstance(row, dict):
         raise RunFolderError(f"{where}: expected a JSON object of metrics, found "
                              f"{_short(row)}")
@@ -337,11 +343,15 @@ def validate_metrics(row, where, required=()) -> dict:
     if missing:
         raise RunFolderError(f"{where}: missing the metric(s) {', '.join(missing)}")
     for key, value in row.items():
-        if not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and math.isfinite(value))):
+        values = value if isinstance(value, list) else [value]
+        if not (value is None or all(_finite_number(v) for v in values)):
             raise RunFolderError(f"{where}: metric {key!r} is {_short(value)}, expected a "
-                                 f"finite number or null")
+                                 f"finite number, a list of them, or null")
     return row
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_metrics(run_dir, required=()) -> list[dict]:

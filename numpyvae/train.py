@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, runfolder
+from . import evaluate, iwae, latent, runfolder
 from .data import BINARIZE_MODES, binarize
 from .model import MODEL_KINDS
 from .optim import OPTIMIZERS
@@ -66,7 +66,10 @@ from .runfolder import (  # noqa: F401  (the run-folder names, also importable f
 METRIC_KEYS = (
     "epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective", "beta",
     "test_loss", "test_recon", "test_kl", "seconds", "samples_per_second", "eval_seconds",
+    "active_units", "kl_per_dim",
 )
+#: Examples the per-epoch latent statistics are computed on (the first of the test set).
+LATENT_STATS_EXAMPLES = 5000
 
 #: Independent random streams, all derived from the run's seed: ``default_rng([seed, STREAM])``.
 STREAM_EPOCH, STREAM_STATIC, STREAM_EVAL, STREAM_FIGURES = 1, 2, 3, 4
@@ -138,12 +141,22 @@ class Trainer:
         Called as ``step_callback(trainer)`` after each optimizer step.
     config_extra : dict, optional
         Extra entries for ``config.json`` (the CLI records the dataset here).
+    iw_train : int, optional
+        Train on the importance-weighted bound with this many samples per
+        example (:mod:`numpyvae.iwae`) instead of the ELBO; ``beta`` and
+        ``kl_warmup`` weigh its ``log p(z) - log q(z|x)`` term.
+
+    After every epoch of a VAE, the per-dimension KL and the number of active
+    units (:mod:`numpyvae.latent`) on the first :data:`LATENT_STATS_EXAMPLES`
+    test examples (training examples without a test set) go into the metrics
+    (``kl_per_dim``, ``active_units``) and the epoch line, with a warning when
+    no unit is active (posterior collapse).
     """
 
     def __init__(self, model, x_train, x_test=None, *, batch_size=128, lr=1e-3,
                  optimizer="adam", beta=1.0, kl_warmup=0, binarize="none", seed=0,
                  progress=True, out_dir=None, callback=None, step_callback=None,
-                 eval_batch_size=1000, config_extra=None, y_test=None):
+                 eval_batch_size=1000, config_extra=None, y_test=None, iw_train=None):
         if not isinstance(model, tuple(MODEL_KINDS.values())):
             raise ValueError(f"Trainer: expected a VAE or Autoencoder, got {type(model).__name__}")
         self.model = model
@@ -172,6 +185,13 @@ class Trainer:
         self.progress, self.callback, self.step_callback = progress, callback, step_callback
         self.eval_batch_size = positive_int(eval_batch_size, "eval_batch_size")
         self.out_dir = None if out_dir is None else Path(out_dir)
+        self.iw_train = None if iw_train is None else positive_int(iw_train, "iw_train")
+        if self.iw_train is not None and getattr(model, "kind", "") != "vae":
+            raise ValueError("iw_train (importance-weighted training) needs a VAE; an "
+                             "autoencoder has no posterior to sample")
+        if self.iw_train is not None and getattr(model, "free_bits", 0) > 0:
+            raise ValueError("iw_train and free bits do not combine: free bits change the "
+                             "closed-form KL, which the importance-weighted bound does not use")
         self.config_extra = dict(config_extra or {})
         self._test_data = None
         if x_test is not None and self.config_extra.get("dataset") is None:
@@ -209,7 +229,7 @@ class Trainer:
         """The training settings; all but ``lr`` must stay the same for a resume."""
         return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer_name,
                 "beta": self.beta, "kl_warmup": self.kl_warmup, "binarize": self.binarize,
-                "seed": self.seed, "n_train": len(self.x_train)}
+                "seed": self.seed, "n_train": len(self.x_train), "iw_train": self.iw_train}
 
     def beta_at(self, step: int) -> float:
         """The KL weight used at optimizer step ``step`` (0-based)."""
@@ -287,7 +307,10 @@ class Trainer:
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
-                result = model.loss_and_grads(xb, beta=beta, rng=rng)
+                if self.iw_train is None:
+                    result = model.loss_and_grads(xb, beta=beta, rng=rng)
+                else:
+                    result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta, rng=rng)
                 if not math.isfinite(result.loss):
                     raise self._diverged(result.loss, e, k, n_steps)
                 self.optimizer.step(result.grads)
@@ -321,7 +344,9 @@ class Trainer:
         self._partial, self._rng_state = _zero_sums(), None
         self.save_checkpoint()
         if self.progress:
-            _write_line(_summary(metrics, epochs))
+            _write_line(_summary(metrics, epochs, self.iw_train))
+            if metrics["active_units"] == 0:
+                _write_line(collapse_warning(self.model.latent_dim))
         if self.callback is not None:
             self.callback(dict(metrics))
 
@@ -333,7 +358,13 @@ class Trainer:
                    "beta": self.beta_at(self.global_step - 1), "test_loss": None,
                    "test_recon": None, "test_kl": None, "seconds": seconds,
                    "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
-                   "eval_seconds": None}
+                   "eval_seconds": None, "active_units": None, "kl_per_dim": None}
+        if getattr(self.model, "kind", "") == "vae":
+            x = self.x_train if self.x_test is None else self.x_test
+            stats = latent.latent_statistics(self.model, x[:LATENT_STATS_EXAMPLES],
+                                             batch_size=self.eval_batch_size)
+            metrics["active_units"] = stats.active_units
+            metrics["kl_per_dim"] = [float(v) for v in stats.kl_per_dim]
         if self.x_test is not None:
             t0 = time.perf_counter()
             metrics.update(self.evaluate())
@@ -503,13 +534,26 @@ def _running(sums):
     return {"loss": f"{recon + kl:.2f}", "recon": f"{recon:.2f}", "kl": f"{kl:.2f}"}
 
 
-def _summary(m, epochs):
+def _summary(m, epochs, iw_train=None):
     test = "" if m["test_loss"] is None else (
         f" | test -ELBO {m['test_loss']:.2f} (recon {m['test_recon']:.2f}, KL {m['test_kl']:.2f})")
     speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
+    units = "" if m.get("active_units") is None else (
+        f" | active units {m['active_units']}/{len(m['kl_per_dim'])}, KL per dim "
+        + " ".join(f"{v:.1f}" for v in sorted(m["kl_per_dim"], reverse=True)[:5])
+        + (" ..." if len(m["kl_per_dim"]) > 5 else ""))
+    iw = "" if iw_train is None else f", IWAE loss (K={iw_train}) {m['train_objective']:.2f}"
     return (f"epoch {m['epoch']}/{epochs}: train -ELBO {m['train_loss']:.2f} "
-            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}){test} | "
-            f"{m['seconds']:.1f} s{speed}")
+            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}){iw}{test} | "
+            f"{m['seconds']:.1f} s{speed}{units}")
+
+
+def collapse_warning(latent_dim) -> str:
+    """The message for an epoch that ends with no active latent unit."""
+    return (f"warning: posterior collapse: none of the {latent_dim} latent dimensions is active "
+            f"(the posterior mean no longer varies with the input, variance <= "
+            f"{latent.ACTIVE_THRESHOLD}); try KL warm-up (--kl-warmup STEPS, e.g. 5000), "
+            f"free bits (--free-bits NATS, e.g. 0.5) or a smaller --beta")
 
 
 def _progress_bar(total, initial, desc, enabled):
@@ -546,14 +590,16 @@ def _guess_image_shape(input_dim: int) -> list:
 
 def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",
         beta=1.0, kl_warmup=0, binarize="none", seed=0, progress=True, out_dir=None,
-        resume=False, callback=None, y_test=None) -> list[dict]:
+        resume=False, callback=None, y_test=None, iw_train=None) -> list[dict]:
     """Train ``model`` on ``x_train``; return one metrics dict per epoch.
 
     Each dict has the keys of :data:`METRIC_KEYS`: ``epoch``, ``train_loss``
     (the negative ELBO, nats per example), ``train_recon``, ``train_kl``,
     ``test_loss``/``test_recon``/``test_kl`` (None without ``x_test``),
     ``seconds`` (training time of the epoch, evaluation excluded) and
-    ``samples_per_second``, among others. See :class:`Trainer` for the
+    ``samples_per_second``, ``active_units`` and ``kl_per_dim`` (VAE only),
+    among others. ``iw_train=K`` trains on the importance-weighted bound with
+    K samples per example (Burda et al., 2016). See :class:`Trainer` for the
     arguments and the module docstring for ``out_dir`` and ``resume``.
 
     Examples
@@ -567,5 +613,6 @@ def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, opti
     """
     trainer = Trainer(model, x_train, x_test, batch_size=batch_size, lr=lr, optimizer=optimizer,
                       beta=beta, kl_warmup=kl_warmup, binarize=binarize, seed=seed,
-                      progress=progress, out_dir=out_dir, callback=callback, y_test=y_test)
+                      progress=progress, out_dir=out_dir, callback=callback, y_test=y_test,
+                      iw_train=iw_train)
     return trainer.fit(epochs, resume=resume)

@@ -18,7 +18,7 @@ from numpyvae.data.download import IDX_FILES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"reconstructions.png", "samples.png", "interpolation.png", "latent_scatter.png",
-           "manifold.png", "loss_curves.png"}
+           "manifold.png", "loss_curves.png", "kl_per_dim.png", "traversal.png"}
 TINY = ["--hidden", "24", "--latent-dim", "2", "--batch-size", "256", "--backend", "numpy"]
 
 

@@ -1,0 +1,210 @@
+"""The importance-weighted objective: value by hand, K = 1 against the ELBO, gradients checked."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from numpyvae import VAE, Autoencoder, iwae
+from numpyvae.gradcheck import numerical_gradient, numerical_vjp, rel_error
+
+D, HIDDEN, L, B = 6, (5,), 3, 4
+TOL = 1e-7
+
+LIKELIHOODS = {
+    "bernoulli": dict(likelihood="bernoulli"),
+    "gaussian-fixed": dict(likelihood="gaussian", gaussian_var=0.3),
+    "gaussian-learned": dict(likelihood="gaussian", gaussian_var="learned"),
+}
+
+
+def make(backend="numpy", likelihood="bernoulli", dtype="float64", seed=0, **kwargs):
+    model = VAE(D, hidden_dims=HIDDEN, latent_dim=L, dtype=dtype, seed=seed, backend=backend,
+                activation="tanh", **LIKELIHOODS[likelihood], **kwargs)
+    if "decoder.logvar" in model.params:
+        model.params["decoder.logvar"][...] = np.random.default_rng(seed).uniform(-1, 0.5, D)
+    return model
+
+
+def data_for(model, n=B, seed=1):
+    rng = np.random.default_rng(seed)
+    if model.likelihood == "bernoulli":
+        return rng.random((n, D)).astype(model.dtype)
+    return rng.standard_normal((n, D)).astype(model.dtype)
+
+
+def noise(n, k, seed=2):
+    return np.random.default_rng(seed).standard_normal((n, k, L))
+
+
+def log_normal(z, mean, var):
+    """log N(z; mean, var) summed over the last axis, written from the density itself."""
+    return np.sum(-0.5 * np.log(2 * np.pi * var) - (z - mean) ** 2 / (2 * var), axis=-1)
+
+
+def loss_by_hand(model, x, eps):
+    """The IWAE loss from the densities at z (not from the noise form the module uses)."""
+    mu, logvar = model.encode(x)
+    z = mu[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps        # (B, K, L)
+    Bn, K = eps.shape[:2]
+    nll = model.reconstruction_nll(z.reshape(Bn * K, L), np.repeat(x, K, axis=0)).reshape(Bn, K)
+    log_w = (-nll + log_normal(z, 0.0, 1.0)
+             - log_normal(z, mu[:, None, :], np.exp(logvar)[:, None, :]))
+    m = log_w.max(axis=1)
+    return np.mean(-(m + np.log(np.mean(np.exp(log_w - m[:, None]), axis=1))))
+
+
+# --------------------------------------------------------------------------
+# The value
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_loss_matches_the_densities(likelihood, k):
+    model = make(likelihood=likelihood)
+    x, eps = data_for(model), noise(B, k)
+    result = iwae.loss_and_grads(model, x, k, eps=eps)
+    assert result.loss == pytest.approx(loss_by_hand(model, x, eps), rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(result.w_tilde.sum(axis=1), 1.0, rtol=1e-14)
+    assert result.w_tilde.shape == (B, k)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_k1_is_the_elbo_with_the_sampled_kl(backend_name, likelihood):
+    """K = 1: the reconstruction term is the ELBO's, bit for bit, and the KL is its one-sample
+    estimate log q(z|x) - log p(z); the decoder's gradients equal the ELBO's."""
+    model = make(backend_name, likelihood)
+    x, eps = data_for(model), noise(B, 1)
+    result = iwae.loss_and_grads(model, x, 1, eps=eps)
+    decoder_grads = {k: v.copy() for k, v in result.grads.items() if k.startswith("decoder.")}
+
+    recon, kl = model.elbo_terms(x, eps=eps[:, 0])
+    mu, logvar = model.encode(x)
+    z = mu + np.exp(0.5 * logvar) * eps[:, 0]
+    sampled_kl = 0.5 * np.sum(z * z - eps[:, 0] ** 2 - logvar, axis=1)   # log q - log p
+    assert abs(result.loss - np.mean(recon + sampled_kl)) <= 1e-12 * abs(result.loss)
+    assert result.recon == np.mean(recon)
+    assert result.kl == pytest.approx(np.mean(kl), rel=1e-12)
+
+    elbo = model.loss_and_grads(x, eps=eps[:, 0], beta=1.0)
+    assert elbo.recon == result.recon
+    for name, g in decoder_grads.items():
+        assert rel_error(g, elbo.grads[name]) <= 1e-12, name
+
+
+def test_k1_matches_the_elbo_in_expectation():
+    """Averaged over the noise, the one-sample KL is the closed-form KL."""
+    model = make(seed=3)
+    x = data_for(model, n=64)
+    eps = noise(64, 1, seed=5)
+    draws = [iwae.loss_and_grads(model, x, 1, eps=noise(64, 1, seed=s)).loss
+             for s in range(200)]
+    elbo = [model.loss_and_grads(x, eps=noise(64, 1, seed=s)[:, 0]).loss for s in range(200)]
+    diff = np.array(draws) - np.array(elbo)
+    assert abs(diff.mean()) < 4 * diff.std() / math.sqrt(len(diff))
+    assert eps.shape == (64, 1, L)
+
+
+def test_bound_tightens_with_k():
+    """E[L_K] decreases with K (Burda et al., theorem 1), towards -log p(x)."""
+    model = make(seed=4)
+    x = data_for(model, n=32)
+    means = [np.mean([iwae.loss_and_grads(model, x, k, rng=np.random.default_rng(s)).loss
+                      for s in range(40)]) for k in (1, 5, 50)]
+    assert means[0] > means[1] > means[2]
+
+
+def test_log_sum_exp_is_stable():
+    log_w = np.array([[-1e4, -1e4 + math.log(3.0)], [800.0, 800.0]])
+    loss, w = iwae.iwae_bound(log_w)
+    np.testing.assert_allclose(w, [[0.25, 0.75], [0.5, 0.5]], rtol=1e-11)  # ulp of 1e4
+    np.testing.assert_allclose(loss, [1e4 - math.log(2.0), -800.0], rtol=1e-14)
+    assert np.all(np.isfinite(loss))
+
+
+# --------------------------------------------------------------------------
+# Gradients against central differences (float64, all K noises fixed)
+# --------------------------------------------------------------------------
+
+
+def test_latent_backward_with_random_upstream():
+    """The mu/logvar part alone: a quadratic stand-in for the decoder, any upstream."""
+    rng = np.random.default_rng(7)
+    Bn, K = 3, 4
+    mu, logvar = rng.standard_normal((Bn, L)), rng.uniform(-1, 1, (Bn, L))
+    eps = rng.standard_normal((Bn, K, L))
+    a, c = rng.standard_normal((Bn, 1, L)), rng.uniform(0.5, 2, (Bn, 1, L))
+    beta = 0.6
+
+    def per_example(mu, logvar):
+        z = mu[:, None] + np.exp(0.5 * logvar)[:, None] * eps
+        nll = np.sum(a * z + 0.5 * c * z * z, axis=2)          # a stand-in -log p(x|z)
+        log_w = -nll + beta * iwae.log_prior_minus_posterior(z, eps, logvar)
+        return iwae.iwae_bound(log_w)
+
+    dloss = rng.standard_normal(Bn)                             # random upstream per example
+    _, w = per_example(mu, logvar)
+    z = mu[:, None] + np.exp(0.5 * logvar)[:, None] * eps
+    dz = (dloss[:, None] * w)[:, :, None] * (a + c * z)         # dnll/dz weighted as path 1
+    # iwae_latent_backward takes one scale; fold the per-example upstream into the weights.
+    dmu, dlogvar = iwae.iwae_latent_backward(dz, dloss[:, None] * w, z, eps, logvar, 1.0, beta)
+    num_mu = numerical_vjp(lambda: per_example(mu, logvar)[0], mu, dloss)
+    num_lv = numerical_vjp(lambda: per_example(mu, logvar)[0], logvar, dloss)
+    assert rel_error(dmu, num_mu) < TOL
+    assert rel_error(dlogvar, num_lv) < TOL
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("k,beta", [(1, 1.0), (4, 1.0), (3, 0.6)])
+def test_gradient_of_every_parameter(backend_name, likelihood, k, beta):
+    model = make(backend_name, likelihood)
+    x, eps = data_for(model), noise(B, k)
+    result = iwae.loss_and_grads(model, x, k, eps=eps, beta=beta)
+    grads = {name: np.array(g) for name, g in result.grads.items()}
+
+    def f():
+        return iwae.loss_and_grads(model, x, k, eps=eps, beta=beta).loss
+
+    for name, p in model.params.items():
+        err = rel_error(grads[name], numerical_gradient(f, p, 1e-5))
+        assert err < TOL, f"{name}: rel error {err:.2e}"
+
+
+def test_backends_agree():
+    a, b = make("numpy"), make("numba") if "numba" in _backends() else None
+    if b is None:
+        pytest.skip("numba backend not available")
+    x, eps = data_for(a), noise(B, 5)
+    ra = iwae.loss_and_grads(a, x, 5, eps=eps)
+    ga = {k: v.copy() for k, v in ra.grads.items()}
+    rb = iwae.loss_and_grads(b, x, 5, eps=eps)
+    assert rb.loss == pytest.approx(ra.loss, rel=1e-12)
+    for name in ga:
+        assert rel_error(rb.grads[name], ga[name]) < 1e-12, name
+
+
+def _backends():
+    from conftest import BACKEND_NAMES
+
+    return BACKEND_NAMES
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+def test_bad_arguments_are_named():
+    model = make()
+    x = data_for(model)
+    with pytest.raises(ValueError, match="K must be a positive integer"):
+        iwae.loss_and_grads(model, x, 0)
+    with pytest.raises(ValueError, match=r"expected eps of shape \(4, 2, 3\)"):
+        iwae.loss_and_grads(model, x, 2, eps=noise(B, 3))
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 6\)"):
+        iwae.loss_and_grads(model, x[:, :5], 2)
+    with pytest.raises(ValueError, match="needs a VAE"):
+        iwae.loss_and_grads(Autoencoder(D, hidden_dims=HIDDEN, latent_dim=L), x, 2)
