@@ -388,38 +388,49 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
 
 
 class _Stop(KeyboardInterrupt):
-    """SIGTERM outside training, raised where the program is, as Ctrl-C's KeyboardInterrupt."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Stop
+    """Ctrl-C or SIGTERM, raised where the program is (as Python raises KeyboardInterrupt)."""
 
 
 def main(argv=None) -> int:
     """Run the ``numpyvae`` command; return its exit code."""
     command = "numpyvae"
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        from .train import NonFiniteLossError
+    received = []
 
-        args = build_parser().parse_args(argv)
-        command = f"numpyvae {args.command}"
+    def on_signal(signum, frame):
+        received.append(signum)
+        raise _Stop
+
+    previous = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, on_signal)
         try:
+            from .train import NonFiniteLossError
+        except ImportError as exc:  # a broken installation, or an import the signal broke off
+            if received:
+                raise _Stop from None
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            command = f"numpyvae {args.command}"
             return COMMANDS[args.command](args)
         except NonFiniteLossError as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except (ValueError, OSError, ImportError, MemoryError) as exc:
+            if received:  # an import or a read that the signal broke off
+                raise _Stop from None
             print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_USAGE
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, _Stop):
-            print(f"{command}: terminated (SIGTERM)", file=sys.stderr)
-            return 128 + signal.SIGTERM
-        print(f"{command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        signum = received[0] if received else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(f"{command}: {what}", file=sys.stderr)
+        return 128 + signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _one_line(exc) -> str:

@@ -331,7 +331,7 @@ def _first_line(exc) -> str:
 def validate_metrics(row, where, required=()) -> dict:
     """One epoch's metrics: a JSON object, a positive integer ``epoch``, numbers or nulls.
 
-    A metric may also be a list of numbers (``kl_per_dim``: one per latent dimension).
+    A metric may also be a list of them (``kl_per_dim``: one per latent dimension).
     """
     if not isinstance(row, dict):
         raise RunFolderError(f"{where}: expected a JSON object of metrics, found "
@@ -344,7 +344,7 @@ def validate_metrics(row, where, required=()) -> dict:
         raise RunFolderError(f"{where}: missing the metric(s) {', '.join(missing)}")
     for key, value in row.items():
         values = value if isinstance(value, list) else [value]
-        if not (value is None or all(_finite_number(v) for v in values)):
+        if not all(v is None or _finite_number(v) for v in values):
             raise RunFolderError(f"{where}: metric {key!r} is {_short(value)}, expected a "
                                  f"finite number, a list of them, or null")
     return row

@@ -96,6 +96,8 @@ def eval_inputs(x, mode: str) -> np.ndarray:
 
 
 def _json_safe(value):
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
