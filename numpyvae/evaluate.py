@@ -35,7 +35,7 @@ def _batches(n, batch_size):
 def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1):
     """Per-example ``(recon, kl)`` arrays, averaged over ``n_samples`` draws of the noise."""
     rng = np.random.default_rng(0) if rng is None else rng
-    X = model._check_data(X, "X")
+    X = model.check_input(X, "X")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     recon = np.zeros(len(X))
@@ -94,7 +94,7 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     rng = np.random.default_rng(0) if rng is None else rng
-    X = model._check_data(X, "X")
+    X = model.check_input(X, "X")
     L = model.latent_dim
     chunk = max(1, min(k, chunk or max(1, 20000 // batch_size)))
     out = np.empty(len(X))

@@ -188,12 +188,16 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     """Check every layer type, and both models end to end, in float64 (``numpyvae gradcheck``).
 
     One report each for: ``Linear`` with every activation, every activation
-    layer, a ``Sequential``, the VAE with a Bernoulli, a fixed-variance
-    Gaussian and a learned-variance Gaussian likelihood (and with free bits),
-    and the autoencoder. Sizes are small, so the whole suite takes seconds.
+    layer, ``Flatten`` and ``Reshape`` on image-shaped data, a ``Sequential``,
+    the VAE with a Bernoulli, a fixed-variance Gaussian and a learned-variance
+    Gaussian likelihood (and with free bits), the autoencoder, and a VAE of
+    composed networks (a three-hidden-layer tanh encoder over images, a
+    softplus decoder back to images). Sizes are small, so the whole suite
+    takes seconds.
     """
     from .backend.reference import ACTIVATIONS
-    from .layers import ACTIVATION_LAYERS, Linear, Sequential, Tanh
+    from .distributions import GaussianLearnedVariance
+    from .layers import ACTIVATION_LAYERS, Flatten, Linear, Reshape, Sequential, Tanh
     from .model import VAE, Autoencoder
 
     rng = np.random.default_rng(seed)
@@ -207,6 +211,9 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
         layer = cls(backend=backend)
         reports.append(check_layer(layer, rng.standard_normal((6, 5)), rng=rng,
                                    title=f"{cls.__name__}()"))
+    for layer in (Flatten(backend=backend), Reshape(3, 4, backend=backend)):
+        reports.append(check_layer(layer, rng.standard_normal((6, 2, 3, 2)), rng=rng,
+                                   title=f"{layer!r} on (6, 2, 3, 2)"))
     seq = Sequential(Linear(5, 4, rng=rng, dtype=f64, backend=backend), Tanh(backend=backend),
                      Linear(4, 3, activation="sigmoid", rng=rng, dtype=f64, backend=backend))
     reports.append(check_layer(seq, rng.standard_normal((6, 5)), rng=rng,
@@ -226,4 +233,20 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
                     backend=backend, **kwargs)
         title = f"{cls.__name__}(6, hidden 5, latent 3, {act}), {kwargs['likelihood']}{note}"
         reports.append(check_model(model, x, beta=beta, rng=rng, title=title))
+
+    def linear(n_in, n_out, activation="identity"):
+        return Linear(n_in, n_out, activation, rng=rng, dtype=f64, backend=backend)
+
+    encoder = Sequential(Flatten(backend=backend), linear(6, 5), Tanh(backend=backend),
+                         linear(5, 5), Tanh(backend=backend), linear(5, 4),
+                         Tanh(backend=backend), linear(4, 6))
+    decoder = Sequential(linear(3, 5, "softplus"), linear(5, 6), Reshape(1, 2, 3,
+                                                                         backend=backend))
+    model = VAE(encoder, decoder, latent_dim=3, likelihood=GaussianLearnedVariance(),
+                seed=seed, backend=backend)
+    model.params["decoder.logvar"][...] = rng.uniform(-1.0, 0.5, (1, 2, 3))
+    reports.append(check_model(model, rng.random((4, 1, 2, 3)), beta=0.5, rng=rng,
+                               title="VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear; "
+                                     "decoder: Linear softplus, Linear, Reshape(1, 2, 3)), "
+                                     "learned-variance Gaussian, beta 0.5"))
     return reports

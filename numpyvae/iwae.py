@@ -240,33 +240,17 @@ class _Passes:
         L = model.latent_dim
         self.mu, self.logvar = h[:, :L].copy(), h[:, L:].copy()
 
-    def _obs_logvar(self):
-        m = self.model
-        if "decoder.logvar" in m.params:
-            return m.params["decoder.logvar"]
-        return m.dtype.type(math.log(m.gaussian_var))
-
     def decode_nll(self, z, k):
         """``-log p(x_b | z)`` for every row of ``z`` (B*K, L) -> (B*K,)."""
         m = self.model
         self.xk = np.repeat(self.x, k, axis=0)
         self.out = m.decoder.forward(z)
-        if m.likelihood == "bernoulli":
-            return m.backend.bernoulli_nll(self.out, self.xk).copy()
-        return m.backend.gaussian_nll(self.out, self._obs_logvar(), self.xk).copy()
+        return m.likelihood.nll(self.out, self.xk)
 
     def decode_backward(self, dnll):
         """Backpropagate a per-row upstream gradient of the NLL; returns dz (B*K, L)."""
         m = self.model
-        if m.likelihood == "bernoulli":
-            dout = m.backend.bernoulli_nll_backward(dnll, self.out, self.xk)
-        else:
-            dout, dlogvar_each = m.backend.gaussian_nll_backward(dnll, self.out,
-                                                                 self._obs_logvar(), self.xk)
-            if "decoder.logvar" in m.grads:
-                g = m.grads["decoder.logvar"]
-                g += dlogvar_each.sum(axis=0)
-        return m.decoder.backward(dout)
+        return m.decoder.backward(m.likelihood.nll_backward(self.out, self.xk, dnll))
 
     def encode_backward(self, dmu, dlogvar):
         self.model.encoder.backward(np.concatenate([dmu, dlogvar], axis=1))

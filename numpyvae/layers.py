@@ -1,4 +1,5 @@
-"""Layers with explicit ``forward`` and ``backward``: Layer, Linear, activations, Sequential.
+"""Layers with explicit ``forward`` and ``backward``: Layer, Linear, activations,
+Flatten, Reshape, Sequential.
 
 A layer owns ``params`` and ``grads`` (dicts with identical keys). ``forward(x)``
 keeps one cache of what ``backward`` needs (overwritten on each call);
@@ -7,19 +8,37 @@ keeps one cache of what ``backward`` needs (overwritten on each call);
 (:mod:`numpyvae.backend`); the derivations are in the docstrings of
 :mod:`numpyvae.backend.reference`.
 
-What does not live here: the Gaussian latent layer and the likelihoods
-(:mod:`numpyvae.model` wires them from backend ops), optimizer state
-(:mod:`numpyvae.optim`).
+Shapes. Data flows as ``(B, ...)``: a batch axis first, then each example's
+shape. Activations take any such shape; ``Linear`` takes ``(B, F)``; image
+data can stay ``(B, C, H, W)`` until a :class:`Flatten`, and :class:`Reshape`
+goes back. Every layer says what it does to an example's shape with
+:meth:`Layer.output_shape`, so a model can check a network before running it.
+
+Specs. ``layer.spec()`` is a JSON-able description (``{"type": "Linear",
+"in_features": 784, ...}``) and :func:`layer_from_spec` rebuilds the layer
+from it: model files record their networks this way. Every subclass of
+:class:`Layer` registers itself in :data:`LAYER_TYPES` by class name.
+
+What does not live here: the Gaussian posterior and the likelihoods
+(:mod:`numpyvae.distributions`), the models (:mod:`numpyvae.model`),
+optimizer state (:mod:`numpyvae.optim`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 
 from .backend import get_backend
+from .backend.reference import ACTIVATIONS
+from .buffers import WorkBuffers
 from .init import get_initializer
+from .limits import check_parameters
+
+#: Every layer class by name, for :func:`layer_from_spec` (filled in by ``Layer``'s subclasses).
+LAYER_TYPES: dict[str, type] = {}
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -35,8 +54,15 @@ def as_float_dtype(dtype) -> np.dtype:
     return dt
 
 
+
+
+def _shape_text(example_shape) -> str:
+    """``(batch, 6)``, ``(batch, 1, 28, 28)``: how error messages show a batch's shape."""
+    return "(batch, " + ", ".join(str(d) for d in example_shape) + ")"
+
+
 class Layer:
-    """Base class: parameters, gradients, a forward cache and reusable work buffers.
+    """Base class: parameters, gradients, a forward cache, work buffers and a shape contract.
 
     Attributes
     ----------
@@ -49,14 +75,22 @@ class Layer:
         ``forward``/``backward`` is then overwritten by the next call.
         Off by default so that results can be kept; models switch it on
         for their internal hot path.
+
+    A subclass implements ``forward``, ``backward``, :meth:`output_shape` and
+    :meth:`spec` (and :meth:`from_spec` when its constructor needs ``rng`` or
+    ``dtype``); defining the class registers it in :data:`LAYER_TYPES`.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYER_TYPES[cls.__name__] = cls
 
     def __init__(self, backend=None):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.backend = get_backend(backend)
         self.reuse_buffers = False
-        self._buffers: dict[str, np.ndarray] = {}
+        self._work = WorkBuffers()
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -66,6 +100,24 @@ class Layer:
 
     def __call__(self, x):
         return self.forward(x)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """The shape of one example's output for one example's input shape (no batch axis).
+
+        Raises ``ValueError`` naming the layer, the shape it got and the
+        shape it expects.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define output_shape()")
+
+    def spec(self) -> dict:
+        """A JSON-able description, ``{"type": <class name>, **constructor arguments}``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define spec()")
+
+    @classmethod
+    def from_spec(cls, spec: dict, *, rng=None, dtype="float32", backend=None) -> Layer:
+        """Rebuild a layer from :meth:`spec` (``rng`` and ``dtype`` for layers with weights)."""
+        args = {k: v for k, v in spec.items() if k != "type"}
+        return cls(**args, backend=backend)
 
     def zero_grad(self) -> None:
         """Set every gradient to zero, in place."""
@@ -87,21 +139,20 @@ class Layer:
 
     def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray | None:
         """A work buffer to write into, or ``None`` to let the op allocate."""
-        if not self.reuse_buffers:
-            return None
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.empty(shape, dtype=dtype)
-            self._buffers[name] = buf
-        return buf
+        return self._work.get(name, shape, dtype) if self.reuse_buffers else None
 
-    def _check_input(self, x, features: int | None, dtype: np.dtype | None, what: str = "input"):
+    def _check_input(self, x, example_shape: tuple | None, dtype: np.dtype | None,
+                     what: str = "input"):
+        """Check ``x`` is a float array of shape ``(B, *example_shape)`` (``(B, ...)`` if None)."""
         name = type(self).__name__
         if not isinstance(x, np.ndarray):
             raise ValueError(f"{name}: expected a numpy array as {what}, got {type(x).__name__}")
-        if x.ndim != 2 or (features is not None and x.shape[1] != features):
-            expected = f"(batch, {features})" if features is not None else "(batch, features)"
-            raise ValueError(f"{name}: expected {what} of shape {expected}, got {x.shape}")
+        if example_shape is None:
+            if x.ndim < 2:
+                raise ValueError(f"{name}: expected {what} of shape (batch, ...), got {x.shape}")
+        elif x.shape[1:] != tuple(example_shape) or x.ndim != 1 + len(example_shape):
+            raise ValueError(
+                f"{name}: expected {what} of shape {_shape_text(example_shape)}, got {x.shape}")
         if dtype is not None and x.dtype != dtype:
             raise ValueError(
                 f"{name}: expected {what} of dtype {dtype}, got {x.dtype} "
@@ -109,6 +160,12 @@ class Layer:
             )
         if dtype is None and x.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{name}: expected a float32 or float64 {what}, got {x.dtype}")
+
+    def _check_batch(self, dout, batch: int):
+        # Caught here: a batch of 1 would otherwise broadcast silently.
+        if dout.shape[0] != batch:
+            raise ValueError(f"{type(self).__name__}: upstream gradient has batch "
+                             f"{dout.shape[0]}, forward had {batch}")
 
 
 class Linear(Layer):
@@ -145,8 +202,6 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, activation="identity", *, alpha=0.01,
                  init="default", rng=None, dtype="float32", backend=None):
         super().__init__(backend)
-        from .backend.reference import ACTIVATIONS
-
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         if activation == "leaky_relu" and not alpha > 0:
@@ -160,6 +215,8 @@ class Linear(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation, self.alpha = activation, float(alpha)
         self.dtype = as_float_dtype(dtype)
+        check_parameters(self.in_features * self.out_features + self.out_features,
+                         self.dtype.itemsize, f"Linear({self.in_features}, {self.out_features})")
         rng = np.random.default_rng() if rng is None else rng
         W, b = get_initializer(init)(rng, self.in_features, self.out_features, self.dtype)
         self.params = {"W": W, "b": b}
@@ -167,9 +224,25 @@ class Linear(Layer):
         self.skip_input_grad = False
         self._x = self._y = None
 
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"{self!r}: expected input shape ({self.in_features},), got "
+                             f"{tuple(input_shape)}; put a Flatten() before it for image data")
+        return (self.out_features,)
+
+    def spec(self):
+        return {"type": "Linear", "in_features": self.in_features,
+                "out_features": self.out_features, "activation": self.activation,
+                "alpha": self.alpha}
+
+    @classmethod
+    def from_spec(cls, spec, *, rng=None, dtype="float32", backend=None):
+        args = {k: v for k, v in spec.items() if k != "type"}
+        return cls(**args, rng=rng, dtype=dtype, backend=backend)
+
     def forward(self, x):
         """x: (B, in_features) -> y: (B, out_features)."""
-        self._check_input(x, self.in_features, self.dtype)
+        self._check_input(x, (self.in_features,), self.dtype)
         out = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
         W, b = self.params["W"], self.params["b"]
         y = self.backend.linear_forward(x, W, b, self.activation, self.alpha, out=out)
@@ -180,12 +253,8 @@ class Linear(Layer):
         """dout: (B, out_features) -> dx: (B, in_features), or None if ``skip_input_grad``."""
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
-        self._check_input(dout, self.out_features, self.dtype, what="upstream gradient")
-        if dout.shape[0] != self._x.shape[0]:
-            raise ValueError(
-                f"Linear: upstream gradient has batch {dout.shape[0]}, forward had "
-                f"{self._x.shape[0]}"
-            )
+        self._check_input(dout, (self.out_features,), self.dtype, what="upstream gradient")
+        self._check_batch(dout, self._x.shape[0])
         dx = None
         if not self.skip_input_grad:
             dx = self._buffer("dx", self._x.shape, self.dtype)
@@ -202,8 +271,10 @@ class Linear(Layer):
 class Activation(Layer):
     """An elementwise activation with no parameters; keeps its output for backward.
 
-    The derivative of each activation is written in terms of its output in
-    :func:`numpyvae.backend.reference.activation_backward`.
+    Takes any shape ``(B, ...)``. The backend's kernels see ``(B, F)``, a
+    view of the same values, so an image batch runs on the same fused
+    kernels as a flat one. The derivative of each activation is written in
+    terms of its output in :func:`numpyvae.backend.reference.activation_backward`.
     """
 
     activation = "identity"
@@ -211,28 +282,34 @@ class Activation(Layer):
     def __init__(self, backend=None, alpha=0.01):
         super().__init__(backend)
         self.alpha = float(alpha)
-        self._y = None
+        self._y = None       # (B, F): the output as the backend wrote it
+        self._shape = None   # (B, ...): the shape forward was given
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def spec(self):
+        return {"type": type(self).__name__}
 
     def forward(self, x):
-        """x: (B, F) -> y: (B, F), same dtype."""
+        """x: (B, ...) -> y: same shape, same dtype."""
         self._check_input(x, None, None)
-        out = self._buffer("y", x.shape, x.dtype)
-        self._y = self.backend.activation_forward(x, self.activation, self.alpha, out=out)
-        return self._y
+        flat = x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        out = self._buffer("y", flat.shape, x.dtype)
+        self._y = self.backend.activation_forward(flat, self.activation, self.alpha, out=out)
+        self._shape = x.shape
+        return self._y if x.ndim == 2 else self._y.reshape(x.shape)
 
     def backward(self, dout):
-        """dout: (B, F) -> dx: (B, F)."""
+        """dout: (B, ...) -> dx: the same shape."""
         if self._y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        self._check_input(dout, self._y.shape[1], self._y.dtype, what="upstream gradient")
-        if dout.shape[0] != self._y.shape[0]:
-            # Caught here: a batch of 1 would otherwise broadcast silently.
-            raise ValueError(
-                f"{type(self).__name__}: upstream gradient has batch {dout.shape[0]}, forward "
-                f"had {self._y.shape[0]}"
-            )
+        self._check_input(dout, self._shape[1:], self._y.dtype, what="upstream gradient")
+        self._check_batch(dout, self._shape[0])
+        flat = dout if dout.ndim == 2 else dout.reshape(self._y.shape)
         dx = self._buffer("dx", self._y.shape, self._y.dtype)
-        return self.backend.activation_backward(dout, self._y, self.activation, self.alpha, dx=dx)
+        dx = self.backend.activation_backward(flat, self._y, self.activation, self.alpha, dx=dx)
+        return dx if dout.ndim == 2 else dx.reshape(self._shape)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -260,6 +337,9 @@ class LeakyReLU(Activation):
             raise ValueError(f"LeakyReLU: alpha must be positive, got {alpha}")
         super().__init__(backend, alpha)
 
+    def spec(self):
+        return {"type": "LeakyReLU", "alpha": self.alpha}
+
     def __repr__(self):
         return f"LeakyReLU(alpha={self.alpha})"
 
@@ -285,6 +365,90 @@ class Softplus(Activation):
 ACTIVATION_LAYERS = {
     cls.activation: cls for cls in (Identity, ReLU, LeakyReLU, Tanh, Sigmoid, Softplus)
 }
+
+
+class Flatten(Layer):
+    """``(B, d1, d2, ...) -> (B, d1 * d2 * ...)``: each example's values in one row.
+
+    No parameters and no arithmetic: the output holds the same values in C
+    order (a view of the input when its memory allows). The Jacobian of a
+    reshape is the identity on the values, so the backward is the inverse
+    reshape: ``dx = dout.reshape(x.shape)``.
+    """
+
+    def __init__(self, backend=None):
+        super().__init__(backend)
+        self._shape = None  # (B, ...): the shape forward was given
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def spec(self):
+        return {"type": "Flatten"}
+
+    def forward(self, x):
+        """x: (B, ...) -> (B, prod(...))."""
+        self._check_input(x, None, None)
+        self._shape = x.shape
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def backward(self, dout):
+        """dout: (B, prod(...)) -> dx: (B, ...), the shape forward was given."""
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward called before forward")
+        self._check_input(dout, (math.prod(self._shape[1:]),), None, what="upstream gradient")
+        self._check_batch(dout, self._shape[0])
+        return dout.reshape(self._shape)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Reshape(Layer):
+    """``(B, ...) -> (B, *shape)``: the same values per example, in another shape.
+
+    ``Reshape(C, H, W)`` turns a decoder's ``(B, C*H*W)`` rows back into
+    images. Like :class:`Flatten` it has no parameters, and its backward is
+    the inverse reshape.
+    """
+
+    def __init__(self, *shape, backend=None):
+        super().__init__(backend)
+        if not shape or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape):
+            raise ValueError(f"Reshape: expected positive integer sizes, got {shape}")
+        self.shape = tuple(int(d) for d in shape)
+        self._shape = None  # (B, ...): the shape forward was given
+
+    def output_shape(self, input_shape):
+        if math.prod(input_shape) != math.prod(self.shape):
+            raise ValueError(f"{self!r}: expected an input of {math.prod(self.shape)} values "
+                             f"per example, got shape {tuple(input_shape)}")
+        return self.shape
+
+    def spec(self):
+        return {"type": "Reshape", "shape": list(self.shape)}
+
+    @classmethod
+    def from_spec(cls, spec, *, rng=None, dtype="float32", backend=None):
+        return cls(*spec["shape"], backend=backend)
+
+    def forward(self, x):
+        """x: (B, ...) with prod(shape) values per example -> (B, *shape)."""
+        self._check_input(x, None, None)
+        self.output_shape(x.shape[1:])
+        self._shape = x.shape
+        return x.reshape(x.shape[0], *self.shape)
+
+    def backward(self, dout):
+        """dout: (B, *shape) -> dx: the shape forward was given."""
+        if self._shape is None:
+            raise RuntimeError("Reshape.backward called before forward")
+        self._check_input(dout, self.shape, None, what="upstream gradient")
+        self._check_batch(dout, self._shape[0])
+        return dout.reshape(self._shape)
+
+    def __repr__(self):
+        return f"Reshape({', '.join(str(d) for d in self.shape)})"
 
 
 class Sequential(Layer):
@@ -324,6 +488,25 @@ class Sequential(Layer):
         if value:
             raise AttributeError("Sequential.grads is derived from its layers")
 
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for i, layer in enumerate(self.children):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ValueError as exc:
+                raise ValueError(f"layer {i} of the Sequential: {exc}") from None
+        return shape
+
+    def spec(self):
+        return {"type": "Sequential", "layers": [layer.spec() for layer in self.children]}
+
+    @classmethod
+    def from_spec(cls, spec, *, rng=None, dtype="float32", backend=None):
+        layers = spec.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError(f"Sequential: expected a list of layer specs, got {layers!r}")
+        return cls(*(layer_from_spec(s, rng=rng, dtype=dtype, backend=backend) for s in layers))
+
     def named_slots(self, prefix=""):
         for i, layer in enumerate(self.children):
             yield from layer.named_slots(f"{prefix}{i}.")
@@ -353,8 +536,27 @@ class Sequential(Layer):
         return dout
 
     def __repr__(self):
-        inner = ",\n  ".join(repr(layer) for layer in self.children)
+        inner = ",\n  ".join(repr(layer).replace("\n", "\n  ") for layer in self.children)
         return f"Sequential(\n  {inner}\n)"
+
+
+def layer_from_spec(spec, *, rng=None, dtype="float32", backend=None) -> Layer:
+    """Rebuild a layer (or a whole network) from its :meth:`Layer.spec`.
+
+    ``rng`` draws the initial weights of layers that have some (a model file
+    then overwrites them); ``dtype`` is the model's. Raises ``ValueError``
+    for an unknown type or arguments the layer does not take.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ValueError(f"a layer spec must be a dict with a 'type', got {spec!r}")
+    cls = LAYER_TYPES.get(spec["type"])
+    if cls is None:
+        raise ValueError(f"unknown layer type {spec['type']!r}; expected one of "
+                         f"{sorted(LAYER_TYPES)}")
+    try:
+        return cls.from_spec(spec, rng=rng, dtype=dtype, backend=backend)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"invalid {spec['type']} spec {spec!r} ({exc})") from None
 
 
 def mlp(sizes, activation="relu", out_activation="identity", *, init="default", rng=None,
@@ -375,12 +577,13 @@ def mlp(sizes, activation="relu", out_activation="identity", *, init="default", 
 
 
 def pack_parameters(slots, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Move parameters and gradients into two flat buffers, rebinding views in their layers.
+    """Move parameters and gradients into two flat buffers, rebinding views in their owners.
 
-    ``slots`` are ``(name, layer, key)`` triples as from :meth:`Layer.named_slots`.
-    Afterwards every ``layer.params[key]`` (and ``grads[key]``) is a reshaped
-    view of one contiguous array, so an optimizer can update all parameters
-    with one fused call. Values are preserved.
+    ``slots`` are ``(name, owner, key)`` triples as from :meth:`Layer.named_slots`
+    (an owner is anything with ``params`` and ``grads`` dicts: a layer or a
+    likelihood). Afterwards every ``owner.params[key]`` (and ``grads[key]``)
+    is a reshaped view of one contiguous array, so an optimizer can update
+    all parameters with one fused call. Values are preserved.
 
     Returns
     -------

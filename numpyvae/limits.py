@@ -81,3 +81,9 @@ def check_parameters(count: int, itemsize: int, what: str) -> None:
     """
     check_size(2 * int(count) * int(itemsize),
                f"{what}: {int(count):,} parameters (weights and gradients)")
+
+
+def mlp_parameters(sizes) -> int:
+    """The number of weights and biases of fully connected layers of these widths."""
+    sizes = [int(n) for n in sizes]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))

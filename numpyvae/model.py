@@ -1,35 +1,40 @@
-"""The variational autoencoder and the plain autoencoder, wired from layers and backend ops.
+"""The variational autoencoder and the plain autoencoder, built from any encoder and decoder.
 
-Both models share an MLP encoder and an MLP decoder (:func:`numpyvae.layers.mlp`)
-and a likelihood for the data given the decoder's output:
+A model is four named objects and the loss that ties them together:
 
-* ``"bernoulli"`` — the decoder outputs logits; ``-log p(x|z)`` is the binary
-  cross-entropy with logits, gradient ``sigmoid(l) - x``.
-* ``"gaussian"`` — the decoder outputs the mean; the variance is fixed
-  (``gaussian_var``, a number) or a learned per-pixel log-variance
-  (``gaussian_var="learned"``, parameter ``decoder.logvar``).
+* ``encoder`` — a network (:mod:`numpyvae.layers`) from the data ``x``,
+  shape ``(B, *input_shape)``, to ``h``; for the VAE ``h`` has width
+  ``2 * latent_dim``: ``[mu | logvar]``;
+* ``posterior`` (VAE only) — :class:`numpyvae.distributions.DiagonalGaussian`:
+  the sample ``z = mu + sigma * eps`` and ``KL(q(z|x) || N(0, I))``;
+* ``decoder`` — a network from ``z``, shape ``(B, latent_dim)``, to the
+  likelihood's parameters ``out``, shape ``(B, *input_shape)``;
+* ``likelihood`` — :mod:`numpyvae.distributions`: ``-log p(x | z)`` from
+  ``out`` (Bernoulli logits, or a Gaussian mean with a fixed or learned variance).
 
-The VAE's encoder ends in one ``Linear`` of width ``2 * latent_dim``: the first
-half is the mean ``mu``, the second half ``logvar = log sigma^2``. The latent
-code is ``z = mu + sigma * eps`` (reparameterization), and the loss is
+The VAE's loss, in nats per example (summed over an example's values and
+latent dimensions, averaged over the batch), is
 
 .. math::
 
     \\mathcal L = \\underbrace{-\\log p(x \\mid z)}_{\\text{recon}}
-        + \\beta\\, \\mathrm{KL}\\big(q(z \\mid x) \\,\\|\\, \\mathcal N(0, I)\\big),
+        + \\beta\\, \\mathrm{KL}\\big(q(z \\mid x) \\,\\|\\, \\mathcal N(0, I)\\big);
 
-in nats per example (summed over pixels and latent dimensions, averaged over
-the batch). The plain autoencoder uses ``z = encoder(x)`` and the
-reconstruction term alone.
+the plain autoencoder uses ``z = encoder(x)`` and the reconstruction term alone.
 
-What does not live here: the math of each op (:mod:`numpyvae.backend.reference`),
-evaluation beyond one batch (:mod:`numpyvae.evaluate`), training loops
-(:mod:`numpyvae.train`).
+Two ways to build one::
+
+    VAE(784, hidden_dims=(400,), latent_dim=20)           # MLPs, as the CLI does
+    VAE(encoder, decoder, latent_dim=20, likelihood=...)  # any networks of layers
+
+What does not live here: the math of each step (:mod:`numpyvae.distributions`,
+:mod:`numpyvae.layers`, :mod:`numpyvae.backend.reference`), the model file's
+format (:mod:`numpyvae.modelfile`), evaluation beyond one batch
+(:mod:`numpyvae.evaluate`), training loops (:mod:`numpyvae.train`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -40,16 +45,18 @@ import numpy as np
 
 from .backend import get_backend
 from .backend.reference import ACTIVATIONS
-from .fileio import atomic_write
-from .layers import Layer, as_float_dtype, mlp, pack_parameters
-from .safenpz import read_npz
+from .buffers import WorkBuffers
+from .distributions import (
+    DiagonalGaussian,
+    Likelihood,
+    likelihood_from_spec,
+    make_likelihood,
+)
+from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
+from .limits import check_parameters, mlp_parameters
+from .modelfile import FORMAT_VERSION, ModelFileError, read_model_file, write_model_file
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-FORMAT_VERSION = 1
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, corrupt, or does not match the model it claims to be."""
 
 
 @dataclass
@@ -86,79 +93,199 @@ def _positive_int(value, what):
     return int(value)
 
 
+def _shape_text(shape):
+    return "(batch, " + ", ".join(str(d) for d in shape) + ")"
+
+
+def _leaves(network):
+    """The layers of a network that do the work (Sequentials opened up), in order."""
+    return [layer for layer in network.layers() if not isinstance(layer, Sequential)]
+
+
 class _EncoderDecoder:
-    """Shared machinery of :class:`VAE` and :class:`Autoencoder`."""
+    """What :class:`VAE` and :class:`Autoencoder` share: building, decoding, saving.
+
+    Subclasses set ``kind`` and ``latent_widths`` (the encoder's output width
+    is ``latent_widths * latent_dim``) and write their own ``loss_and_grads``.
+    """
 
     kind = ""
-    latent_widths = 1  # the encoder's output width is latent_widths * latent_dim
+    latent_widths = 1
 
-    def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
-                 activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
-                 gaussian_var=0.01, free_bits=0.0):
-        self.input_dim = _positive_int(input_dim, "input_dim")
+    def __init__(self, *args, **kwargs):
+        if (args and isinstance(args[0], Layer)) or "encoder" in kwargs:
+            self._from_networks(*args, **kwargs)
+        else:
+            self._from_sizes(*args, **kwargs)
+
+    # ------------------------------------------------------------------ building
+
+    def _from_sizes(self, input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
+                    activation="relu", dtype="float32", seed=0, *, backend=None,
+                    init="default", gaussian_var=0.01, free_bits=0.0):
+        """The convenience form: an MLP encoder and a mirrored MLP decoder."""
+        input_dim = _positive_int(input_dim, "input_dim")
         if isinstance(hidden_dims, int):
             hidden_dims = (hidden_dims,)
-        self.hidden_dims = tuple(_positive_int(h, "each of hidden_dims") for h in hidden_dims)
-        self.latent_dim = _positive_int(latent_dim, "latent_dim")
+        hidden_dims = tuple(_positive_int(h, "each of hidden_dims") for h in hidden_dims)
+        latent_dim = _positive_int(latent_dim, "latent_dim")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        if not (gaussian_var == "learned" or (isinstance(gaussian_var, (int, float))
-                                              and gaussian_var > 0)):
-            raise ValueError(
-                f"gaussian_var must be a positive number or 'learned', got {gaussian_var!r}"
-            )
-        if not (isinstance(free_bits, (int, float)) and free_bits >= 0):
-            raise ValueError(f"free_bits must be a number >= 0, got {free_bits!r}")
-        self.likelihood, self.activation, self.init = likelihood, activation, init
-        self.gaussian_var, self.free_bits = gaussian_var, float(free_bits)
-        self.dtype = as_float_dtype(dtype)
-        self.seed = seed
-        self.backend = get_backend(backend)
-        self.rng = np.random.default_rng(seed)
+        dtype = as_float_dtype(dtype)
+        backend = get_backend(backend)
+        likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
+        rng = np.random.default_rng(seed)  # draws the weights, then the model's noise
 
-        width = self.latent_widths * self.latent_dim
-        common = dict(init=init, rng=self.rng, dtype=self.dtype, backend=self.backend)
-        self.encoder = mlp((self.input_dim, *self.hidden_dims, width), activation, **common)
-        self.decoder = mlp((self.latent_dim, *self.hidden_dims[::-1], self.input_dim),
-                           activation, **common)
-        self.encoder[0].skip_input_grad = True  # nothing upstream of the data needs dx
+        width = self.latent_widths * latent_dim
+        # Refuse impossible sizes (--hidden 100000000) before allocating anything.
+        check_parameters(mlp_parameters((input_dim, *hidden_dims, width))
+                         + mlp_parameters((latent_dim, *hidden_dims[::-1], input_dim)),
+                         dtype.itemsize, f"{type(self).__name__}(input_dim={input_dim}, "
+                         f"hidden_dims={hidden_dims}, latent_dim={latent_dim})")
+        common = dict(init=init, rng=rng, dtype=dtype, backend=backend)
+        encoder = mlp((input_dim, *hidden_dims, width), activation, **common)
+        decoder = mlp((latent_dim, *hidden_dims[::-1], input_dim), activation, **common)
+        self._assemble(encoder, decoder, likelihood_object, latent_dim, free_bits,
+                       (input_dim,), rng, backend, seed)
+        self.hidden_dims, self.activation, self.init = hidden_dims, activation, init
+        self.gaussian_var = gaussian_var
+        self._options = {
+            "kind": self.kind, "input_dim": input_dim, "hidden_dims": list(hidden_dims),
+            "latent_dim": latent_dim, "likelihood": likelihood, "activation": activation,
+            "dtype": dtype.name, "gaussian_var": gaussian_var,
+            "init": init if isinstance(init, str) else "default",
+        }  # and free_bits, which may change: see config()
 
-        self._noise = Layer(self.backend)  # holds the learned observation log-variance
-        if likelihood == "gaussian" and gaussian_var == "learned":
-            self._noise.params = {"logvar": np.zeros(self.input_dim, dtype=self.dtype)}
-            self._noise.grads = {"logvar": np.zeros(self.input_dim, dtype=self.dtype)}
-        self._fixed_logvar = None
-        if likelihood == "gaussian" and gaussian_var != "learned":
-            self._fixed_logvar = self.dtype.type(math.log(gaussian_var))
+    def _from_networks(self, encoder, decoder, *, latent_dim, likelihood="bernoulli",
+                       gaussian_var=0.01, free_bits=0.0, input_shape=None, seed=0,
+                       backend=None):
+        """Any networks: ``encoder`` (B, *input_shape) -> (B, latent_widths * L),
+        ``decoder`` (B, L) -> (B, *input_shape)."""
+        name = type(self).__name__
+        for what, net in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(net, Layer):
+                raise ValueError(f"{name}: the {what} must be a Layer (e.g. a Sequential), "
+                                 f"got {type(net).__name__}")
+        latent_dim = _positive_int(latent_dim, "latent_dim")
+        backend = get_backend(encoder.backend if backend is None else backend)
+        likelihood = make_likelihood(likelihood, gaussian_var, backend=backend)
+        if input_shape is None:
+            input_shape = self._output_shape("decoder", decoder, (latent_dim,))
+        elif isinstance(input_shape, (int, np.integer)):
+            input_shape = (input_shape,)
+        input_shape = tuple(_positive_int(d, "each of input_shape") for d in input_shape)
+        self._assemble(encoder, decoder, likelihood, latent_dim, free_bits, input_shape,
+                       np.random.default_rng(seed), backend, seed)
+        self.hidden_dims = self.activation = self.init = None
+        self.gaussian_var = getattr(likelihood, "var", None)
+        self._options = None
 
-        slots = [*self.encoder.named_slots("encoder."), *self.decoder.named_slots("decoder."),
-                 *self._noise.named_slots("decoder.")]
+    def _assemble(self, encoder, decoder, likelihood, latent_dim, free_bits, input_shape, rng,
+                  backend, seed):
+        """Check that the networks fit, then own them: one flat parameter buffer, one backend."""
+        self.backend = backend
+        self.posterior = None
+        self.free_bits = free_bits
+        if not isinstance(likelihood, Likelihood):
+            raise ValueError(f"likelihood must be a Likelihood, got {type(likelihood).__name__}")
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.latent_dim = latent_dim
+        self.input_shape = input_shape
+        self.input_dim = math.prod(input_shape)
+        self.rng, self.seed = rng, seed
+        self._check_shapes()
+        self.dtype = self._parameter_dtype()
+        self.posterior = self._make_posterior()
+        self.likelihood.setup(input_shape, self.dtype)
+        self.set_backend(backend)
+
+        first = _leaves(encoder)[:1]
+        if first and hasattr(first[0], "skip_input_grad"):
+            first[0].skip_input_grad = True  # nothing upstream of the data needs dx
+
+        # The likelihood's parameters are the decoder's distribution's: "decoder.logvar".
+        slots = [*encoder.named_slots("encoder."), *decoder.named_slots("decoder."),
+                 *likelihood.named_slots("decoder.")]
+        names = [name for name, _, _ in slots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{type(self).__name__}: parameter names collide: {names}")
         self.flat_params, self.flat_grads = pack_parameters(slots, self.dtype)
-        self.params = MappingProxyType({name: layer.params[k] for name, layer, k in slots})
-        self.grads = MappingProxyType({name: layer.grads[k] for name, layer, k in slots})
-        for layer in self._layers():
-            layer.reuse_buffers = True
-        self._work: dict[str, np.ndarray] = {}
+        self.params = MappingProxyType({name: owner.params[k] for name, owner, k in slots})
+        self.grads = MappingProxyType({name: owner.grads[k] for name, owner, k in slots})
+        for part in self._parts():
+            part.reuse_buffers = True
+        self._work = WorkBuffers()
+
+    @staticmethod
+    def _output_shape(what, network, shape):
+        try:
+            return tuple(network.output_shape(tuple(shape)))
+        except NotImplementedError as exc:
+            raise ValueError(f"cannot check the {what}'s shapes: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"the {what} does not take inputs of shape {tuple(shape)}: "
+                             f"{exc}") from None
+
+    def _check_shapes(self):
+        name, L = type(self).__name__, self.latent_dim
+        width = self.latent_widths * L
+        got = self._output_shape("encoder", self.encoder, self.input_shape)
+        if got != (width,):
+            what = f"[mu | logvar] for latent_dim {L}" if self.latent_widths == 2 else \
+                f"the code, latent_dim {L}"
+            raise ValueError(f"{name}: the encoder maps inputs of shape {self.input_shape} to "
+                             f"{got}, expected ({width},): {what}")
+        got = self._output_shape("decoder", self.decoder, (L,))
+        if got != self.input_shape:
+            raise ValueError(f"{name}: the decoder maps codes of shape ({L},) to {got}, "
+                             f"expected the input shape {self.input_shape}")
+
+    def _parameter_dtype(self):
+        dtypes = {p.dtype for net in (self.encoder, self.decoder) for p in net.params.values()}
+        if not dtypes:
+            raise ValueError(f"{type(self).__name__}: the networks have no parameters")
+        if len(dtypes) > 1:
+            raise ValueError(f"{type(self).__name__}: the networks mix dtypes "
+                             f"{sorted(d.name for d in dtypes)}; build every layer with one")
+        return as_float_dtype(dtypes.pop())
+
+    def _make_posterior(self):
+        """The posterior over the code, or None for a deterministic one."""
+        return None
+
+    @property
+    def free_bits(self) -> float:
+        """Nats per latent dimension below which the KL is not penalised (the posterior's)."""
+        return self._free_bits if self.posterior is None else self.posterior.free_bits
+
+    @free_bits.setter
+    def free_bits(self, value):
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"free_bits must be a number >= 0, got {value!r}")
+        self._free_bits = float(value)
+        if self.posterior is not None:
+            self.posterior.free_bits = float(value)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _layers(self):
+    def _parts(self):
+        """Every object with a backend and work buffers: layers, posterior, likelihood."""
         yield from self.encoder.layers()
         yield from self.decoder.layers()
-
-    def _buf(self, name, shape):
-        buf = self._work.get(name)
-        if buf is None or buf.shape != shape:
-            buf = self._work[name] = np.empty(shape, dtype=self.dtype)
-        return buf
+        if self.posterior is not None:
+            yield self.posterior
+        yield self.likelihood
 
     def set_backend(self, backend) -> None:
         """Switch every layer and op of this model to another backend."""
         self.backend = get_backend(backend)
         self.encoder.set_backend(self.backend)
         self.decoder.set_backend(self.backend)
+        self.likelihood.set_backend(self.backend)
+        if self.posterior is not None:
+            self.posterior.set_backend(self.backend)
 
     def zero_grad(self) -> None:
         """Set every gradient to zero."""
@@ -168,18 +295,21 @@ class _EncoderDecoder:
     def num_params(self) -> int:
         return self.flat_params.size
 
-    def _check_data(self, x, what="x"):
+    def check_input(self, x, what="x") -> np.ndarray:
+        """``x`` as a batch this model takes: shape ``(B, *input_shape)``, the model's dtype.
+
+        Raises ``ValueError`` naming the shape expected and the one given.
+        """
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(
-                f"{type(self).__name__}: expected {what} of shape (batch, {self.input_dim}), "
-                f"got {x.shape}"
-            )
+        if x.ndim != 1 + len(self.input_shape) or x.shape[1:] != self.input_shape:
+            raise ValueError(f"{type(self).__name__}: expected {what} of shape "
+                             f"{_shape_text(self.input_shape)}, got {x.shape}")
         if x.dtype != self.dtype:
             if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
                 raise ValueError(f"{type(self).__name__}: {what} must be numeric, got {x.dtype}")
             x = x.astype(self.dtype)
         return x
+
 
     def _check_latent(self, z, what="z"):
         z = np.asarray(z, dtype=self.dtype)
@@ -190,47 +320,26 @@ class _EncoderDecoder:
             )
         return z
 
-    def _obs_logvar(self):
-        if self._fixed_logvar is not None:
-            return self._fixed_logvar
-        return self._noise.params["logvar"]
-
-    # ------------------------------------------------------------------ likelihood
-
-    def _recon_and_grad(self, out, x, scale):
-        """Per-example ``-log p(x|z)`` and ``scale`` times its gradient w.r.t. ``out``."""
-        B = x.shape[0]
-        nll, dout = self._buf("nll", (B,)), self._buf("dout", out.shape)
-        if self.likelihood == "bernoulli":
-            return self.backend.bernoulli_nll_and_grad(out, x, scale, nll=nll, dlogits=dout)
-        dlogvar = self._noise.grads.get("logvar")
-        return self.backend.gaussian_nll_and_grad(out, self._obs_logvar(), x, scale, dlogvar,
-                                                  nll=nll, dmean=dout)
+    # ------------------------------------------------------------------ decoding
 
     def reconstruction_nll(self, z, x) -> np.ndarray:
         """``-log p(x | z)`` per example, shape (B,), for latent codes ``z`` (B, L)."""
-        z, x = self._check_latent(z), self._check_data(x)
+        z, x = self._check_latent(z), self.check_input(x)
         if z.shape[0] != x.shape[0]:
             # A single x would otherwise broadcast silently against every z.
             raise ValueError(f"{type(self).__name__}: z has {z.shape[0]} rows but x has "
                              f"{x.shape[0]}; expected one x per z")
-        out = self.decoder.forward(z)
-        if self.likelihood == "bernoulli":
-            return self.backend.bernoulli_nll(out, x).copy()
-        return self.backend.gaussian_nll(out, self._obs_logvar(), x).copy()
+        return self.likelihood.nll(self.decoder.forward(z), x)
 
     def decode(self, z) -> np.ndarray:
         """The mean of ``p(x | z)``: pixel probabilities (Bernoulli) or the mean (Gaussian).
 
-        z: (B, latent_dim) -> (B, input_dim)
+        z: (B, latent_dim) -> (B, *input_shape)
         """
-        out = self.decoder.forward(self._check_latent(z))
-        if self.likelihood == "bernoulli":
-            return self.backend.activation_forward(out, "sigmoid")
-        return out.copy()
+        return self.likelihood.mean(self.decoder.forward(self._check_latent(z)))
 
     def sample(self, n, rng=None) -> np.ndarray:
-        """Decode ``n`` draws from the prior ``N(0, I)``: shape (n, input_dim)."""
+        """Decode ``n`` draws from the prior ``N(0, I)``: shape (n, *input_shape)."""
         rng = self.rng if rng is None else rng
         z = rng.standard_normal((_positive_int(n, "n"), self.latent_dim)).astype(self.dtype)
         return self.decode(z)
@@ -238,61 +347,52 @@ class _EncoderDecoder:
     def interpolate(self, x_a, x_b, steps=10) -> np.ndarray:
         """Decode ``steps`` points on the line between the codes of ``x_a`` and ``x_b``.
 
-        ``x_a``, ``x_b``: one input each, shape (input_dim,) or (1, input_dim).
-        Returns (steps, input_dim), from ``x_a``'s end to ``x_b``'s.
+        ``x_a``, ``x_b``: one input each, shape ``input_shape`` or ``(1, *input_shape)``.
+        Returns (steps, *input_shape), from ``x_a``'s end to ``x_b``'s.
         """
         steps = _positive_int(steps, "steps")
-        pair = np.vstack([np.reshape(x_a, (1, -1)), np.reshape(x_b, (1, -1))])
-        codes = self.embed(self._check_data(pair, "x_a/x_b"))
+        pair = []
+        for what, a in (("x_a", x_a), ("x_b", x_b)):
+            a = np.asarray(a)
+            if a.shape not in (self.input_shape, (1, *self.input_shape)):
+                raise ValueError(f"{type(self).__name__}: expected {what} of shape "
+                                 f"{self.input_shape} or (1, ...), got {a.shape}")
+            pair.append(a.reshape(1, *self.input_shape))
+        pair = np.concatenate(pair)
+        codes = self.embed(self.check_input(pair, "x_a/x_b"))
         t = np.linspace(0.0, 1.0, steps, dtype=self.dtype)[:, None]
         return self.decode((1 - t) * codes[0] + t * codes[1])
 
-    # ------------------------------------------------------------------ training step
-
-    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
-        """Loss of a batch and its gradient for every parameter (gradients are reset first).
-
-        Parameters
-        ----------
-        x : ndarray, shape (B, input_dim)
-        eps : ndarray, shape (B, latent_dim), optional
-            The reparameterization noise; drawn from ``rng`` (or the model's
-            own generator) when omitted. Pass it to hold the noise fixed.
-        beta : float
-            Weight of the KL term.
-        """
-        x = self._check_data(x)
-        B = x.shape[0]
-        self.zero_grad()
-        h = self.encoder.forward(x)
-        z, kl = self._latent_forward(h, eps, rng)
-        out = self.decoder.forward(z)
-        nll, dout = self._recon_and_grad(out, x, 1.0 / B)
-        dz = self.decoder.backward(dout)
-        kl_term = self._latent_backward(dz, h, kl, beta)
-        recon = float(nll.mean())
-        kl_value = 0.0 if kl is None else float(kl.mean())
-        return LossResult(recon + beta * kl_term, recon, kl_value, self.grads)
-
     # ------------------------------------------------------------------ saving
 
-    def config(self) -> dict:
-        """The constructor arguments that rebuild this model (weights aside)."""
+    def architecture(self) -> dict:
+        """What the model is made of, as JSON-able specs: enough to rebuild it (weights aside)."""
         return {
-            "kind": self.kind, "input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
-            "latent_dim": self.latent_dim, "likelihood": self.likelihood,
-            "activation": self.activation, "dtype": self.dtype.name,
-            "gaussian_var": self.gaussian_var, "free_bits": self.free_bits,
-            "init": self.init if isinstance(self.init, str) else "default",
+            "kind": self.kind, "input_shape": list(self.input_shape),
+            "latent_dim": self.latent_dim, "dtype": self.dtype.name,
+            "free_bits": self.free_bits, "likelihood": self.likelihood.spec(),
+            "encoder": self.encoder.spec(), "decoder": self.decoder.spec(),
         }
 
+    def config(self) -> dict:
+        """The arguments that rebuild this model (weights aside).
+
+        For a model of the convenience form, its constructor's arguments
+        (``input_dim``, ``hidden_dims``, ...); otherwise :meth:`architecture`.
+        """
+        if self._options is None:
+            return self.architecture()
+        return {**self._options, "free_bits": self.free_bits}
+
     def save(self, path) -> Path:
-        """Write weights and config to one ``.npz`` file (no pickle), atomically."""
-        arrays = dict(self.params)
-        arrays["__config__"] = np.frombuffer(
-            json.dumps({"format": FORMAT_VERSION, **self.config()}).encode(), dtype=np.uint8
-        )
-        return atomic_write(path, lambda f: np.savez(f, **arrays))
+        """Write weights and architecture to one ``.npz`` file (no pickle), atomically.
+
+        The format is described in :mod:`numpyvae.modelfile`.
+        """
+        header = {"architecture": self.architecture()}
+        if self._options is not None:
+            header["options"] = self.config()
+        return write_model_file(path, header, self.params)
 
     def load_weights(self, arrays, source="weights") -> None:
         """Copy arrays (name -> array) into this model's parameters, checking names and shapes."""
@@ -314,35 +414,52 @@ class _EncoderDecoder:
             p[...] = a
 
     def __repr__(self):
-        return (f"{type(self).__name__}(input_dim={self.input_dim}, "
-                f"hidden_dims={self.hidden_dims}, latent_dim={self.latent_dim}, "
-                f"likelihood={self.likelihood!r}, dtype={self.dtype.name!r}, "
-                f"backend={self.backend.NAME!r})")
+        if self._options is not None:
+            return (f"{type(self).__name__}(input_dim={self.input_dim}, "
+                    f"hidden_dims={self.hidden_dims}, latent_dim={self.latent_dim}, "
+                    f"likelihood={self.likelihood.name!r}, dtype={self.dtype.name!r}, "
+                    f"backend={self.backend.NAME!r})")
+        return (f"{type(self).__name__}(input_shape={self.input_shape}, "
+                f"latent_dim={self.latent_dim}, likelihood={self.likelihood!r}, "
+                f"dtype={self.dtype.name!r}, backend={self.backend.NAME!r}, "
+                f"encoder: {len(_leaves(self.encoder))} layers, "
+                f"decoder: {len(_leaves(self.decoder))} layers)")
 
 
 class VAE(_EncoderDecoder):
-    """A variational autoencoder with a Gaussian posterior and a standard-normal prior.
+    """A variational autoencoder with a diagonal Gaussian posterior and a standard-normal prior.
+
+    Two ways to build one:
+
+    ``VAE(encoder, decoder, *, latent_dim, likelihood="bernoulli", free_bits=0.0,
+    input_shape=None, seed=0, backend=None)``
+        Any two networks of layers. ``encoder`` maps ``(B, *input_shape)`` to
+        ``(B, 2 * latent_dim)`` (``[mu | logvar]``), ``decoder`` maps
+        ``(B, latent_dim)`` back to ``(B, *input_shape)``. ``input_shape`` is
+        the decoder's output shape unless given; the shapes are checked here
+        (``ValueError`` if they do not fit). The model takes the networks
+        over: their parameters move into one flat buffer, and they run on
+        the model's backend with reused work buffers.
+
+    ``VAE(input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
+    activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
+    gaussian_var=0.01, free_bits=0.0)``
+        An MLP encoder with hidden widths ``hidden_dims`` and a mirrored MLP decoder.
 
     Parameters
     ----------
-    input_dim : int
-    hidden_dims : tuple of int
-        Widths of the encoder's hidden layers; the decoder mirrors them.
-    latent_dim : int
-    likelihood : "bernoulli" or "gaussian"
-    activation : str
-        Hidden activation, ``"relu"`` by default.
-    dtype : "float32" or "float64"
-    seed : int
-        Seeds the initial weights and the model's own noise generator.
-    backend : "numpy", "numba" or None
-        ``None`` chooses as :func:`numpyvae.backend.get_backend` does.
-    init : str
-        Weight initialiser (see :mod:`numpyvae.init`).
+    likelihood : "bernoulli", "gaussian" or a :class:`numpyvae.distributions.Likelihood`
     gaussian_var : float or "learned"
-        The Gaussian decoder's fixed variance, or a learned per-pixel one.
+        With ``likelihood="gaussian"``: the fixed variance, or a learned
+        per-pixel one (parameter ``decoder.logvar``).
     free_bits : float
         Nats per latent dimension below which the KL is not penalised.
+    seed : int
+        Seeds the model's own noise generator (and, in the convenience
+        form, first the initial weights).
+    backend : "numpy", "numba" or None
+        ``None`` chooses as :func:`numpyvae.backend.get_backend` does (the
+        encoder's backend, in the network form).
 
     Examples
     --------
@@ -357,11 +474,53 @@ class VAE(_EncoderDecoder):
     kind = "vae"
     latent_widths = 2
 
+    def _make_posterior(self):
+        return DiagonalGaussian(self.latent_dim, self._free_bits, backend=self.backend)
+
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
+        """Loss of a batch and its gradient for every parameter (gradients are reset first).
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, *input_shape)
+        eps : ndarray, shape (B, latent_dim), optional
+            The reparameterization noise; drawn from ``rng`` (or the model's
+            own generator) when omitted. Pass it to hold the noise fixed.
+        beta : float
+            Weight of the KL term.
+        """
+        x = self.check_input(x)
+        B = x.shape[0]
+        eps = self._noise(B, eps, rng)
+        self.zero_grad()
+        # Forward: q(z|x), a sample z ~ q, p(x|z).
+        h = self.encoder.forward(x)                                   # (B, 2L) = [mu | logvar]
+        z, kl = self.posterior.forward(h, eps)                        # z = mu + sigma * eps
+        out = self.decoder.forward(z)                                 # (B, *input_shape)
+        nll, dout = self.likelihood.nll_and_grad(out, x, scale=1.0 / B)  # -log p(x|z), d/dout
+        # Backward, in reverse: the loss is mean(nll) + beta * mean(kl).
+        dz = self.decoder.backward(dout)
+        dh = self.posterior.backward(dz, kl_weight=beta / B)          # through z and the KL
+        self.encoder.backward(dh)
+        recon, kl_term = float(nll.mean()), self.posterior.kl_objective(kl)
+        return LossResult(recon + beta * kl_term, recon, float(kl.mean()), self.grads)
+
+    def _noise(self, B, eps, rng):
+        """``eps`` checked, or drawn from ``rng`` (the model's own generator if None)."""
+        L = self.latent_dim
+        if eps is None:
+            rng = self.rng if rng is None else rng
+            return rng.standard_normal(out=self._work.get("eps", (B, L), self.dtype),
+                                       dtype=self.dtype)
+        eps = np.asarray(eps, dtype=self.dtype)
+        if eps.shape != (B, L):
+            raise ValueError(f"VAE: expected eps of shape ({B}, {L}), got {eps.shape}")
+        return eps
+
     def encode(self, x):
         """The posterior's parameters: ``(mu, logvar)``, each (B, latent_dim)."""
-        h = self.encoder.forward(self._check_data(x))
-        L = self.latent_dim
-        return h[:, :L].copy(), h[:, L:].copy()
+        mu, logvar = self.posterior.split(self.encoder.forward(self.check_input(x)))
+        return mu.copy(), logvar.copy()
 
     def embed(self, x):
         """A deterministic code for each input: the posterior mean (B, latent_dim)."""
@@ -373,63 +532,45 @@ class VAE(_EncoderDecoder):
         if sample:
             rng = self.rng if rng is None else rng
             eps = rng.standard_normal(mu.shape).astype(self.dtype)
-            mu = self.backend.reparameterize(mu, logvar, eps)
+            mu = self.posterior.sample(mu, logvar, eps)
         return self.decode(mu)
-
-    def _latent_forward(self, h, eps, rng):
-        B, L = h.shape[0], self.latent_dim
-        if eps is None:
-            rng = self.rng if rng is None else rng
-            eps = rng.standard_normal(out=self._buf("eps", (B, L)), dtype=self.dtype)
-        else:
-            eps = np.asarray(eps, dtype=self.dtype)
-            if eps.shape != (B, L):
-                raise ValueError(f"VAE: expected eps of shape ({B}, {L}), got {eps.shape}")
-        self._eps = eps
-        return self.backend.latent_forward(h, eps, z=self._buf("z", (B, L)),
-                                           kl=self._buf("kl", (B,)))
-
-    def _latent_backward(self, dz, h, kl, beta):
-        B, L = h.shape[0], self.latent_dim
-        dkl = self._buf("dkl", (B,))
-        dkl.fill(beta / B)
-        dh = self.backend.latent_backward(dz, h, self._eps, dkl, self.free_bits,
-                                          dh=self._buf("dh", h.shape))
-        self.encoder.backward(dh)
-        if self.free_bits > 0:
-            per_dim = self.backend.kl_per_dimension(h[:, :L], h[:, L:])
-            return float(np.maximum(per_dim, self.free_bits).sum())
-        return float(kl.mean())
 
     def elbo_terms(self, x, eps=None, rng=None):
         """Per-example ``(recon, kl)`` for one draw of the noise, each shape (B,)."""
-        x = self._check_data(x)
-        h = self.encoder.forward(x)
-        z, kl = self._latent_forward(h, eps, rng)
+        x = self.check_input(x)
+        eps = self._noise(x.shape[0], eps, rng)
+        z, kl = self.posterior.forward(self.encoder.forward(x), eps)
         kl = kl.copy()
-        out = self.decoder.forward(z)
-        if self.likelihood == "bernoulli":
-            nll = self.backend.bernoulli_nll(out, x)
-        else:
-            nll = self.backend.gaussian_nll(out, self._obs_logvar(), x)
-        return nll.copy(), kl
+        return self.likelihood.nll(self.decoder.forward(z), x), kl
 
 
 class Autoencoder(_EncoderDecoder):
-    """A plain, deterministic autoencoder with the same layers as :class:`VAE`.
+    """A plain, deterministic autoencoder: the code is ``z = encoder(x)``, width ``latent_dim``.
 
-    The code is ``z = encoder(x)`` (width ``latent_dim``), and the loss is
-    the reconstruction term alone. Nothing pulls the codes toward ``N(0, I)``,
-    so decoding draws from that prior gives poor images: the comparison a
-    VAE course makes. Takes the same arguments as :class:`VAE`.
+    The loss is the reconstruction term alone. Nothing pulls the codes toward
+    ``N(0, I)``, so decoding draws from that prior gives poor images: the
+    comparison a VAE course makes. Built the same two ways as :class:`VAE`
+    (the encoder's output has width ``latent_dim``).
     """
 
     kind = "autoencoder"
     latent_widths = 1
 
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
+        """Reconstruction loss of a batch and its gradients (``eps``, ``beta``, ``rng`` unused)."""
+        x = self.check_input(x)
+        B = x.shape[0]
+        self.zero_grad()
+        z = self.encoder.forward(x)                                   # (B, L)
+        out = self.decoder.forward(z)                                 # (B, *input_shape)
+        nll, dout = self.likelihood.nll_and_grad(out, x, scale=1.0 / B)
+        self.encoder.backward(self.decoder.backward(dout))
+        recon = float(nll.mean())
+        return LossResult(recon, recon, 0.0, self.grads)
+
     def encode(self, x):
         """The code of each input, (B, latent_dim)."""
-        return self.encoder.forward(self._check_data(x)).copy()
+        return self.encoder.forward(self.check_input(x)).copy()
 
     embed = encode
 
@@ -437,61 +578,61 @@ class Autoencoder(_EncoderDecoder):
         """Decode the code of each input."""
         return self.decode(self.encode(x))
 
-    def _latent_forward(self, h, eps, rng):
-        return h, None
-
-    def _latent_backward(self, dz, h, kl, beta):
-        self.encoder.backward(dz)
-        return 0.0
-
     def elbo_terms(self, x, eps=None, rng=None):
         """Per-example ``(recon, kl)``; the KL of a deterministic code is reported as 0."""
-        x = self._check_data(x)
+        x = self.check_input(x)
         z = self.encode(x)
         return self.reconstruction_nll(z, x), np.zeros(x.shape[0], dtype=self.dtype)
 
 
 MODEL_KINDS = {"vae": VAE, "autoencoder": Autoencoder}
 
+
 def build_model(config: dict, backend=None):
-    """Construct a model from a :meth:`config` dict."""
+    """Construct an untrained model from a :meth:`~VAE.config` or :meth:`~VAE.architecture` dict."""
     config = dict(config)
     config.pop("format", None)
     kind = config.pop("kind", "vae")
     if kind not in MODEL_KINDS:
         raise ModelFileError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
-    return MODEL_KINDS[kind](**config, backend=backend)
+    cls = MODEL_KINDS[kind]
+    if "encoder" not in config:
+        return cls(**config, backend=backend)
+    dtype = as_float_dtype(config.pop("dtype", "float32"))
+    rng = np.random.default_rng(0)  # initial weights, to be overwritten
+    encoder = layer_from_spec(config.pop("encoder"), rng=rng, dtype=dtype, backend=backend)
+    decoder = layer_from_spec(config.pop("decoder"), rng=rng, dtype=dtype, backend=backend)
+    likelihood = likelihood_from_spec(config.pop("likelihood", None), backend=backend)
+    return cls(encoder, decoder, likelihood=likelihood, **config, backend=backend)
+
+
+def _as_json(obj):
+    return json.loads(json.dumps(obj))
 
 
 def load(path, backend=None):
     """Load a model written by :meth:`VAE.save` (or :meth:`Autoencoder.save`).
 
-    Raises :class:`ModelFileError` (a ``ValueError``) for a missing, corrupt
-    or mismatched file; the message names the file and what was wrong.
+    Reads the current format and the first release's (see
+    :mod:`numpyvae.modelfile`). Raises :class:`ModelFileError` (a
+    ``ValueError``) for a missing, corrupt or mismatched file; the message
+    names the file and what was wrong.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    with open(path, "rb") as f:
-        if f.read(6) == b"\x93NUMPY":
-            raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
-                                 "model.save() (an .npz archive)")
-    arrays = read_npz(path, ModelFileError, "numpyvae model file")
-    if "__config__" not in arrays:
-        raise ModelFileError(f"{path}: no model config inside; was it written by model.save()?")
+    header, arrays = read_model_file(path)
+    options, architecture = header.get("options"), header.get("architecture")
     try:
-        config = json.load(io.BytesIO(arrays.pop("__config__").tobytes()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: the model config is corrupt ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ModelFileError(f"{path}: the model config is not a JSON object")
-    if config.get("format") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model file format {config.get('format')!r}, expected {FORMAT_VERSION}"
-        )
-    try:
-        model = build_model(config, backend=backend)
-    except (TypeError, ValueError) as exc:
+        model = build_model(options if options is not None else architecture, backend=backend)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{path}: the model config is invalid ({exc})") from exc
+    if options is not None and architecture is not None \
+            and _as_json(model.architecture()) != architecture:
+        raise ModelFileError(f"{path}: the recorded architecture does not match the model its "
+                             "options build")
     model.load_weights(arrays, source=str(path))
     return model
+
+
+__all__ = ["VAE", "Autoencoder", "LossResult", "MODEL_KINDS", "FORMAT_VERSION",
+           "ModelFileError", "build_model", "load"]

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from strategies import fixture_settings, seeds, shapes
 
+from numpyvae.backend import reference
+from numpyvae.distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from numpyvae.gradcheck import numerical_gradient, numerical_vjp, rel_error
 
 TOL = 1e-7
@@ -343,3 +345,98 @@ def test_fused_nll_and_grad_equal_the_separate_ops(backend):
     nll_fixed, _ = backend.gaussian_nll_and_grad(mean, np.float64(-1.0), x, 1 / B, None)
     np.testing.assert_allclose(nll_fixed, backend.gaussian_nll(mean, np.float64(-1.0), x),
                                rtol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# The objects the model uses (numpyvae.distributions): same ops, any data shape
+# --------------------------------------------------------------------------
+
+LIKELIHOOD_OBJECTS = {
+    "bernoulli": lambda: Bernoulli(),
+    "gaussian": lambda: Gaussian(0.3),
+    "gaussian-learned": lambda: GaussianLearnedVariance(),
+}
+
+
+@pytest.mark.parametrize("data_shape", [(6,), (2, 3, 2)], ids=str)
+@pytest.mark.parametrize("name", LIKELIHOOD_OBJECTS)
+def test_likelihood_objects_match_central_differences_on_any_shape(backend_name, name,
+                                                                   data_shape):
+    rng = np.random.default_rng(0)
+    likelihood = LIKELIHOOD_OBJECTS[name]()
+    likelihood.set_backend(backend_name)
+    likelihood.setup(data_shape, np.float64)
+    if name == "gaussian-learned":
+        assert likelihood.params["logvar"].shape == data_shape
+        likelihood.params["logvar"][...] = rng.uniform(-1, 0.5, data_shape)
+    B, scale = 4, 0.7
+    out = rng.standard_normal((B, *data_shape))
+    x = rng.random((B, *data_shape))
+
+    likelihood.zero_grad()
+    nll, dout = likelihood.nll_and_grad(out, x, scale)
+    assert nll.shape == (B,) and dout.shape == out.shape
+    np.testing.assert_allclose(nll, likelihood.nll(out, x), rtol=1e-14)
+    flat = likelihood.nll(out.reshape(B, -1), x.reshape(B, -1)) if data_shape == (6,) else nll
+    np.testing.assert_allclose(nll, flat, rtol=1e-14)
+
+    def f():
+        return scale * likelihood.nll(out, x).sum()
+
+    assert rel_error(dout, numerical_gradient(f, out)) <= TOL
+    for key, grad in likelihood.grads.items():
+        assert rel_error(grad, numerical_gradient(f, likelihood.params[key])) <= TOL
+
+    # Any upstream gradient per example (importance weights, say), not only a scale.
+    dnll = rng.standard_normal(B)
+    likelihood.zero_grad()
+    dout = likelihood.nll_backward(out, x, dnll)
+    assert dout.shape == out.shape
+
+    def g():
+        return likelihood.nll(out, x)
+
+    assert rel_error(dout, numerical_vjp(g, out, dnll)) <= TOL
+    for key, grad in likelihood.grads.items():
+        assert rel_error(grad, numerical_vjp(g, likelihood.params[key], dnll)) <= TOL
+    mean = likelihood.mean(out)
+    assert mean.shape == out.shape
+    if name == "bernoulli":
+        np.testing.assert_allclose(mean, 1 / (1 + np.exp(-out)), rtol=1e-14)
+    else:
+        np.testing.assert_array_equal(mean, out)
+
+
+def test_likelihood_objects_call_the_backend_ops():
+    rng = np.random.default_rng(1)
+    out, x = rng.standard_normal((3, 5)), rng.random((3, 5))
+    bern = Bernoulli(backend="numpy")
+    np.testing.assert_array_equal(bern.nll(out, x), reference.bernoulli_nll(out, x))
+    gauss = Gaussian(0.5, backend="numpy")
+    gauss.setup((5,), np.float64)
+    np.testing.assert_array_equal(gauss.nll(out, x), reference.gaussian_nll(out, np.log(0.5), x))
+    assert gauss.spec() == {"type": "Gaussian", "var": 0.5}
+    with pytest.raises(ValueError, match="var must be a positive number"):
+        Gaussian(0.0)
+
+
+def test_diagonal_gaussian_is_the_latent_ops_with_a_cache(backend_name):
+    rng = np.random.default_rng(2)
+    B, L, beta = 5, 3, 0.4
+    h, eps, dz = rng.standard_normal((B, 2 * L)), rng.standard_normal((B, L)), \
+        rng.standard_normal((B, L))
+    posterior = DiagonalGaussian(L, backend=backend_name)
+    with pytest.raises(RuntimeError, match="before forward"):
+        posterior.backward(dz, beta)
+    z, kl = posterior.forward(h, eps)
+    mu, logvar = posterior.split(h)
+    np.testing.assert_allclose(z, mu + np.exp(0.5 * logvar) * eps, rtol=1e-14)
+    np.testing.assert_allclose(kl, reference.gaussian_kl(mu, logvar), rtol=1e-14)
+    assert posterior.kl_objective(kl) == pytest.approx(kl.mean(), rel=1e-15)
+    dh = posterior.backward(dz, beta)
+
+    def f():
+        z, kl = reference.latent_forward(h, eps)
+        return np.sum(dz * z) + beta * kl.sum()
+
+    assert rel_error(dh, numerical_gradient(f, h)) <= TOL

@@ -226,3 +226,6 @@ def test_standard_checks_pass_on_every_backend(backend_name):
     failed = [str(r) for r in reports if not r.passed]
     assert not failed, "\n".join(failed)
     assert all(len(r) > 0 for r in reports)
+    titles = " | ".join(r.title for r in reports)
+    for part in ("Flatten()", "Reshape(3, 4)", "VAE(encoder: Flatten, 3 x (Linear, Tanh)"):
+        assert part in titles

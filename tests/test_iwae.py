@@ -30,7 +30,7 @@ def make(backend="numpy", likelihood="bernoulli", dtype="float64", seed=0, **kwa
 
 def data_for(model, n=B, seed=1):
     rng = np.random.default_rng(seed)
-    if model.likelihood == "bernoulli":
+    if model.likelihood.name == "bernoulli":
         return rng.random((n, D)).astype(model.dtype)
     return rng.standard_normal((n, D)).astype(model.dtype)
 

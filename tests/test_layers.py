@@ -413,8 +413,11 @@ def test_activation_errors_name_the_layer_and_the_shapes(backend_name, cls):
         layer.backward(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=f"{name}.*float32 or float64.*int64"):
         layer.forward(np.zeros((2, 3), np.int64))
-    with pytest.raises(ValueError, match=rf"{name}.*\(batch, features\).*\(2, 3, 1\)"):
-        layer.forward(np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match=rf"{name}.*\(batch, \.\.\.\).*\(3,\)"):
+        layer.forward(np.zeros(3))  # no batch axis
+    layer.forward(np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match=rf"{name}.*\(batch, 3, 1\).*\(2, 3\)"):
+        layer.backward(np.zeros((2, 3)))
     layer.forward(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=rf"{name}.*\(batch, 3\).*\(2, 4\)"):
         layer.backward(np.zeros((2, 4)))

@@ -31,7 +31,7 @@ def make(cls=VAE, backend="numpy", dtype="float64", likelihood="bernoulli", seed
 
 def data_for(model, n=B, seed=1):
     rng = np.random.default_rng(seed)
-    if model.likelihood == "bernoulli":
+    if model.likelihood.name == "bernoulli":
         return rng.random((n, D)).astype(model.dtype)
     return rng.standard_normal((n, D)).astype(model.dtype)
 
@@ -69,7 +69,7 @@ def obs_logvar(model):
 
 
 def nll_by_hand(model, out, x):
-    if model.likelihood == "bernoulli":
+    if model.likelihood.name == "bernoulli":
         return np.sum(np.logaddexp(0, out) - x * out, axis=1)
     lv = obs_logvar(model)
     return np.sum(0.5 * (np.log(2 * np.pi) + lv + (x - out) ** 2 / np.exp(lv)), axis=1)

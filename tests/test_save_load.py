@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,10 @@ import pytest
 import numpyvae
 from numpyvae import VAE, Autoencoder, ModelFileError
 from numpyvae.fileio import atomic_write, atomic_write_json, atomic_write_text
+from numpyvae.layers import Flatten, Linear, Reshape, Sequential, Tanh
 from numpyvae.model import FORMAT_VERSION
+
+DATA = Path(__file__).parent / "data"
 
 CONFIGS = [
     (VAE, dict(likelihood="bernoulli", activation="tanh")),
@@ -42,7 +46,28 @@ def write_model_file(path, arrays, config):
 
 
 def saved_parts(model):
-    return dict(model.params), {"format": FORMAT_VERSION, **model.config()}
+    """The arrays and the header ``model.save`` writes (format 2)."""
+    header = {"format": FORMAT_VERSION, "architecture": model.architecture()}
+    if model.config() != model.architecture():
+        header["options"] = model.config()
+    return dict(model.params), header
+
+
+def format1_parts(model):
+    """The arrays and the header the first release wrote: its constructor arguments, flat."""
+    return dict(model.params), {"format": 1, **model.config()}
+
+
+def network_model(dtype="float64", backend="numpy", seed=0):
+    """A VAE of user-composed networks: image-shaped data, Flatten and Reshape."""
+    rng = np.random.default_rng(seed)
+    common = dict(rng=rng, dtype=dtype, backend=backend)
+    encoder = Sequential(Flatten(), Linear(6, 5, **common), Tanh(), Linear(5, 4, **common))
+    decoder = Sequential(Linear(2, 6, "sigmoid", **common), Reshape(2, 3))
+    model = VAE(encoder, decoder, latent_dim=2, likelihood="gaussian", gaussian_var="learned",
+                seed=seed, backend=backend)
+    model.flat_params[...] = np.random.default_rng(seed + 100).normal(0, 0.5, model.num_params)
+    return model
 
 
 # --------------------------------------------------------------------------
@@ -93,7 +118,63 @@ def test_the_file_is_a_plain_npz_without_pickles(tmp_path):
     with np.load(path, allow_pickle=False) as npz:
         assert set(npz.files) == {*model.params, "__config__"}
         config = json.loads(npz["__config__"].tobytes())
-    assert config["format"] == FORMAT_VERSION and config["kind"] == "vae"
+    assert config["format"] == FORMAT_VERSION == 2
+    assert config["options"] == model.config() and config["options"]["kind"] == "vae"
+    architecture = config["architecture"]
+    assert architecture == json.loads(json.dumps(model.architecture()))
+    assert architecture["kind"] == "vae" and architecture["input_shape"] == [6]
+    assert [layer["type"] for layer in architecture["encoder"]["layers"]] == ["Linear"] * 3
+    assert architecture["encoder"]["layers"][0] == {
+        "type": "Linear", "in_features": 6, "out_features": 5, "activation": "relu",
+        "alpha": 0.01}
+
+
+# --------------------------------------------------------------------------
+# Files of the first release (format 1) and of networks a user composed
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vae_gaussian_learned", "autoencoder_bernoulli"])
+def test_a_format_1_file_written_by_the_first_release_loads(backend_name, name):
+    """The fixture files were written by the first release's ``model.save``."""
+    with np.load(DATA / f"format1_{name}.npz") as npz:
+        assert json.loads(npz["__config__"].tobytes())["format"] == 1
+    model = numpyvae.load(DATA / f"format1_{name}.npz", backend=backend_name)
+    with np.load(DATA / "format1_expected.npz") as npz:
+        expected = {k: npz[k] for k in npz.files}
+    x, z = expected["x"], expected["z"]
+    np.testing.assert_allclose(model.decode(z), expected[f"{name}/decode"], rtol=1e-13)
+    np.testing.assert_allclose(model.embed(x), expected[f"{name}/embed"], rtol=1e-13)
+    assert model.loss_and_grads(x, eps=z, beta=0.5).loss == pytest.approx(
+        float(expected[f"{name}/loss"]), rel=1e-13)
+    if backend_name == "numpy":  # the reference computes exactly what it computed then
+        np.testing.assert_array_equal(model.decode(z), expected[f"{name}/decode"])
+
+
+def test_a_format_1_file_saves_again_as_format_2(tmp_path):
+    old = numpyvae.load(DATA / "format1_vae_gaussian_learned.npz", backend="numpy")
+    again = numpyvae.load(old.save(tmp_path / "m.npz"), backend="numpy")
+    assert again.config() == old.config()
+    np.testing.assert_array_equal(again.flat_params, old.flat_params)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_model_of_composed_networks_round_trips(backend_name, tmp_path, dtype):
+    model = network_model(dtype, backend_name)
+    loaded = numpyvae.load(model.save(tmp_path / "m.npz"), backend=backend_name)
+    assert loaded.architecture() == model.architecture()
+    assert loaded.config() == model.architecture()  # no convenience options to record
+    assert [type(layer).__name__ for layer in loaded.encoder] == \
+        ["Flatten", "Linear", "Tanh", "Linear"]
+    assert loaded.input_shape == (2, 3) and list(loaded.params) == list(model.params)
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 2, 3)).astype(dtype)
+    z = rng.standard_normal((4, 2)).astype(dtype)
+    np.testing.assert_array_equal(loaded.decode(z), model.decode(z))
+    np.testing.assert_array_equal(loaded.embed(x), model.embed(x))
+    assert loaded.loss_and_grads(x, eps=z).loss == model.loss_and_grads(x, eps=z).loss
+    np.testing.assert_array_equal(loaded.flat_grads, model.flat_grads)
 
 
 # --------------------------------------------------------------------------
@@ -174,19 +255,46 @@ def test_missing_parameters(tmp_path):
 
 
 def test_mismatched_shapes(tmp_path):
-    arrays, config = saved_parts(make())
+    arrays, config = format1_parts(make())
     config["hidden_dims"] = [5, 3]  # the arrays are for (5, 4)
     path = write_model_file(tmp_path / "m.npz", arrays, config)
     msg = _load_error(path)
     assert "'encoder.1.W' has shape (5, 4), the model expects (5, 3)" in msg
 
+    arrays, config = saved_parts(network_model())
+    config["architecture"]["decoder"]["layers"][0]["activation"] = "tanh"
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    np.testing.assert_array_equal(numpyvae.load(path).flat_params, arrays_in_order(arrays))
+    config["architecture"]["encoder"]["layers"][1]["out_features"] = 4  # breaks the chain
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    assert "config is invalid" in _load_error(path)
 
-def test_unknown_model_kind(tmp_path):
+
+def arrays_in_order(arrays):
+    return np.concatenate([a.ravel() for a in arrays.values()])
+
+
+def test_options_and_architecture_must_agree(tmp_path):
     arrays, config = saved_parts(make())
-    config["kind"] = "gan"
+    config["architecture"]["encoder"]["layers"][0]["activation"] = "tanh"
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    assert "architecture does not match" in _load_error(path)
+    del config["architecture"]
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    assert "no architecture" in _load_error(path)
+
+
+@pytest.mark.parametrize("parts", [format1_parts, saved_parts])
+def test_unknown_model_kind(tmp_path, parts):
+    arrays, config = parts(make())
+    config.get("options", config)["kind"] = "gan"
     path = write_model_file(tmp_path / "m.npz", arrays, config)
     msg = _load_error(path)
     assert "unknown model kind 'gan'" in msg and "autoencoder" in msg
+    arrays, config = saved_parts(network_model())
+    config["architecture"]["kind"] = "gan"
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    assert "unknown model kind 'gan'" in _load_error(path)
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -197,10 +305,30 @@ def test_unknown_model_kind(tmp_path):
     (lambda c: c.pop("input_dim"), "config is invalid"),
 ])
 def test_invalid_configs(tmp_path, change, expected):
-    arrays, config = saved_parts(make())
+    arrays, config = format1_parts(make())
     change(config)
     path = write_model_file(tmp_path / "m.npz", arrays, config)
     assert expected in _load_error(path)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda a: a["encoder"]["layers"].append({"type": "Conv9d"}), "unknown layer type 'Conv9d'"),
+    (lambda a: a["encoder"]["layers"][1].pop("in_features"), "invalid Linear spec"),
+    (lambda a: a["encoder"].update(layers="Linear"), "expected a list of layer specs"),
+    (lambda a: a.update(encoder=[1, 2]), "a layer spec must be a dict"),
+    (lambda a: a.update(likelihood={"type": "Poisson"}), "unknown likelihood spec"),
+    (lambda a: a.update(likelihood={"type": "Gaussian", "var": -1}), "var must be a positive"),
+    (lambda a: a.update(latent_dim=3), "expected (6,): [mu | logvar] for latent_dim 3"),
+    (lambda a: a.update(input_shape=[6]), "expected the input shape (6,)"),
+    (lambda a: a.update(dtype="float16"), "unsupported dtype"),
+    (lambda a: a.update(colour="red"), "config is invalid"),
+])
+def test_invalid_architectures(tmp_path, change, expected):
+    arrays, config = saved_parts(network_model())
+    change(config["architecture"])
+    path = write_model_file(tmp_path / "m.npz", arrays, config)
+    msg = _load_error(path)
+    assert expected in msg and "config is invalid" in msg
 
 
 def test_missing_or_unreadable_config(tmp_path):

@@ -64,7 +64,7 @@ class TorchModel:
             self.logvar = torch.tensor(model.params["decoder.logvar"], requires_grad=True)
 
     def nll(self, out, x):
-        if self.model.likelihood == "bernoulli":
+        if self.model.likelihood.name == "bernoulli":
             return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dim=1)
         if self.logvar is None:
             var = torch.full_like(out, self.model.gaussian_var)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..buffers import out_or_empty
+
 NAME = "numpy"
 
 #: log(2 pi) as a Python float, which adopts the dtype of the array it meets.
@@ -35,10 +37,6 @@ LOG_2PI = float(np.log(2 * np.pi))
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "softplus")
 
 
-def _empty(out, shape, dtype):
-    return np.empty(shape, dtype=dtype) if out is None else out
-
-
 def sigmoid(x, out=None):
     """Logistic function, computed without overflow for any sign of ``x``.
 
@@ -46,7 +44,7 @@ def sigmoid(x, out=None):
     :math:`e^{x}/(1+e^{x})` for ``x < 0``, so ``exp`` only sees non-positive
     arguments.
     """
-    out = _empty(out, x.shape, x.dtype)
+    out = out_or_empty(out, x.shape, x.dtype)
     e = np.exp(-np.abs(x))
     np.divide(np.where(x >= 0, 1, e), 1 + e, out=out)
     return out
@@ -72,7 +70,7 @@ def activation_forward(x, activation, alpha=0.01, out=None):
     -------
     y : ndarray, shape (B, O), same dtype as ``x``
     """
-    out = _empty(out, x.shape, x.dtype)
+    out = out_or_empty(out, x.shape, x.dtype)
     if activation == "identity":
         out[...] = x
     elif activation == "relu":
@@ -121,7 +119,7 @@ def activation_backward(dy, y, activation, alpha=0.01, dx=None):
     -------
     dx : ndarray, shape (B, O)
     """
-    dx = _empty(dx, y.shape, y.dtype)
+    dx = out_or_empty(dx, y.shape, y.dtype)
     if activation == "identity":
         dx[...] = dy
     elif activation == "relu":
@@ -157,7 +155,7 @@ def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
     -------
     y : ndarray, shape (B, O)
     """
-    out = _empty(out, (x.shape[0], W.shape[1]), W.dtype)
+    out = out_or_empty(out, (x.shape[0], W.shape[1]), W.dtype)
     np.matmul(x, W, out=out)
     out += b
     if activation != "identity":
@@ -205,14 +203,14 @@ def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=N
     db += da.sum(axis=0)
     if not need_dx:
         return None
-    dx = _empty(dx, x.shape, W.dtype)
+    dx = out_or_empty(dx, x.shape, W.dtype)
     np.matmul(da, W.T, out=dx)
     return dx
 
 
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays: ``(M, K) @ (K, N) -> (M, N)``."""
-    out = _empty(out, (a.shape[0], b.shape[1]), np.result_type(a, b))
+    out = out_or_empty(out, (a.shape[0], b.shape[1]), np.result_type(a, b))
     np.matmul(a, b, out=out)
     return out
 
@@ -239,7 +237,7 @@ def reparameterize(mu, logvar, eps, out=None):
     -------
     z : ndarray, shape (B, L)
     """
-    out = _empty(out, mu.shape, mu.dtype)
+    out = out_or_empty(out, mu.shape, mu.dtype)
     np.multiply(np.exp(0.5 * logvar), eps, out=out)
     out += mu
     return out
@@ -265,8 +263,8 @@ def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
     dmu, dlogvar : ndarray, shape (B, L)
         Written (not accumulated).
     """
-    dmu = _empty(dmu, dz.shape, dz.dtype)
-    dlogvar = _empty(dlogvar, dz.shape, dz.dtype)
+    dmu = out_or_empty(dmu, dz.shape, dz.dtype)
+    dlogvar = out_or_empty(dlogvar, dz.shape, dz.dtype)
     dmu[...] = dz
     np.multiply(0.5 * dz * eps, np.exp(0.5 * logvar), out=dlogvar)
     return dmu, dlogvar
@@ -297,7 +295,7 @@ def gaussian_kl(mu, logvar, out=None):
     kl : ndarray, shape (B,)
         One value per example, in nats.
     """
-    out = _empty(out, mu.shape[:1], mu.dtype)
+    out = out_or_empty(out, mu.shape[:1], mu.dtype)
     np.sum(0.5 * (mu * mu + np.exp(logvar) - 1 - logvar), axis=1, out=out)
     return out
 
@@ -323,8 +321,8 @@ def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
     dmu, dlogvar : ndarray, shape (B, L)
         Written (not accumulated).
     """
-    dmu = _empty(dmu, mu.shape, mu.dtype)
-    dlogvar = _empty(dlogvar, mu.shape, mu.dtype)
+    dmu = out_or_empty(dmu, mu.shape, mu.dtype)
+    dlogvar = out_or_empty(dlogvar, mu.shape, mu.dtype)
     g = dkl[:, None]
     np.multiply(g, mu, out=dmu)
     np.multiply(g, 0.5 * np.expm1(logvar), out=dlogvar)
@@ -378,7 +376,7 @@ def latent_backward(dz, h, eps, dkl, free_bits=0.0, dh=None):
     """
     L = eps.shape[1]
     mu, logvar = h[:, :L], h[:, L:]
-    dh = _empty(dh, h.shape, h.dtype)
+    dh = out_or_empty(dh, h.shape, h.dtype)
     dmu, dlogvar = reparameterize_backward(dz, logvar, eps)
     kl_mu, kl_logvar = gaussian_kl_backward(dkl, mu, logvar)
     if free_bits > 0:
@@ -417,7 +415,7 @@ def bernoulli_nll(logits, x, out=None):
     -------
     nll : ndarray, shape (B,)
     """
-    out = _empty(out, logits.shape[:1], logits.dtype)
+    out = out_or_empty(out, logits.shape[:1], logits.dtype)
     per_pixel = np.maximum(logits, 0) - x * logits + np.log1p(np.exp(-np.abs(logits)))
     np.sum(per_pixel, axis=1, out=out)
     return out
@@ -439,7 +437,7 @@ def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
     -------
     dlogits : ndarray, shape (B, D)
     """
-    dlogits = _empty(dlogits, logits.shape, logits.dtype)
+    dlogits = out_or_empty(dlogits, logits.shape, logits.dtype)
     sigmoid(logits, out=dlogits)
     dlogits -= x
     dlogits *= dnll[:, None]
@@ -465,7 +463,7 @@ def gaussian_nll(mean, logvar, x, out=None):
     -------
     nll : ndarray, shape (B,)
     """
-    out = _empty(out, mean.shape[:1], mean.dtype)
+    out = out_or_empty(out, mean.shape[:1], mean.dtype)
     r = x - mean
     per_pixel = 0.5 * (LOG_2PI + logvar + r * r * np.exp(-logvar))
     np.sum(per_pixel.astype(mean.dtype, copy=False), axis=1, out=out)
@@ -492,7 +490,7 @@ def gaussian_nll_backward(dnll, mean, logvar, x, dmean=None):
         Each example's contribution; the caller reduces it to the shape of
         ``logvar`` (sum over the batch for a per-pixel log-variance).
     """
-    dmean = _empty(dmean, mean.shape, mean.dtype)
+    dmean = out_or_empty(dmean, mean.shape, mean.dtype)
     inv_var = np.exp(-logvar)
     r = mean - x
     g = dnll[:, None]
