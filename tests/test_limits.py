@@ -31,7 +31,7 @@ def peak_of(make):
     (lambda: VAE(784, hidden_dims=(100_000_000,)), "hidden_dims=(100000000,)"),
     (lambda: VAE(784, latent_dim=100_000_000_000), "latent_dim=100000000000"),
     (lambda: Autoencoder(10**6, hidden_dims=(10**6,)), "input_dim=1000000"),
-    (lambda: Linear(10**6, 10**6), "Linear(1000000, 1000000)"),
+    (lambda: Linear(10**6, 10**6, backend="numpy"), "Linear(1000000, 1000000)"),
 ])
 def test_impossible_models_are_refused_before_allocating(make, words):
     peak, message = peak_of(make)
@@ -59,7 +59,7 @@ def test_human_sizes():
     assert human(3 * 10**21) == "3.0e+21 bytes"
 
 
-@pytest.mark.parametrize("dtype", ["bogus", None, "int32", ["float32"], {}])
+@pytest.mark.parametrize("dtype", ["bogus", "int32", ["float32"], {}])
 def test_bad_dtypes_are_refused_at_once(dtype):
     with pytest.raises(ValueError, match="unsupported dtype"):
         VAE(4, hidden_dims=(2,), latent_dim=1, dtype=dtype)
