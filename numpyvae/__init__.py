@@ -19,7 +19,7 @@ import importlib.util
 #: Public name -> the module it lives in (modules themselves map to None).
 _EXPORTS = {
     "VAE": "model", "Autoencoder": "model", "LossResult": "model", "ModelFileError": "model",
-    "load": "model",
+    "load": "model", "CVAE": "cvae",
     "Bernoulli": "distributions", "DiagonalGaussian": "distributions",
     "Gaussian": "distributions", "GaussianLearnedVariance": "distributions",
     "Layer": "layers", "Linear": "layers", "Identity": "layers", "ReLU": "layers",
@@ -52,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "CVAE",
     "Autoencoder",
     "LossResult",
     "ModelFileError",

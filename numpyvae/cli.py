@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--free-bits", type=_number, metavar="NATS", default=None,
                    help="nats per latent dimension below which the KL is not penalised, "
                         "against posterior collapse (default: 0, off)")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="a conditional VAE: encoder q(z|x,y) and decoder p(x|z,y) see the "
+                        "one-hot class label (mnist, fashion-mnist, shapes by shape)")
     p.add_argument("--iw-train", type=_positive, metavar="K", default=None,
                    help="train on the importance-weighted bound (IWAE) with K samples per "
                         "example instead of the ELBO (default: off)")
@@ -292,7 +295,8 @@ def _train(args):
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
-        activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits)
+        activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits,
+        conditional=args.conditional)
     if result.history and not args.quiet:
         last = result.history[-1]
         test = "" if last["test_loss"] is None else f", test -ELBO {last['test_loss']:.2f}"

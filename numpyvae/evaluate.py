@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .model import VAE
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -32,8 +34,16 @@ def _batches(n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
 
-def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1):
-    """Per-example ``(recon, kl)`` arrays, averaged over ``n_samples`` draws of the noise."""
+def _given(labels, sl):
+    """The keyword a conditional model's calls take for the rows ``sl`` (none without labels)."""
+    return {} if labels is None else {"labels": np.asarray(labels)[sl]}
+
+
+def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1, labels=None):
+    """Per-example ``(recon, kl)`` arrays, averaged over ``n_samples`` draws of the noise.
+
+    ``labels`` (N,): the class of each example, for a conditional model.
+    """
     rng = np.random.default_rng(0) if rng is None else rng
     X = model.check_input(X, "X")
     if n_samples < 1:
@@ -42,13 +52,13 @@ def elbo_per_example(model, X, *, batch_size=1000, rng=None, n_samples=1):
     kl = np.zeros(len(X))
     for sl in _batches(len(X), batch_size):
         for _ in range(n_samples):
-            r, k = model.elbo_terms(X[sl], rng=rng)
+            r, k = model.elbo_terms(X[sl], rng=rng, **_given(labels, sl))
             recon[sl] += r
             kl[sl] += k
     return recon / n_samples, kl / n_samples
 
 
-def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1) -> ElboResult:
+def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1, labels=None) -> ElboResult:
     """The evidence lower bound on ``log p(x)``, averaged over ``X``.
 
     .. math:: \\mathrm{ELBO}(x) = \\mathbb E_{q(z|x)}[\\log p(x|z)]
@@ -56,7 +66,8 @@ def elbo(model, X, *, batch_size=1000, rng=None, n_samples=1) -> ElboResult:
 
     estimated with ``n_samples`` reparameterized draws per example.
     """
-    recon, kl = elbo_per_example(model, X, batch_size=batch_size, rng=rng, n_samples=n_samples)
+    recon, kl = elbo_per_example(model, X, batch_size=batch_size, rng=rng, n_samples=n_samples,
+                                 labels=labels)
     return ElboResult(elbo=float(-(recon + kl).mean()), recon=float(recon.mean()),
                       kl=float(kl.mean()))
 
@@ -75,7 +86,8 @@ def _logsumexp_update(running_max, running_sum, chunk):
     return new_max, running_sum
 
 
-def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None):
+def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
+                               labels=None):
     """Importance-weighted estimate of ``log p(x)`` for each example (Burda et al., 2016).
 
     .. math::
@@ -88,7 +100,7 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     expectation). The sum runs as a streaming log-sum-exp over chunks of
     samples, so memory is ``O(batch_size * chunk)`` whatever ``k`` is.
     """
-    if getattr(model, "kind", "") != "vae":
+    if not isinstance(model, VAE):
         raise ValueError("log_likelihood needs a VAE (an autoencoder has no posterior)")
     k = int(k)
     if k < 1:
@@ -101,7 +113,8 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     for sl in _batches(len(X), batch_size):
         x = X[sl]
         B = len(x)
-        mu, logvar = model.encode(x)
+        given = _given(labels, sl)
+        mu, logvar = model.encode(x, **given)
         sigma = np.exp(0.5 * logvar)
         run_max = np.full(B, -np.inf)
         run_sum = np.zeros(B)
@@ -112,7 +125,8 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
             z = mu + sigma * eps                                        # (c, B, L)
             log_pz = -0.5 * np.sum(z.astype(np.float64) ** 2 + LOG_2PI, axis=2)
             log_qz = -0.5 * np.sum(eps.astype(np.float64) ** 2 + LOG_2PI + logvar, axis=2)
-            nll = model.reconstruction_nll(z.reshape(c * B, L), np.tile(x, (c, 1)))
+            tiled = {k: np.tile(v, c) for k, v in given.items()}
+            nll = model.reconstruction_nll(z.reshape(c * B, L), np.tile(x, (c, 1)), **tiled)
             log_w = -nll.reshape(c, B) + log_pz - log_qz                 # (c, B)
             run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             done += c
@@ -120,10 +134,11 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     return out
 
 
-def log_likelihood(model, X, k=5000, *, batch_size=100, chunk=None, rng=None) -> float:
+def log_likelihood(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
+                   labels=None) -> float:
     """Mean importance-weighted ``log p(x)`` over ``X``, nats per example.
 
     See :func:`log_likelihood_per_example`.
     """
     return float(log_likelihood_per_example(model, X, k, batch_size=batch_size, chunk=chunk,
-                                            rng=rng).mean())
+                                            rng=rng, labels=labels).mean())

@@ -113,6 +113,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .model import VAE
+
 
 def log_prior_minus_posterior(z, eps, logvar):
     """:math:`\\log p(z_k) - \\log q(z_k|x)` for every sample.
@@ -225,18 +227,26 @@ class _Passes:
     """The network passes the objective needs, from a model's encoder, decoder and likelihood.
 
     The one place that knows how a model is put together; everything else in
-    this module is the objective's own math.
+    this module is the objective's own math. The likelihood's backward takes a
+    per-row upstream gradient ``dnll`` (each sample's normalised weight over ``B``).
     """
 
-    def __init__(self, model, x):
+    def __init__(self, model, x, labels=None):
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != model.input_dim:
-            raise ValueError(f"iwae: expected x of shape (batch, {model.input_dim}), "
-                             f"got {x.shape}")
+        shape = tuple(model.input_shape)
+        if x.ndim != 1 + len(shape) or x.shape[1:] != shape:
+            raise ValueError(f"iwae: expected x of shape (batch, "
+                             f"{', '.join(map(str, shape))}), got {x.shape}")
         self.model, self.x = model, x.astype(model.dtype, copy=False)
         self.batch = len(x)
+        # A conditional model's networks see the label too; it is data and gets no gradient.
+        self.conditional = getattr(model, "num_classes", None) is not None
+        if self.conditional and labels is None:
+            raise ValueError(f"iwae: {type(model).__name__} is conditional; pass labels=")
+        self.labels = labels
         model.zero_grad()
-        h = model.encoder.forward(self.x)
+        h = model.encoder.forward(model.encoder_input(self.x, labels) if self.conditional
+                                  else self.x)
         L = model.latent_dim
         self.mu, self.logvar = h[:, :L].copy(), h[:, L:].copy()
 
@@ -244,19 +254,22 @@ class _Passes:
         """``-log p(x_b | z)`` for every row of ``z`` (B*K, L) -> (B*K,)."""
         m = self.model
         self.xk = np.repeat(self.x, k, axis=0)
+        if self.conditional:
+            z = m.decoder_input(z, np.repeat(np.asarray(self.labels), k))
         self.out = m.decoder.forward(z)
         return m.likelihood.nll(self.out, self.xk)
 
     def decode_backward(self, dnll):
         """Backpropagate a per-row upstream gradient of the NLL; returns dz (B*K, L)."""
         m = self.model
-        return m.decoder.backward(m.likelihood.nll_backward(self.out, self.xk, dnll))
+        dz = m.decoder.backward(m.likelihood.nll_backward(self.out, self.xk, dnll))
+        return dz[:, :m.latent_dim] if self.conditional else dz  # the label's columns dropped
 
     def encode_backward(self, dmu, dlogvar):
         self.model.encoder.backward(np.concatenate([dmu, dlogvar], axis=1))
 
 
-def loss_and_grads(model, x, k, eps=None, beta=1.0, rng=None) -> IWAEResult:
+def loss_and_grads(model, x, k, eps=None, beta=1.0, rng=None, labels=None) -> IWAEResult:
     """The IWAE loss of a batch and its gradient for every parameter of a VAE.
 
     Parameters
@@ -270,13 +283,15 @@ def loss_and_grads(model, x, k, eps=None, beta=1.0, rng=None) -> IWAEResult:
         generator) when omitted. Pass it to hold the noise fixed.
     beta : float
         Weight of :math:`\\log p(z) - \\log q(z|x)` (1: the IWAE bound).
+    labels : int array, shape (B,), optional
+        The class of each example, for a conditional model (:class:`~numpyvae.CVAE`).
 
     Gradients are reset first; ``model.grads`` holds the result afterwards.
     """
     k = _check_k(k)
-    if getattr(model, "kind", "") != "vae":
+    if not isinstance(model, VAE):
         raise ValueError("iwae: needs a VAE (an autoencoder has no posterior to sample)")
-    fwd = _Passes(model, x)
+    fwd = _Passes(model, x, labels)
     B, L = fwd.batch, model.latent_dim
     if eps is None:
         eps = draw_noise(model, B, k, rng)

@@ -23,7 +23,7 @@ import numpy as np
 from . import evaluate, latent, latent_plots, plots, runfolder
 from .backend import get_backend
 from .data import DATASETS, Dataset, load_dataset
-from .model import MODEL_KINDS, Autoencoder, ModelFileError, load
+from .model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
 from .runfolder import (
     FIGURES_DIR,
     MODEL_FILE,
@@ -49,7 +49,7 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
-    "iw_train": None, "free_bits": 0.0,
+    "iw_train": None, "free_bits": 0.0, "conditional": False,
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
@@ -94,7 +94,8 @@ def options_from_config(config: dict) -> dict:
             "optimizer": t.get("optimizer"), "beta": t.get("beta"),
             "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
             "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
-            "model": m.get("kind"), "activation": m.get("activation"),
+            "model": "vae" if m.get("kind") == "cvae" else m.get("kind"),
+            "activation": m.get("activation"), "conditional": m.get("kind") == "cvae",
             "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0)}
 
 
@@ -143,13 +144,24 @@ def load_run(run_dir, backend=None) -> Run:
     return Run(run_dir, config, model, read_metrics(run_dir))
 
 
-def build_model(options: dict, input_dim: int, backend=None):
-    """The untrained model that ``numpyvae train`` options describe."""
+def build_model(options: dict, input_dim: int, backend=None, num_classes=None):
+    """The untrained model that ``numpyvae train`` options describe.
+
+    With ``options["conditional"]``, a :class:`~numpyvae.CVAE` for ``num_classes`` classes.
+    """
     cls = MODEL_KINDS[options["model"]]
+    extra = {}
+    if options.get("conditional"):
+        if options["model"] != "vae":
+            raise ValueError(f"--conditional needs --model vae, not {options['model']}")
+        if not num_classes:
+            raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist or "
+                             "shapes)")
+        cls, extra = MODEL_KINDS["cvae"], {"num_classes": int(num_classes)}
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
                dtype=options["dtype"], seed=options["seed"], backend=backend,
-               free_bits=options.get("free_bits") or 0.0)
+               free_bits=options.get("free_bits") or 0.0, **extra)
 
 
 def run_dataset(config: dict, data_dir=None, download=True, progress=True, run_dir=None):
@@ -252,7 +264,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         data_dir = Path(data_dir).resolve()
     dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
                            progress=progress)
-    model = build_model(merged, dataset.input_dim, backend=backend)
+    model = build_model(merged, dataset.input_dim, backend=backend,
+                        num_classes=len(dataset.label_names))
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
@@ -261,7 +274,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
                       seed=merged["seed"], progress=progress, out_dir=run_dir,
-                      config_extra=extra, iw_train=merged.get("iw_train"))
+                      config_extra=extra, iw_train=merged.get("iw_train"),
+                      y_train=dataset.y_train, y_test=dataset.y_test)
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
         f"images) from {dataset.source}")
@@ -297,18 +311,55 @@ def _pick(n_total, n, seed):
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
 
 
+def _conditional(model) -> bool:
+    return getattr(model, "num_classes", None) is not None
+
+
+def _given(model, labels):
+    """The labels keyword of a conditional model's calls (nothing for any other model)."""
+    return {"labels": np.asarray(labels)} if _conditional(model) else {}
+
+
 def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> Path:
     """Test images above their reconstructions (the posterior mean, decoded)."""
-    x = eval_inputs(dataset.x_test[_pick(len(dataset.x_test), n, seed)], binarize_mode)
-    x_rec = model.reconstruct(x.astype(model.dtype))
+    idx = _pick(len(dataset.x_test), n, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode)
+    x_rec = model.reconstruct(x.astype(model.dtype), **_given(model, dataset.y_test[idx]))
     plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
     return Path(path)
 
 
-def write_samples(model, image_shape, path, n=100, seed=0) -> Path:
-    """A grid of ``n`` decoded draws from the prior."""
-    images = model.sample(n, rng=np.random.default_rng([int(seed), STREAM_FIGURES]))
+def write_samples(model, image_shape, path, n=100, seed=0, label_names=None) -> Path:
+    """A grid of ``n`` decoded draws from the prior.
+
+    For a conditional model, one row per class (``ceil(n / C)`` draws each, at most 12).
+    """
+    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
+    if _conditional(model):
+        C = model.num_classes
+        per_class = max(1, min(math.ceil(n / C), 12))
+        images = model.sample(C * per_class, labels=np.repeat(np.arange(C), per_class), rng=rng)
+        names = label_names or [str(c) for c in range(C)]
+        plots.samples(images, image_shape, nrow=per_class, path=path,
+                      title="decoded draws z ~ N(0, I), one row per class: "
+                            + ", ".join(names[:C]))
+        return Path(path)
+    images = model.sample(n, rng=rng)
     plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
+    return Path(path)
+
+
+def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
+    """A conditional model's "style transfer": each test image (left column) encoded with its
+    own label, then decoded as every class (one column per class)."""
+    idx = _pick(len(dataset.x_test), n, seed)
+    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
+    out = model.transfer(x, dataset.y_test[idx])                     # (n, C, D)
+    grid = np.concatenate([x.reshape(len(x), 1, -1), out.reshape(len(x), out.shape[1], -1)],
+                          axis=1)
+    plots.image_grid(grid.reshape(-1, grid.shape[2]), dataset.image_shape, grid.shape[1],
+                     path=path, title="style transfer: each test image (left) encoded "
+                                      "with its label, decoded as every class")
     return Path(path)
 
 
@@ -317,28 +368,34 @@ def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, 
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
     np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps)
+    y = dataset.y_test[idx]
+    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps,
+                                         **_given(model, y[2 * i:2 * i + 2]))
                        for i in range(len(idx) // 2)])
     plots.interpolation(strips, dataset.image_shape, path=path)
     return Path(path)
 
 
-def latent_codes(model, x, batch_size=1000) -> np.ndarray:
+def latent_codes(model, x, batch_size=1000, labels=None) -> np.ndarray:
     """The deterministic code of each row of ``x`` (the posterior mean for a VAE)."""
-    return np.concatenate([model.embed(x[i:i + batch_size].astype(model.dtype))
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate([
+        model.embed(x[i:i + batch_size].astype(model.dtype),
+                    **({} if labels is None else {"labels": labels[i:i + batch_size]}))
+        for i in range(0, len(x), batch_size)])
 
 
 def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=10,
                          steps=11) -> list[Path]:
     """The per-dimension KL bar chart and a traversal of the ``n_dims`` dimensions of most KL."""
     x = eval_inputs(dataset.x_test[:5000], binarize_mode).astype(model.dtype)
-    stats = latent.latent_statistics(model, x)
+    y = dataset.y_test[:5000] if _conditional(model) else None
+    stats = latent.latent_statistics(model, x, labels=y)
     kl_path = _figure_path(run_dir, "kl_per_dim.png")
     latent_plots.kl_bars(stats.kl_per_dim, stats.activity, stats.threshold, path=kl_path)
     dims = stats.kl_order()[:n_dims]
-    x0 = x[_pick(len(x), 1, seed)[0]]
-    images = latent.traversal(model, x0, dims, steps=steps)
+    i0 = _pick(len(x), 1, seed)[0]
+    images = latent.traversal(model, x[i0], dims, steps=steps,
+                              labels=None if y is None else y[i0])
     traversal_path = _figure_path(run_dir, "traversal.png")
     latent_plots.traversal(images, dims, stats.kl_per_dim, dataset.image_shape,
                            path=traversal_path)
@@ -351,21 +408,25 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
     paths = [
         write_reconstructions(model, dataset, binarize_mode,
                               _figure_path(run_dir, "reconstructions.png"), seed=seed),
-        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed),
+        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
+                      label_names=dataset.label_names),
         write_interpolation(model, dataset, binarize_mode,
                             _figure_path(run_dir, "interpolation.png"), seed=seed),
     ]
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
-    plots.latent_scatter(latent_codes(model, x), dataset.y_test[idx], path=path,
-                         label_names=dataset.label_names)
+    codes = latent_codes(model, x, labels=dataset.y_test[idx] if _conditional(model) else None)
+    plots.latent_scatter(codes, dataset.y_test[idx], path=path, label_names=dataset.label_names)
     paths.append(path)
+    if _conditional(model):
+        paths.append(write_transfer(model, dataset, binarize_mode,
+                                    _figure_path(run_dir, "transfer.png"), seed=seed))
     if model.latent_dim == 2:
         path = _figure_path(run_dir, "manifold.png")
         plots.manifold(model, shape, n=20, path=path)
         paths.append(path)
-    if getattr(model, "kind", "") == "vae":
+    if isinstance(model, VAE):
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
     if history:
         path = _figure_path(run_dir, "loss_curves.png")
@@ -391,7 +452,7 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
-                         n, seed)
+                         n, seed)  # a conditional model: one row per class
 
 
 def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
@@ -434,8 +495,10 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     if limit is not None:
         x = x[:positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
+    given = _given(run.model, dataset.y_test[:len(x)])
     rng = np.random.default_rng([int(seed), STREAM_EVAL])
-    r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng)
+    r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng,
+                      **given)
     if not math.isfinite(r.elbo):
         raise RunFolderError(f"{Path(run_dir) / MODEL_FILE}: the model's test ELBO is {r.elbo} "
                              f"(its weights overflow on this data); evaluate a checkpoint "
@@ -451,20 +514,21 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
             raise ValueError("the importance-weighted log-likelihood needs a VAE; this run "
                              "trained an autoencoder")
         out["iw_samples"] = iw_samples
-        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng)
+        out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng,
+                                                        **given)
     if disentanglement:
-        out.update(_disentanglement(run.model, dataset, x, batch_size))
+        out.update(_disentanglement(run.model, dataset, x, batch_size, given.get("labels")))
     return out
 
 
-def _disentanglement(model, dataset, x, batch_size) -> dict:
-    if getattr(model, "kind", "") != "vae":
+def _disentanglement(model, dataset, x, batch_size, labels=None) -> dict:
+    if not isinstance(model, VAE):
         raise ValueError("--disentanglement needs a VAE (its posterior means are the codes); "
                          "this run trained an autoencoder")
     if not dataset.factors_test:
         raise ValueError(f"--disentanglement needs a dataset with known generating factors "
                          f"(shapes); {dataset.name} has none")
-    mu, logvar = latent.posterior_parameters(model, x, batch_size=batch_size)
+    mu, logvar = latent.posterior_parameters(model, x, batch_size=batch_size, labels=labels)
     factors = latent.factor_matrix(dataset.factors_test, dataset.factor_names)[:len(x)]
     mig = latent.mutual_info_gap(mu, factors)
     count, _ = latent.active_units(mu)

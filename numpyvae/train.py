@@ -48,7 +48,7 @@ import numpy as np
 
 from . import evaluate, iwae, latent, runfolder
 from .data import BINARIZE_MODES, binarize
-from .model import MODEL_KINDS
+from .model import MODEL_KINDS, VAE
 from .optim import OPTIMIZERS
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
     CHECKPOINT_FILE,
@@ -143,6 +143,9 @@ class Trainer:
         Called as ``step_callback(trainer)`` after each optimizer step.
     config_extra : dict, optional
         Extra entries for ``config.json`` (the CLI records the dataset here).
+    y_train, y_test : int arrays, shape (N,) and (M,), optional
+        The class labels, which a conditional model (:class:`~numpyvae.CVAE`)
+        needs and any other model ignores.
     iw_train : int, optional
         Train on the importance-weighted bound with this many samples per
         example (:mod:`numpyvae.iwae`) instead of the ELBO; ``beta`` and
@@ -158,7 +161,8 @@ class Trainer:
     def __init__(self, model, x_train, x_test=None, *, batch_size=128, lr=1e-3,
                  optimizer="adam", beta=1.0, kl_warmup=0, binarize="none", seed=0,
                  progress=True, out_dir=None, callback=None, step_callback=None,
-                 eval_batch_size=1000, config_extra=None, y_test=None, iw_train=None):
+                 eval_batch_size=1000, config_extra=None, iw_train=None, y_train=None,
+                 y_test=None):
         if not isinstance(model, tuple(MODEL_KINDS.values())):
             raise ValueError(f"Trainer: expected a VAE or Autoencoder, got {type(model).__name__}")
         self.model = model
@@ -188,7 +192,11 @@ class Trainer:
         self.eval_batch_size = positive_int(eval_batch_size, "eval_batch_size")
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.iw_train = None if iw_train is None else positive_int(iw_train, "iw_train")
-        if self.iw_train is not None and getattr(model, "kind", "") != "vae":
+        self.conditional = getattr(model, "num_classes", None) is not None
+        self.y_train = self._check_y(y_train, self.x_train, "y_train")
+        self.y_test = None if self.x_test is None else self._check_y(y_test, self.x_test,
+                                                                      "y_test")
+        if self.iw_train is not None and not isinstance(model, VAE):
             raise ValueError("iw_train (importance-weighted training) needs a VAE; an "
                              "autoencoder has no posterior to sample")
         if self.iw_train is not None and getattr(model, "free_bits", 0) > 0:
@@ -224,6 +232,23 @@ class Trainer:
             raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
                              f"got {x.shape}")
         return np.ascontiguousarray(x, dtype=self.model.dtype)
+
+    def _check_y(self, y, x, what):
+        """The labels of a conditional model (checked), None for any other model."""
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError(f"{type(self.model).__name__} is conditional: training needs the "
+                             f"class labels ({what})")
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{what}: expected {len(x)} integer class labels, got shape "
+                             f"{y.shape} and dtype {y.dtype}")
+        return y
+
+    def _given(self, y, rows=slice(None)):
+        """The keyword arguments that pass a conditional model its labels (none otherwise)."""
+        return {} if y is None else {"labels": y[rows]}
 
     # -------------------------------------------------------------- configuration
 
@@ -309,10 +334,12 @@ class Trainer:
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
+                given = self._given(self.y_train, idx)
                 if self.iw_train is None:
-                    result = model.loss_and_grads(xb, beta=beta, rng=rng)
+                    result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
                 else:
-                    result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta, rng=rng)
+                    result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta, rng=rng,
+                                                 **given)
                 if not math.isfinite(result.loss):
                     raise self._diverged(result.loss, e, k, n_steps)
                 self.optimizer.step(result.grads)
@@ -361,10 +388,12 @@ class Trainer:
                    "test_recon": None, "test_kl": None, "seconds": seconds,
                    "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
                    "eval_seconds": None, "active_units": None, "kl_per_dim": None}
-        if getattr(self.model, "kind", "") == "vae":
-            x = self.x_train if self.x_test is None else self.x_test
-            stats = latent.latent_statistics(self.model, x[:LATENT_STATS_EXAMPLES],
-                                             batch_size=self.eval_batch_size)
+        if isinstance(self.model, VAE):
+            x, y = (self.x_train, self.y_train) if self.x_test is None else (self.x_test,
+                                                                             self.y_test)
+            n = LATENT_STATS_EXAMPLES
+            stats = latent.latent_statistics(self.model, x[:n], batch_size=self.eval_batch_size,
+                                             labels=None if y is None else y[:n])
             metrics["active_units"] = stats.active_units
             metrics["kl_per_dim"] = [float(v) for v in stats.kl_per_dim]
         if self.x_test is not None:
@@ -373,15 +402,22 @@ class Trainer:
             metrics["eval_seconds"] = time.perf_counter() - t0
         return {k: _json_safe(v) for k, v in metrics.items()}
 
-    def evaluate(self, x=None) -> dict:
+    def evaluate(self, x=None, y=None) -> dict:
         """``test_loss`` (negative ELBO), ``test_recon`` and ``test_kl`` on ``x`` (default: x_test).
+
+        ``y``: the labels of ``x``, for a conditional model.
 
         The noise is drawn from the same seeded generator each time, so the
         values of successive epochs differ only by the weights.
         """
-        x = self.x_test if x is None else eval_inputs(self._check_x(x, "x"), self.binarize)
+        if x is None:
+            x, y = self.x_test, self.y_test
+        else:
+            x = eval_inputs(self._check_x(x, "x"), self.binarize)
+            y = self._check_y(y, x, "y")
         rng = np.random.default_rng([self.seed, STREAM_EVAL])
-        r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng)
+        r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng,
+                          **self._given(y))
         return {"test_loss": r.recon + r.kl, "test_recon": r.recon, "test_kl": r.kl}
 
     def _diverged(self, loss, e, k, n_steps, what="the loss"):
@@ -592,7 +628,7 @@ def _guess_image_shape(input_dim: int) -> list:
 
 def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",
         beta=1.0, kl_warmup=0, binarize="none", seed=0, progress=True, out_dir=None,
-        resume=False, callback=None, y_test=None, iw_train=None) -> list[dict]:
+        resume=False, callback=None, iw_train=None, y_train=None, y_test=None) -> list[dict]:
     """Train ``model`` on ``x_train``; return one metrics dict per epoch.
 
     Each dict has the keys of :data:`METRIC_KEYS`: ``epoch``, ``train_loss``
@@ -601,7 +637,8 @@ def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, opti
     ``seconds`` (training time of the epoch, evaluation excluded) and
     ``samples_per_second``, ``active_units`` and ``kl_per_dim`` (VAE only),
     among others. ``iw_train=K`` trains on the importance-weighted bound with
-    K samples per example (Burda et al., 2016). See :class:`Trainer` for the
+    K samples per example (Burda et al., 2016); ``y_train``/``y_test`` are the
+    labels a conditional model needs. See :class:`Trainer` for the
     arguments and the module docstring for ``out_dir`` and ``resume``.
 
     Examples
@@ -615,6 +652,6 @@ def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, opti
     """
     trainer = Trainer(model, x_train, x_test, batch_size=batch_size, lr=lr, optimizer=optimizer,
                       beta=beta, kl_warmup=kl_warmup, binarize=binarize, seed=seed,
-                      progress=progress, out_dir=out_dir, callback=callback, y_test=y_test,
-                      iw_train=iw_train)
+                      progress=progress, out_dir=out_dir, callback=callback,
+                      iw_train=iw_train, y_train=y_train, y_test=y_test)
     return trainer.fit(epochs, resume=resume)

@@ -208,3 +208,45 @@ def test_bad_arguments_are_named():
         iwae.loss_and_grads(model, x[:, :5], 2)
     with pytest.raises(ValueError, match="needs a VAE"):
         iwae.loss_and_grads(Autoencoder(D, hidden_dims=HIDDEN, latent_dim=L), x, 2)
+
+
+# --------------------------------------------------------------------------
+# PyTorch autograd as an independent oracle (optional)
+# --------------------------------------------------------------------------
+
+
+def test_torch_oracle_loss_and_every_gradient():
+    """The IWAE loss written in torch from its definition (densities at z, torch.logsumexp)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    model = make(likelihood="gaussian-learned", seed=5)
+    x, eps = data_for(model, seed=6), noise(B, 6, seed=7)
+    result = iwae.loss_and_grads(model, x, 6, eps=eps, beta=1.0)
+    grads = {k: np.array(v) for k, v in result.grads.items()}
+
+    t = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.params.items()}
+
+    def net(prefix, a):
+        names = [k[:-2] for k in model.params if k.startswith(prefix) and k.endswith(".W")]
+        for i, name in enumerate(names):
+            a = a @ t[name + ".W"] + t[name + ".b"]
+            if i < len(names) - 1:
+                a = torch.tanh(a)
+        return a
+
+    xt, et = torch.tensor(x), torch.tensor(eps)
+    h = net("encoder.", xt)
+    mu, logvar = h[:, :L], h[:, L:]
+    std = torch.exp(0.5 * logvar)
+    z = mu[:, None] + std[:, None] * et                                  # (B, K, L)
+    out = net("decoder.", z)                                             # (B, K, D)
+    px = torch.distributions.Normal(out, torch.exp(0.5 * t["decoder.logvar"]))
+    log_px = px.log_prob(xt[:, None]).sum(-1)
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = torch.distributions.Normal(mu[:, None], std[:, None]).log_prob(z).sum(-1)
+    log_w = log_px + log_pz - log_qz
+    loss = (math.log(6) - torch.logsumexp(log_w, dim=1)).mean()
+    loss.backward()
+    assert result.loss == pytest.approx(loss.item(), rel=1e-12)
+    for name in model.params:
+        assert rel_error(grads[name], t[name].grad.numpy()) < 1e-10, name
