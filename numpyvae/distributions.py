@@ -177,10 +177,6 @@ class DiagonalGaussian(_UsesBackend):
         """``z = mu + exp(logvar / 2) * eps`` for given ``mu``, ``logvar``, ``eps``, each (B, L)."""
         return self.backend.reparameterize(mu, logvar, eps)
 
-    def spec(self) -> dict:
-        return {"type": "DiagonalGaussian", "latent_dim": self.latent_dim,
-                "free_bits": self.free_bits}
-
     def __repr__(self):
         fb = f", free_bits={self.free_bits:g}" if self.free_bits else ""
         return f"DiagonalGaussian(latent_dim={self.latent_dim}{fb})"

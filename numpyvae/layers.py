@@ -143,14 +143,17 @@ class Layer:
 
     def _check_input(self, x, example_shape: tuple | None, dtype: np.dtype | None,
                      what: str = "input"):
-        """Check ``x`` is a float array of shape ``(B, *example_shape)`` (``(B, ...)`` if None)."""
+        """Check ``x`` is a float array of shape ``(B, *example_shape)`` (``(B, ...)`` if None).
+
+        ``example_shape`` is a tuple (no batch axis).
+        """
         name = type(self).__name__
         if not isinstance(x, np.ndarray):
             raise ValueError(f"{name}: expected a numpy array as {what}, got {type(x).__name__}")
         if example_shape is None:
             if x.ndim < 2:
                 raise ValueError(f"{name}: expected {what} of shape (batch, ...), got {x.shape}")
-        elif x.shape[1:] != tuple(example_shape) or x.ndim != 1 + len(example_shape):
+        elif x.shape[1:] != example_shape or x.ndim == 0:
             raise ValueError(
                 f"{name}: expected {what} of shape {_shape_text(example_shape)}, got {x.shape}")
         if dtype is not None and x.dtype != dtype:

@@ -54,7 +54,13 @@ from .distributions import (
 )
 from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
 from .limits import check_parameters, mlp_parameters
-from .modelfile import FORMAT_VERSION, ModelFileError, read_model_file, write_model_file
+from .modelfile import (
+    FORMAT_VERSION,
+    ModelFileError,
+    model_path,
+    read_model_file,
+    write_model_file,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -613,11 +619,15 @@ def _as_json(obj):
 def load(path, backend=None):
     """Load a model written by :meth:`VAE.save` (or :meth:`Autoencoder.save`).
 
+    ``path`` is the model file, or a run folder (``numpyvae train --out
+    RUN_DIR``), whose ``model.npz`` is read.
+
     Reads the current format and the first release's (see
     :mod:`numpyvae.modelfile`). Raises :class:`ModelFileError` (a
     ``ValueError``) for a missing, corrupt or mismatched file; the message
     names the file and what was wrong.
     """
+    path = model_path(path)
     header, arrays = read_model_file(path)
     options, architecture = header.get("options"), header.get("architecture")
     try:

@@ -60,6 +60,22 @@ def write_model_file(path, header: dict, arrays: Mapping[str, np.ndarray]) -> Pa
     return atomic_write(path, lambda f: np.savez(f, **content))
 
 
+#: The model file inside a run folder (``numpyvae train --out RUN_DIR`` writes it).
+RUN_MODEL_FILE = "model.npz"
+
+
+def model_path(path) -> Path:
+    """``path`` itself, or, for a run folder, the model file inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    inside = path / RUN_MODEL_FILE
+    if not inside.is_file():
+        raise ModelFileError(f"{path} is a folder without {RUN_MODEL_FILE}: not a run folder, "
+                             f"or its first epoch has not finished yet")
+    return inside
+
+
 def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a model file: ``(header, arrays by name)``, or :class:`ModelFileError`.
 

@@ -22,8 +22,10 @@ import numpy as np
 
 from . import evaluate, latent, latent_plots, plots, runfolder
 from .backend import get_backend
-from .data import DATASETS, Dataset, load_dataset
+from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
+from .data.local import fingerprint
 from .model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
+from .optim import OPTIMIZERS
 from .runfolder import (
     FIGURES_DIR,
     MODEL_FILE,
@@ -39,8 +41,13 @@ from .train import (
     eval_inputs,
     positive_int,
 )
+from .warmup import compile_kernels
 
 # ---------------------------------------------------------------------------- run folders
+
+#: Said wherever the losses of a Gaussian decoder are printed.
+GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
+                 "(and the -ELBO) can be negative; compare them between runs, not with zero")
 
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
 #: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
@@ -49,12 +56,15 @@ TRAIN_DEFAULTS = {
     "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
-    "iw_train": None, "free_bits": 0.0, "conditional": False,
+    "iw_train": None, "free_bits": 0.0, "conditional": False, "gaussian_var": 0.01,
+    "data": None, "test_fraction": None,
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
 #: of an MNIST epoch, so this still runs in well under a minute).
 DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
+#: Epochs when none are given for your own data (``--data FILE``).
+DEFAULT_EPOCHS_OWN_DATA = 10
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
 
@@ -88,7 +98,10 @@ class RunResult:
 def options_from_config(config: dict) -> dict:
     """The ``numpyvae train`` options a run folder's config.json records."""
     m, t = config.get("model", {}), config.get("training", {})
-    return {"dataset": config.get("dataset"), "epochs": t.get("epochs"),
+    own = config.get("data") or {}
+    return {"dataset": None if own else config.get("dataset"), "epochs": t.get("epochs"),
+            "data": own.get("path"), "test_fraction": own.get("test_fraction"),
+            "gaussian_var": m.get("gaussian_var"),
             "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
             "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
             "optimizer": t.get("optimizer"), "beta": t.get("beta"),
@@ -108,9 +121,24 @@ def _normalise_options(options: dict) -> dict:
     if "hidden" in out:
         hidden = out["hidden"]
         out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    for key in ("lr", "beta", "free_bits"):
+    for key in ("lr", "beta", "free_bits", "test_fraction"):
         if key in out:
             out[key] = float(out[key])
+    if out.get("gaussian_var") not in (None, "learned"):
+        out["gaussian_var"] = float(out["gaussian_var"])
+    if "data" in out:
+        if "dataset" in out:
+            raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
+                             "not both")
+        out["data"] = str(Path(out["data"]).expanduser().resolve())
+    elif "test_fraction" in out:
+        raise ValueError("a test fraction is held out of your own data (--data FILE); the "
+                         "named datasets have their own test sets")
+    if "gaussian_var" in out and out.get("likelihood", "bernoulli") != "gaussian":
+        raise ValueError("--gaussian-var is the variance of a Gaussian decoder; add "
+                         "--likelihood gaussian")
+    if out.get("free_bits", 0) and out.get("model", "vae") != "vae":
+        raise ValueError("--free-bits acts on the KL term, which only a VAE has")
     if out.get("dataset", "shapes") not in DATASETS:
         raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
                          f"{', '.join(DATASETS)}")
@@ -158,19 +186,30 @@ def build_model(options: dict, input_dim: int, backend=None, num_classes=None):
             raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist or "
                              "shapes)")
         cls, extra = MODEL_KINDS["cvae"], {"num_classes": int(num_classes)}
+    if options.get("gaussian_var") is not None:
+        extra["gaussian_var"] = options["gaussian_var"]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"],
                dtype=options["dtype"], seed=options["seed"], backend=backend,
                free_bits=options.get("free_bits") or 0.0, **extra)
 
 
-def run_dataset(config: dict, data_dir=None, download=True, progress=True, run_dir=None):
+def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None,
+                run_dir=None):
     """The dataset a run was trained on, found again (``data_dir`` first, then where it was).
 
-    A run trained from Python on arrays has no dataset name; its test set is
-    read from the run folder (``test_data.npz``), and the training split of
-    the returned :class:`~numpyvae.data.Dataset` is empty.
+    For your own data (``--data``), the file or folder recorded in config.json
+    is read again with the same held-out split, or ``data`` if given (the data
+    moved); its fingerprint must match the one recorded at training. A run
+    trained from Python on arrays has no dataset name; its test set is read
+    from the run folder (``test_data.npz``), and the training split of the
+    returned :class:`~numpyvae.data.Dataset` is empty.
     """
+    if config.get("data"):
+        return _reopen_own_data(config["data"], data)
+    if data is not None:
+        raise ValueError(f"this run was trained on the {config.get('dataset')} dataset, not on "
+                         f"a data file; use --data-dir to say where its files are")
     name = config.get("dataset")
     if name is None:
         if run_dir is None or "test_data" not in config:
@@ -196,6 +235,26 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True, run_d
                         seed=config.get("dataset_seed", DATASET_SEED), progress=progress)
 
 
+def _reopen_own_data(record: dict, data=None):
+    path = Path(data).expanduser() if data is not None else Path(record["path"])
+    if not path.exists():
+        raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
+                                f"pass its new place with --data FILE")
+    found = fingerprint(path)
+    if record.get("sha256") and found != record["sha256"]:
+        raise RunFolderError(f"{path} is not the data this run was trained on (its SHA-256 "
+                             f"changed since training), so the held-out test set would differ")
+    return load_data(path, test_fraction=record.get("test_fraction"),
+                     seed=record.get("split_seed", DATASET_SEED))
+
+
+def _own_data_record(path, dataset, test_fraction) -> dict:
+    return {"path": str(Path(path).resolve()), "test_fraction": test_fraction,
+            "split_seed": DATASET_SEED, "sha256": fingerprint(path),
+            "n_train": len(dataset.x_train), "n_test": len(dataset.x_test),
+            "example_shape": list(dataset.image_shape)}
+
+
 def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=None,
               progress=True, figures=True, log=None, **options) -> RunResult:
     """What ``numpyvae train`` does: load the data, build the model, train, write figures.
@@ -213,7 +272,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     if resume and out is None:
         raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
     if out is None:
-        out = default_run_dir(options.get("dataset", TRAIN_DEFAULTS["dataset"]))
+        out = default_run_dir(Path(options["data"]).stem if options.get("data") else
+                              options.get("dataset", TRAIN_DEFAULTS["dataset"]))
     if resume:
         read_config(out)  # a missing or damaged run is reported before the folder is locked
     else:
@@ -247,7 +307,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         if missing:
             raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
                                  f"numpyvae train records; cannot resume this run")
-        if merged["dataset"] not in DATASETS or merged["model"] not in MODEL_KINDS:
+        if (not merged.get("data") and merged["dataset"] not in DATASETS) or \
+                merged["model"] not in MODEL_KINDS:
             raise RunFolderError(f"{path}: unknown dataset {merged['dataset']!r} or model "
                                  f"{merged['model']!r}")
         if data_dir is None and config.get("data_dir"):
@@ -257,19 +318,30 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     else:
         merged = {**TRAIN_DEFAULTS, **options}
         if merged["epochs"] is None:
-            merged["epochs"] = DEFAULT_EPOCHS[merged["dataset"]]
+            merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
+                                DEFAULT_EPOCHS[merged["dataset"]])
         runfolder.check_new(run_dir)
     get_backend(backend)  # fail early, before loading data, on an unusable backend
     if data_dir is not None:  # recorded, and reported as the data's source, as a full path
         data_dir = Path(data_dir).resolve()
-    dataset = load_dataset(merged["dataset"], data_dir, download=download, seed=DATASET_SEED,
-                           progress=progress)
+    if merged["data"]:
+        if resume:
+            dataset = _reopen_own_data(config["data"], merged["data"])
+        else:
+            dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
+                                seed=DATASET_SEED)
+    else:
+        dataset = load_dataset(merged["dataset"], data_dir, download=download,
+                               seed=DATASET_SEED, progress=progress)
     model = build_model(merged, dataset.input_dim, backend=backend,
                         num_classes=len(dataset.label_names))
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
              "backend": model.backend.NAME}
+    if merged["data"]:
+        extra["data"] = (config["data"] if resume else
+                         _own_data_record(merged["data"], dataset, dataset.test_fraction))
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
                       kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
@@ -278,8 +350,14 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                       y_train=dataset.y_train, y_test=dataset.y_test)
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
-        f"images) from {dataset.source}")
+        f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
+        f"{_split_note(extra.get('data'))}) from {dataset.source}")
     log(f"model: {model!r}, {model.num_params} parameters")
+    if merged["likelihood"] == "gaussian":
+        log(f"note: {GAUSSIAN_NOTE}")
+    if not merged.get("conditional"):  # a conditional model's step needs labels too
+        compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend),
+                        OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
                        stop_signal=trainer.stop_signal)
@@ -293,6 +371,15 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     return result
 
 
+def _split_note(record) -> str:
+    if not record:
+        return ""
+    fraction = record.get("test_fraction")
+    if fraction is None:
+        return ", the data's own test set"
+    return f", {fraction:g} of the examples held out as the test set"
+
+
 def _show(value):
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
@@ -303,7 +390,10 @@ def _show(value):
 
 
 def _figure_path(run_dir, name, out=None) -> Path:
-    return Path(out) if out is not None else Path(run_dir) / FIGURES_DIR / name
+    if out is not None:
+        plots.image_format(out)  # refuse an unknown suffix before any work
+        return Path(out)
+    return Path(run_dir) / FIGURES_DIR / name
 
 
 def _pick(n_total, n, seed):
@@ -315,6 +405,11 @@ def _conditional(model) -> bool:
     return getattr(model, "num_classes", None) is not None
 
 
+def _labels_at(dataset, rows):
+    """The test labels at ``rows``, or None for unlabelled data."""
+    return None if dataset.y_test is None else dataset.y_test[rows]
+
+
 def _given(model, labels):
     """The labels keyword of a conditional model's calls (nothing for any other model)."""
     return {"labels": np.asarray(labels)} if _conditional(model) else {}
@@ -324,7 +419,7 @@ def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> 
     """Test images above their reconstructions (the posterior mean, decoded)."""
     idx = _pick(len(dataset.x_test), n, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
-    x_rec = model.reconstruct(x.astype(model.dtype), **_given(model, dataset.y_test[idx]))
+    x_rec = model.reconstruct(x.astype(model.dtype), **_given(model, _labels_at(dataset, idx)))
     plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
     return Path(path)
 
@@ -368,12 +463,19 @@ def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, 
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
     np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    y = dataset.y_test[idx]
+    y = _labels_at(dataset, idx)
+    pairs = len(idx) // 2
     strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps,
-                                         **_given(model, y[2 * i:2 * i + 2]))
-                       for i in range(len(idx) // 2)])
-    plots.interpolation(strips, dataset.image_shape, path=path)
+                                         **_given(model, None if y is None else y[2 * i:2 * i + 2]))
+                       for i in range(pairs)])
+    ends = x[:2 * pairs].reshape(pairs, 2, -1)
+    plots.interpolation(strips, dataset.image_shape, path=path, ends=ends)
     return Path(path)
+
+
+#: How the factors of ``shapes`` are named on a figure.
+_FACTOR_NAMES = {"x": "x position", "y": "y position", "scale": "scale",
+                 "rotation": "rotation"}
 
 
 def latent_codes(model, x, batch_size=1000, labels=None) -> np.ndarray:
@@ -392,6 +494,8 @@ def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=
     stats = latent.latent_statistics(model, x, labels=y)
     kl_path = _figure_path(run_dir, "kl_per_dim.png")
     latent_plots.kl_bars(stats.kl_per_dim, stats.activity, stats.threshold, path=kl_path)
+    if not plots.shows_images(dataset.image_shape):  # plain vectors: no picture to traverse
+        return [kl_path]
     dims = stats.kl_order()[:n_dims]
     i0 = _pick(len(x), 1, seed)[0]
     images = latent.traversal(model, x[i0], dims, steps=steps,
@@ -405,24 +509,34 @@ def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=
 def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
     """Write every figure of a run into ``run_dir/figures``; return their paths."""
     shape = dataset.image_shape
-    paths = [
-        write_reconstructions(model, dataset, binarize_mode,
-                              _figure_path(run_dir, "reconstructions.png"), seed=seed),
-        write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
-                      label_names=dataset.label_names),
-        write_interpolation(model, dataset, binarize_mode,
-                            _figure_path(run_dir, "interpolation.png"), seed=seed),
-    ]
+    images = plots.shows_images(shape)
+    paths = []
+    if images:  # plain vectors (N, D) have no picture: their figures are left out
+        paths += [
+            write_reconstructions(model, dataset, binarize_mode,
+                                  _figure_path(run_dir, "reconstructions.png"), seed=seed),
+            write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
+                          label_names=dataset.label_names),
+            write_interpolation(model, dataset, binarize_mode,
+                                _figure_path(run_dir, "interpolation.png"), seed=seed),
+        ]
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
-    codes = latent_codes(model, x, labels=dataset.y_test[idx] if _conditional(model) else None)
-    plots.latent_scatter(codes, dataset.y_test[idx], path=path, label_names=dataset.label_names)
+    labels = None if dataset.y_test is None else dataset.y_test[idx]
+    codes = latent_codes(model, x, labels=labels if _conditional(model) else None)
+    factor = None
+    if dataset.factors_test:  # shapes: also colour by the factor the codes separate best
+        continuous = {_FACTOR_NAMES.get(k, k): np.asarray(v)[idx]
+                      for k, v in dataset.factors_test.items() if k != "shape"}
+        factor = plots.best_factor(codes, continuous) if continuous else None
+    plots.latent_scatter(codes, labels, path=path, label_names=dataset.label_names,
+                         factor=factor)
     paths.append(path)
-    if _conditional(model):
+    if _conditional(model) and images:
         paths.append(write_transfer(model, dataset, binarize_mode,
                                     _figure_path(run_dir, "transfer.png"), seed=seed))
-    if model.latent_dim == 2:
+    if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
         plots.manifold(model, shape, n=20, path=path)
         paths.append(path)
@@ -439,10 +553,18 @@ def _image_shape(run: Run):
     return tuple(run.config.get("image_shape", (28, 28)))
 
 
-def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0) -> list[Path]:
+def _require_images(run: Run):
+    shape = _image_shape(run)
+    if not plots.shows_images(shape):
+        raise ValueError(f"this run was trained on vectors of shape {shape}, not images, so "
+                         f"there is no picture to draw")
+
+
+def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
+                data=None) -> list[Path]:
     """Write (again) every figure of a run folder."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return make_figures(run.run_dir, run.model, dataset, run.history,
                         run.options["binarize"] or "none", seed)
 
@@ -451,25 +573,28 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
+    _require_images(run)
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
                          n, seed)  # a conditional model: one row per class
 
 
 def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,
-                    backend=None) -> Path:
+                    backend=None, data=None) -> Path:
     """``numpyvae reconstruct``: test images above their reconstructions."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
                                  _figure_path(run_dir, "reconstructions.png", out),
                                  positive_int(n, "n"), seed)
 
 
 def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
-                    download=True, backend=None) -> Path:
+                    download=True, backend=None, data=None) -> Path:
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
                                positive_int(pairs, "pairs"), positive_int(steps, "steps"),
@@ -477,35 +602,43 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
-                 download=True, backend=None, disentanglement=False) -> dict:
+                 download=True, backend=None, data=None, progress=False,
+                 disentanglement=False) -> dict:
     """``numpyvae evaluate``: test-set ELBO terms and, optionally, the IW log-likelihood.
 
-    Returns a dict: ``dataset``, ``n_test``, ``loss`` (negative ELBO),
-    ``elbo``, ``recon``, ``kl`` (nats per example) and, with ``iw_samples``
-    K > 0, ``log_likelihood``: the importance-weighted bound with K samples
-    (:func:`numpyvae.evaluate.log_likelihood`). With ``disentanglement`` (a
-    VAE trained on ``shapes``, whose generating factors are known): ``mig``,
-    ``mig_per_factor`` (factor -> normalised gap), ``mig_top_dim`` (factor ->
-    the most informative latent dimension) and ``active_units``
-    (:mod:`numpyvae.latent`).
+    Returns a dict: ``dataset``, ``n_test``, ``likelihood``, ``objective``
+    (what ``loss`` is), ``loss`` (negative ELBO), ``elbo``, ``recon``, ``kl``
+    (nats per example) and, with ``iw_samples`` K > 0, ``log_likelihood``:
+    the importance-weighted bound with K samples
+    (:func:`numpyvae.evaluate.log_likelihood`), with a progress bar if
+    ``progress``. For the plain autoencoder ``loss`` is the reconstruction
+    loss and ``elbo`` and ``kl`` are None: it has neither. With
+    ``disentanglement`` (a VAE trained on ``shapes``, whose generating
+    factors are known): ``mig``, ``mig_per_factor`` (factor -> normalised
+    gap), ``mig_top_dim`` (factor -> the most informative latent dimension)
+    and ``active_units`` (:mod:`numpyvae.latent`).
     """
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, run_dir=run_dir)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     x = dataset.x_test
     if limit is not None:
         x = x[:positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
-    given = _given(run.model, dataset.y_test[:len(x)])
+    given = _given(run.model, _labels_at(dataset, slice(0, len(x))))
     rng = np.random.default_rng([int(seed), STREAM_EVAL])
     r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng,
                       **given)
-    if not math.isfinite(r.elbo):
-        raise RunFolderError(f"{Path(run_dir) / MODEL_FILE}: the model's test ELBO is {r.elbo} "
+    value = r.elbo if r.elbo is not None else r.recon  # an autoencoder has no ELBO
+    if value is not None and not math.isfinite(value):
+        raise RunFolderError(f"{Path(run_dir) / MODEL_FILE}: the model's test loss is {value} "
                              f"(its weights overflow on this data); evaluate a checkpoint "
                              f"from before training diverged")
     out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
-           "epochs": len(run.history), "n_test": len(x), "loss": r.recon + r.kl,
+           "likelihood": run.options["likelihood"], "epochs": len(run.history),
+           "n_test": len(x), "objective": "negative ELBO", "loss": r.recon + r.kl,
            "elbo": r.elbo, "recon": r.recon, "kl": r.kl}
+    if isinstance(run.model, Autoencoder):
+        out.update(objective="reconstruction loss", loss=r.recon, elbo=None, kl=None)
     iw_samples = int(iw_samples or 0)
     if iw_samples < 0:
         raise ValueError(f"iw_samples must be >= 0, got {iw_samples}")
@@ -515,7 +648,7 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
                              "trained an autoencoder")
         out["iw_samples"] = iw_samples
         out["log_likelihood"] = evaluate.log_likelihood(run.model, x, iw_samples, rng=rng,
-                                                        **given)
+                                                        progress=progress, **given)
     if disentanglement:
         out.update(_disentanglement(run.model, dataset, x, batch_size, given.get("labels")))
     return out

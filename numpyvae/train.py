@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate, iwae, latent, runfolder
-from .data import BINARIZE_MODES, binarize
+from .data import BINARIZE_MODES, binarize, check_training_data
 from .model import MODEL_KINDS, VAE
 from .optim import OPTIMIZERS
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
@@ -63,6 +63,8 @@ from .runfolder import (  # noqa: F401  (the run-folder names, also importable f
 )
 
 #: The keys of every per-epoch metrics dict (``test_*`` are None without a test set).
+#: For the plain autoencoder, ``*_loss`` is the reconstruction loss and ``*_kl`` and
+#: ``beta`` are None: it has no KL term and no ELBO.
 METRIC_KEYS = (
     "epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective", "beta",
     "test_loss", "test_recon", "test_kl", "seconds", "samples_per_second", "eval_seconds",
@@ -113,7 +115,10 @@ class Trainer:
     ----------
     model : VAE or Autoencoder
     x_train : array, shape (N, input_dim), values in [0, 1] for a Bernoulli decoder
-    x_test : array, shape (M, input_dim), optional
+        Image-shaped arrays, (N, H, W) or (N, C, H, W), are flattened. NaN,
+        infinity, or values outside [0, 1] for a Bernoulli decoder raise
+        :class:`numpyvae.data.DataValueError` before training starts.
+    x_test : array, shape (M, input_dim) or image-shaped, optional
         Evaluated (ELBO, one noise draw per example) after every epoch.
     batch_size : int
         Any positive size; the last batch of an epoch may be smaller.
@@ -227,10 +232,21 @@ class Trainer:
         self._stop_requested = False
 
     def _check_x(self, x, what):
+        """Examples of the model's input shape; other arrays with as many values are reshaped.
+
+        Values are checked before any training (:mod:`numpyvae.data.checks`):
+        no NaN or infinity, and [0, 1] for a Bernoulli decoder.
+        """
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.model.input_dim or len(x) == 0:
-            raise ValueError(f"{what}: expected shape (N >= 1, {self.model.input_dim}), "
-                             f"got {x.shape}")
+        shape = tuple(self.model.input_shape)  # one example's: (784,), or (1, 28, 28) for images
+        size = math.prod(shape)
+        if x.ndim >= 2 and len(x) > 0 and x.shape[1:] != shape and math.prod(x.shape[1:]) == size:
+            x = x.reshape(len(x), *shape)  # rows, (N, H, W) or (N, C, H, W): the model's shape
+        if x.shape[1:] != shape or len(x) == 0:
+            raise ValueError(f"{what}: expected shape (N >= 1, {', '.join(map(str, shape))}), "
+                             f"got {x.shape}; arrays with {size} values per example, such as "
+                             f"(N, H, W) or (N, C, H, W), are reshaped to it")
+        check_training_data(x, _likelihood_name(self.model), what)
         return np.ascontiguousarray(x, dtype=self.model.dtype)
 
     def _check_y(self, y, x, what):
@@ -263,6 +279,26 @@ class Trainer:
         if self.kl_warmup <= 0:
             return self.beta
         return self.beta * min(1.0, (step + 1) / self.kl_warmup)
+
+    def _beta_note(self, metrics) -> str:
+        """The KL weight in effect, when it is not the plain ELBO's 1 (e.g. during warm-up)."""
+        beta = metrics.get("beta")
+        if beta is None or (self.kl_warmup == 0 and self.beta == 1.0):
+            return ""
+        if self.kl_warmup > 0 and self.global_step < self.kl_warmup:
+            return f", β {beta:.3g} of {self.beta:g} in warm-up"
+        return f", β {beta:.3g}"
+
+    def resume_description(self, epochs) -> str:
+        """What a resumed run continues from: epochs done, the step within the next, the total."""
+        if self.epoch >= epochs:
+            return (f"resuming {self.out_dir}: all {self.epoch} epochs are already done "
+                    f"(global step {self.global_step}); nothing to train, raise the number of "
+                    f"epochs to train longer")
+        where = (f"epoch {self.epoch + 1} from its start" if self.step_in_epoch == 0 else
+                 f"epoch {self.epoch + 1} at step {self.step_in_epoch + 1} (stopped mid-epoch)")
+        return (f"resuming {self.out_dir}: {self.epoch} of {epochs} epochs done, global step "
+                f"{self.global_step}; continuing with {where}")
 
     def request_stop(self) -> None:
         """Ask training to stop after the current step (what Ctrl-C does)."""
@@ -297,6 +333,10 @@ class Trainer:
                 runfolder.check_new(self.out_dir)  # again: another process may have started
             elif checkpoint.exists():
                 self.load_checkpoint(checkpoint)
+                if self.progress:
+                    _write_line(self.resume_description(epochs))
+            elif resume and self.progress:
+                _write_line(f"no checkpoint in {self.out_dir} yet: starting from epoch 1")
             self._write_config(epochs)
             if self._test_data is not None and not (
                     self.out_dir / runfolder.TEST_DATA_FILE).is_file():
@@ -352,7 +392,7 @@ class Trainer:
                 sums["n"] += n
                 bar.update(1)
                 if k % 20 == 0 or k == n_steps - 1:
-                    bar.set_postfix(_running(sums), refresh=False)
+                    bar.set_postfix(_running(sums, has_kl_term(model)), refresh=False)
                 if self.step_callback is not None:
                     self.step_callback(self)
                 if self._stop_requested and k + 1 < n_steps:
@@ -373,7 +413,7 @@ class Trainer:
         self._partial, self._rng_state = _zero_sums(), None
         self.save_checkpoint()
         if self.progress:
-            _write_line(_summary(metrics, epochs, self.iw_train))
+            _write_line(_summary(metrics, epochs, self.iw_train, self._beta_note(metrics)))
             if metrics["active_units"] == 0:
                 _write_line(collapse_warning(self.model.latent_dim))
         if self.callback is not None:
@@ -382,9 +422,12 @@ class Trainer:
     def _epoch_metrics(self, e, sums, seconds) -> dict:
         n = max(sums["n"], 1)
         recon, kl = sums["recon"] / n, sums["kl"] / n
+        has_kl = has_kl_term(self.model)
         metrics = {"epoch": e + 1, "step": self.global_step, "train_loss": recon + kl,
-                   "train_recon": recon, "train_kl": kl, "train_objective": sums["objective"] / n,
-                   "beta": self.beta_at(self.global_step - 1), "test_loss": None,
+                   "train_recon": recon, "train_kl": kl if has_kl else None,
+                   "train_objective": sums["objective"] / n,
+                   "beta": self.beta_at(self.global_step - 1) if has_kl else None,
+                   "test_loss": None,
                    "test_recon": None, "test_kl": None, "seconds": seconds,
                    "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
                    "eval_seconds": None, "active_units": None, "kl_per_dim": None}
@@ -418,7 +461,8 @@ class Trainer:
         rng = np.random.default_rng([self.seed, STREAM_EVAL])
         r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng,
                           **self._given(y))
-        return {"test_loss": r.recon + r.kl, "test_recon": r.recon, "test_kl": r.kl}
+        return {"test_loss": r.recon + r.kl, "test_recon": r.recon,
+                "test_kl": r.kl if has_kl_term(self.model) else None}
 
     def _diverged(self, loss, e, k, n_steps, what="the loss"):
         where = (f"{what} became {loss} at epoch {e + 1}, step {k + 1} of {n_steps} "
@@ -566,23 +610,36 @@ def _zero_sums():
     return {"recon": 0.0, "kl": 0.0, "objective": 0.0, "n": 0, "seconds": 0.0}
 
 
-def _running(sums):
+def has_kl_term(model) -> bool:
+    """Whether the model's loss is a negative ELBO (a VAE), not a reconstruction loss alone."""
+    return getattr(model, "kind", "vae") != "autoencoder"
+
+
+def _running(sums, has_kl=True):
     n = max(sums["n"], 1)
     recon, kl = sums["recon"] / n, sums["kl"] / n
+    if not has_kl:
+        return {"recon loss": f"{recon:.2f}"}
     return {"loss": f"{recon + kl:.2f}", "recon": f"{recon:.2f}", "kl": f"{kl:.2f}"}
 
 
-def _summary(m, epochs, iw_train=None):
+def _summary(m, epochs, iw_train=None, beta_note=""):
+    """The line printed after each epoch: a VAE's -ELBO with its terms, or an autoencoder's
+    reconstruction loss (it has no ELBO and no KL)."""
+    speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
+    if m["train_kl"] is None:
+        test = "" if m["test_loss"] is None else f" | test {m['test_recon']:.2f}"
+        return (f"epoch {m['epoch']}/{epochs}: reconstruction loss: train "
+                f"{m['train_recon']:.2f}{test} | {m['seconds']:.1f} s{speed}")
     test = "" if m["test_loss"] is None else (
         f" | test -ELBO {m['test_loss']:.2f} (recon {m['test_recon']:.2f}, KL {m['test_kl']:.2f})")
-    speed = "" if m["samples_per_second"] is None else f", {m['samples_per_second']:.0f} samples/s"
     units = "" if m.get("active_units") is None else (
         f" | active units {m['active_units']}/{len(m['kl_per_dim'])}, KL per dim "
         + " ".join(f"{v:.1f}" for v in sorted(m["kl_per_dim"], reverse=True)[:5])
         + (" ..." if len(m["kl_per_dim"]) > 5 else ""))
     iw = "" if iw_train is None else f", IWAE loss (K={iw_train}) {m['train_objective']:.2f}"
     return (f"epoch {m['epoch']}/{epochs}: train -ELBO {m['train_loss']:.2f} "
-            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}){iw}{test} | "
+            f"(recon {m['train_recon']:.2f}, KL {m['train_kl']:.2f}{beta_note}){iw}{test} | "
             f"{m['seconds']:.1f} s{speed}{units}")
 
 
@@ -610,6 +667,14 @@ def _write_line(text):
 def _binarize(x, mode, rng):
     # Trainer's argument ``binarize`` shadows the function inside __init__.
     return binarize(x, mode, rng)
+
+
+def _likelihood_name(model) -> str:
+    """``"bernoulli"`` or ``"gaussian"``, whether the model stores a name or an object."""
+    lik = getattr(model, "likelihood", "")
+    if isinstance(lik, str):
+        return lik
+    return str(getattr(lik, "name", type(lik).__name__)).lower().removesuffix("likelihood")
 
 
 def positive_int(value, what: str) -> int:

@@ -190,6 +190,7 @@ def test_corrupt_model_file(run_dir, tmp_path, capsys):
 
 
 def test_missing_data_no_download(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"),
                  "--no-download", "--out", str(tmp_path / "r")]) == 2
     one_line_error(capsys, "mnist data files were not found", str(tmp_path / "empty"),

@@ -224,3 +224,25 @@ def test_evaluation_rejects_what_it_cannot_do(small_vae):
         evaluate.elbo(model, X, n_samples=0)
     with pytest.raises(ValueError, match=r"expected X of shape \(batch, 6\)"):
         evaluate.elbo(model, X[:, :5])
+
+
+def test_log_likelihood_of_image_shaped_data_matches_the_flat_model():
+    """(B, c, H, W) inputs: the importance samples tile whole images, not rows of pixels."""
+    from numpyvae.layers import Flatten, Linear, Reshape, Sequential, Tanh
+
+    def networks(image):
+        rng = np.random.default_rng(0)
+        kw = dict(rng=rng, dtype="float64")
+        enc = [Linear(9, 5, **kw), Tanh(), Linear(5, 4, **kw)]
+        dec = [Linear(2, 5, **kw), Tanh(), Linear(5, 9, **kw)]
+        if image:
+            return Sequential(Flatten(), *enc), Sequential(*dec, Reshape(1, 3, 3))
+        return Sequential(*enc), Sequential(*dec)
+
+    flat = VAE(*networks(False), latent_dim=2, backend="numpy")
+    image = VAE(*networks(True), latent_dim=2, backend="numpy")
+    x = np.random.default_rng(1).random((6, 9))
+    a = evaluate.log_likelihood_per_example(flat, x, 7, rng=np.random.default_rng(2), chunk=3)
+    b = evaluate.log_likelihood_per_example(image, x.reshape(6, 1, 3, 3), 7,
+                                            rng=np.random.default_rng(2), chunk=3)
+    np.testing.assert_allclose(b, a, rtol=1e-12)

@@ -304,7 +304,7 @@ def test_evaluate_of_a_model_that_overflows_is_an_error(tmp_path):
     last_bias = [k for k in model.params if k.startswith("encoder.") and k.endswith(".b")][-1]
     model.params[last_bias][2:] = 1e4  # logvar = 1e4: exp overflows, the KL is infinite
     model.save(tmp_path / "model.npz")
-    with pytest.raises(RunFolderError, match=r"model\.npz: the model's test ELBO is -?(inf|nan)"):
+    with pytest.raises(RunFolderError, match=r"model\.npz: the model's test loss is -?(inf|nan)"):
         evaluate_run(tmp_path)
 
 

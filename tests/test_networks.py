@@ -306,3 +306,24 @@ def _nets(enc=(6, 4), dec=(2, 6), dec_dtype="float64"):
 def test_networks_that_do_not_fit_are_refused_at_construction(nets, kwargs, message):
     with pytest.raises(ValueError, match=message):
         VAE(*nets, **{"latent_dim": 2, "backend": "numpy", **kwargs})
+
+
+def test_training_and_evaluation_take_image_shaped_data(tmp_path):
+    """fit() and the importance-weighted bound on (N, 1, 3, 4) data, through a checkpoint."""
+    from numpyvae import evaluate
+    from numpyvae.train import fit
+
+    rng = np.random.default_rng(6)
+    encoder = Sequential(Flatten(), Linear(12, 8, "tanh", rng=rng), Linear(8, 4, rng=rng))
+    decoder = Sequential(Linear(2, 12, rng=rng), Reshape(1, 3, 4))
+    model = VAE(encoder, decoder, latent_dim=2, backend="numpy")
+    x = (rng.random((96, 1, 3, 4)) < 0.4).astype(np.float32)
+    history = fit(model, x[:64], x[64:], epochs=2, batch_size=16, progress=False,
+                  out_dir=tmp_path / "run")
+    assert len(history) == 2 and history[-1]["test_recon"] < history[0]["test_recon"] + 1.0
+    loaded = numpyvae.load(tmp_path / "run" / "model.npz", backend="numpy")
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+    ll = evaluate.log_likelihood_per_example(model, x[:5], k=8, rng=np.random.default_rng(0))
+    assert ll.shape == (5,) and np.all(np.isfinite(ll))
+    with pytest.raises(ValueError, match=r"expected shape \(N >= 1, 1, 3, 4\), got \(8, 12\)"):
+        fit(model, x[:8].reshape(8, 12), epochs=1, progress=False)

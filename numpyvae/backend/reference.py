@@ -18,8 +18,9 @@ Conventions
   (``dW += ...``); those that produce input gradients *write* them.
 
 What does not live here: the layer objects (:mod:`numpyvae.layers`), the
-model wiring (:mod:`numpyvae.model`) and the optimizer state
-(:mod:`numpyvae.optim`).
+distribution objects that call the latent and likelihood ops
+(:mod:`numpyvae.distributions`), the model wiring (:mod:`numpyvae.model`) and
+the optimizer state (:mod:`numpyvae.optim`).
 """
 
 from __future__ import annotations
