@@ -19,7 +19,8 @@ import importlib.util
 #: Public name -> the module it lives in (modules themselves map to None).
 _EXPORTS = {
     "VAE": "model", "Autoencoder": "model", "LossResult": "model", "ModelFileError": "model",
-    "load": "model", "CVAE": "cvae",
+    "load": "model", "CVAE": "cvae", "Conv2d": "conv", "ConvTranspose2d": "conv",
+    "conv_vae": "convnet",
     "Bernoulli": "distributions", "DiagonalGaussian": "distributions",
     "Gaussian": "distributions", "GaussianLearnedVariance": "distributions",
     "Layer": "layers", "Linear": "layers", "Identity": "layers", "ReLU": "layers",
@@ -66,6 +67,9 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Sequential",
+    "Conv2d",
+    "ConvTranspose2d",
+    "conv_vae",
     "Flatten",
     "Reshape",
     "mlp",

@@ -240,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_positive, nargs="+", metavar="WIDTH", default=None,
                    help="widths of the encoder's hidden layers; the decoder mirrors them "
                         f"(default: {' '.join(map(str, D['hidden']))})")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=None,
+                   help="network: 'mlp' (default; --hidden, --activation) or 'conv', the "
+                        "convolutional VAE (two stride-2 convolutions, mirrored by transposed "
+                        "ones; images with height and width divisible by 4)")
+    p.add_argument("--channels", type=_positive, nargs=2, metavar=("C1", "C2"), default=None,
+                   help=f"with --arch conv: widths of the two convolutions (default: "
+                        f"{' '.join(map(str, D['channels']))})")
     p.add_argument("--latent-dim", type=_positive, default=None,
                    help=f"latent dimensions (default: {D['latent_dim']}; 2 adds the manifold "
                         f"figure)")
@@ -404,7 +411,7 @@ def _train(args):
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
         activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits,
         data=args.data, test_fraction=args.test_fraction, gaussian_var=args.gaussian_var,
-        conditional=args.conditional)
+        conditional=args.conditional, arch=args.arch, channels=args.channels)
     if result.history and not args.quiet:
         last = result.history[-1]
         what = "-ELBO" if last.get("train_kl") is not None else "reconstruction loss"

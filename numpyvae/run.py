@@ -57,11 +57,13 @@ TRAIN_DEFAULTS = {
     "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
     "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
     "iw_train": None, "free_bits": 0.0, "conditional": False, "gaussian_var": 0.01,
-    "data": None, "test_fraction": None,
+    "data": None, "test_fraction": None, "arch": "mlp", "channels": [32, 64],
 }
 #: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
 #: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
 #: of an MNIST epoch, so this still runs in well under a minute).
+#: Network architectures of ``numpyvae train --arch``.
+ARCHS = ("mlp", "conv")
 DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
 #: Epochs when none are given for your own data (``--data FILE``).
 DEFAULT_EPOCHS_OWN_DATA = 10
@@ -109,7 +111,8 @@ def options_from_config(config: dict) -> dict:
             "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
             "model": "vae" if m.get("kind") == "cvae" else m.get("kind"),
             "activation": m.get("activation"), "conditional": m.get("kind") == "cvae",
-            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0)}
+            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0),
+            "arch": config.get("arch", "mlp"), "channels": config.get("channels")}
 
 
 def _normalise_options(options: dict) -> dict:
@@ -142,6 +145,13 @@ def _normalise_options(options: dict) -> dict:
     if out.get("dataset", "shapes") not in DATASETS:
         raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
                          f"{', '.join(DATASETS)}")
+    if out.get("arch", "mlp") not in ARCHS:
+        raise ValueError(f"unknown architecture {out['arch']!r}; expected one of "
+                         f"{', '.join(ARCHS)}")
+    if "channels" in out:
+        out["channels"] = [int(c) for c in out["channels"]]
+        if len(out["channels"]) != 2 or min(out["channels"]) < 1:
+            raise ValueError(f"channels must be two positive widths, got {out['channels']}")
     if out.get("model", "vae") not in MODEL_KINDS:
         raise ValueError(f"unknown model {out['model']!r}; expected one of "
                          f"{', '.join(MODEL_KINDS)}")
@@ -172,11 +182,37 @@ def load_run(run_dir, backend=None) -> Run:
     return Run(run_dir, config, model, read_metrics(run_dir))
 
 
-def build_model(options: dict, input_dim: int, backend=None, num_classes=None):
+def _likelihood(value):
+    """A likelihood name, or the object a model file's spec describes (a resumed conv run)."""
+    if isinstance(value, dict):
+        from .distributions import likelihood_from_spec
+
+        return likelihood_from_spec(value)
+    return value
+
+
+def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
+                num_classes=None):
     """The untrained model that ``numpyvae train`` options describe.
 
-    With ``options["conditional"]``, a :class:`~numpyvae.CVAE` for ``num_classes`` classes.
+    ``arch`` ``"conv"`` builds the convolutional VAE of :mod:`numpyvae.convnet`
+    for images of ``image_shape`` (height and width divisible by 4), taking
+    and giving rows of pixels like the MLP; ``hidden`` and ``activation``
+    then do not apply. With ``options["conditional"]``, a
+    :class:`~numpyvae.CVAE` for ``num_classes`` classes.
     """
+    if options.get("arch", "mlp") == "conv":
+        from .convnet import conv_vae
+
+        if options.get("conditional"):
+            raise ValueError("--conditional works with --arch mlp only")
+        if image_shape is None:
+            raise ValueError("the convolutional VAE needs the images' shape")
+        return conv_vae(tuple(image_shape), options["latent_dim"], tuple(options["channels"]),
+                        seed=options["seed"], dtype=options["dtype"], backend=backend,
+                        autoencoder=options["model"] == "autoencoder", flat=True,
+                        likelihood=_likelihood(options["likelihood"]),
+                        free_bits=options.get("free_bits") or 0.0)
     cls = MODEL_KINDS[options["model"]]
     extra = {}
     if options.get("conditional"):
@@ -334,11 +370,14 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         dataset = load_dataset(merged["dataset"], data_dir, download=download,
                                seed=DATASET_SEED, progress=progress)
     model = build_model(merged, dataset.input_dim, backend=backend,
+                        image_shape=dataset.image_shape,
                         num_classes=len(dataset.label_names))
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
-             "backend": model.backend.NAME}
+             "backend": model.backend.NAME, "arch": merged.get("arch", "mlp")}
+    if extra["arch"] == "conv":
+        extra["channels"] = list(merged["channels"])
     if merged["data"]:
         extra["data"] = (config["data"] if resume else
                          _own_data_record(merged["data"], dataset, dataset.test_fraction))
