@@ -338,8 +338,10 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                 f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
                 f"so the command cannot find its training data; resume it from Python: "
                 f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
-        missing = sorted(k for k, default in TRAIN_DEFAULTS.items()
-                         if merged.get(k) is None and (default is not None or k == "epochs"))
+        missing = sorted(k for k in ("epochs", "batch_size", "hidden", "latent_dim", "lr",
+                                     "optimizer", "beta", "kl_warmup", "likelihood",
+                                     "binarize", "dtype", "seed", "model", "activation")
+                         if merged.get(k) is None)
         if missing:
             raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
                                  f"numpyvae train records; cannot resume this run")
