@@ -1,6 +1,6 @@
 """Run every benchmark, save the JSON results, draw the chart and write the README table.
 
-    python benchmarks/run_all.py [--data-dir ../shared/data/fashion-mnist] [--quick]
+    python benchmarks/run_all.py [--data-dir FOLDER_WITH_FASHION_MNIST] [--quick]
 
 Writes to ``benchmarks/results/`` (or ``$NUMPYVAE_BENCH_RESULTS``):
 ``training.json``, ``kernels.json``, ``startup.json``, ``memory.json``,

@@ -1,18 +1,25 @@
 """The ``numpyvae`` command: argument parsing and error reporting only.
 
 Each subcommand parses its options and calls one function of
-:mod:`numpyvae.train` (or :mod:`numpyvae.gradcheck`), where the work is done.
-Errors a user can cause (a missing or corrupt data file, a bad option, an
-unknown dataset, a bad run folder, an unavailable backend) arrive here as
-exceptions and leave as one line on stderr with exit code 2, never a
-traceback. A NaN loss exits with 1, Ctrl-C during training with 130 after
-saving a checkpoint.
+:mod:`numpyvae.run` (or :mod:`numpyvae.gradcheck`), where the work is done.
+Errors a user can cause (a missing, corrupt or hostile data, model or run
+file, a bad option, an unknown dataset, a run folder in use, sizes beyond
+the machine's memory, an unavailable backend, a full disk) arrive here as
+the library's documented exceptions and leave as one line on stderr with
+exit code 2, never a traceback. A NaN loss exits with 1. Ctrl-C (SIGINT)
+or SIGTERM during training saves a checkpoint and exits with 130 or 143
+(128 + the signal's number); at any other moment they exit the same way at
+once, without a traceback, from the first line of :func:`main` on.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
+import re
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -22,7 +29,9 @@ EXIT_INTERRUPTED = 130
 EPILOG_TRAIN = """\
 examples:
   numpyvae train                                   # 30 epochs on the embedded shapes dataset
-  numpyvae train --dataset fashion-mnist --data-dir ../shared/data/fashion-mnist
+  numpyvae train --dataset fashion-mnist          # downloaded once, then read from the cache
+  numpyvae train --data images.npz --test-fraction 0.2   # your own (N, H, W) uint8 array
+  numpyvae train --data photos/ --likelihood gaussian    # PNG/JPEG, one subfolder per class
   numpyvae train --dataset mnist --binarize dynamic --epochs 50 --out runs/mnist
   numpyvae train --latent-dim 2 --out runs/shapes-2d   # adds the 2-D manifold figure
   numpyvae train --out runs/mnist --resume --epochs 100  # continue a run
@@ -30,6 +39,8 @@ examples:
 The run folder holds config.json, model.npz, checkpoint.npz (weights, optimizer
 and RNG state), metrics.jsonl (one JSON object per epoch) and figures/.
 Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.
+A Gaussian decoder reports densities, so its losses can be negative. The plain
+autoencoder (--model autoencoder) reports its reconstruction loss: it has no ELBO.
 """
 
 
@@ -57,9 +68,39 @@ def _add_backend(p, note=""):
 def _add_data(p):
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the four IDX files (train-images-idx3-ubyte.gz, ...); "
-                        "searched before $NUMPYVAE_DATA/<name>/ and the user cache")
+                        "searched before $NUMPYVAE_DATA/<name>/ and the user cache; it must "
+                        "exist (a missing folder is an error, never a download target)")
     p.add_argument("--no-download", action="store_true",
                    help="never download: fail if the data files are not found")
+
+
+def _add_own_data(p):
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="the run's own data file or image folder, if it has moved since "
+                        "training (default: where config.json says it was)")
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _gaussian_var(text):
+    if text == "learned":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'learned', got "
+                                         f"{text!r}")
+    return value
 
 
 def _int_at_least(minimum, description):
@@ -83,20 +124,81 @@ _non_negative = _int_at_least(0, "an integer >= 0")
 
 def _number(text):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text):
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_number(text):
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (exit code 2)."""
+    """An argument parser whose errors are one line on stderr (exit code 2).
+
+    A misspelled option or command gets a suggestion (``difflib``): the
+    options of the subcommand given are the candidates.
+    """
 
     def error(self, message):
+        message += _suggest_choice(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = _subparser(self, getattr(args, "command", None))
+            parser = sub or self
+            hints = [_suggest_option(parser, word) for word in extras]
+            hints = [h for h in hints if h]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}"
+                         + (f"; did you mean {', '.join(hints)}?" if hints else ""))
+        return args
+
+
+def _subparser(parser, command):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def _suggest_option(parser, word) -> str:
+    """The option closest to a misspelled ``--word`` (or ``--word=value``), or ''."""
+    if not word.startswith("-"):
+        return ""
+    flag = word.split("=", 1)[0]
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    return close[0] if close else ""
+
+
+def _suggest_choice(message) -> str:
+    """'; did you mean X?' for argparse's "invalid choice: 'trian' (choose from ...)"."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [
+        c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .run import DEFAULT_EPOCHS
+    from .run import DEFAULT_EPOCHS, DEFAULT_EPOCHS_OWN_DATA
     from .run import TRAIN_DEFAULTS as D
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -106,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "check gradients.",
         epilog="example:\n  numpyvae train            # then look at runs/shapes-*/figures/\n"
                "Run 'numpyvae COMMAND --help' for a command's options.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"numpyvae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -118,22 +223,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"dataset (default: {D['dataset']}, generated by the package, no "
                         f"download)")
     _add_data(p)
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="your own data instead of --dataset: a .npy/.npz array of images (N, H, "
+                        "W), (N, C, H, W) or vectors (N, D), with labels 'y' in a .npz, or a "
+                        "folder of PNG/JPEG images with one subfolder per class; 8-bit values "
+                        "are scaled to [0, 1]")
+    p.add_argument("--test-fraction", type=_fraction, metavar="F", default=None,
+                   help="with --data and no test set in it: the share of the examples held "
+                        "out as the test set (default: 0.1)")
     p.add_argument("--epochs", type=_positive, default=None,
                    help="epochs to train in total (default: "
-                        + ", ".join(f"{n} for {d}" for d, n in DEFAULT_EPOCHS.items()) + ")")
+                        + ", ".join(f"{n} for {d}" for d, n in DEFAULT_EPOCHS.items())
+                        + f", {DEFAULT_EPOCHS_OWN_DATA} for --data)")
     p.add_argument("--batch-size", type=_positive, default=None,
                    help=f"minibatch size (default: {D['batch_size']})")
     p.add_argument("--hidden", type=_positive, nargs="+", metavar="WIDTH", default=None,
                    help="widths of the encoder's hidden layers; the decoder mirrors them "
                         f"(default: {' '.join(map(str, D['hidden']))})")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=None,
+                   help="network: 'mlp' (default; --hidden, --activation) or 'conv', the "
+                        "convolutional VAE (two stride-2 convolutions, mirrored by transposed "
+                        "ones; images with height and width divisible by 4)")
+    p.add_argument("--channels", type=_positive, nargs=2, metavar=("C1", "C2"), default=None,
+                   help=f"with --arch conv: widths of the two convolutions (default: "
+                        f"{' '.join(map(str, D['channels']))})")
     p.add_argument("--latent-dim", type=_positive, default=None,
                    help=f"latent dimensions (default: {D['latent_dim']}; 2 adds the manifold "
                         f"figure)")
-    p.add_argument("--lr", type=_number, default=None,
-                   help=f"learning rate (default: {D['lr']:g})")
+    p.add_argument("--lr", type=_positive_number, default=None,
+                   help=f"learning rate (default: {D['lr']:g}; with --resume, a new one "
+                        f"applies from the checkpoint on)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
                    help=f"optimizer (default: {D['optimizer']})")
-    p.add_argument("--beta", type=_number, default=None,
+    p.add_argument("--beta", type=_non_negative_number, default=None,
                    help=f"weight of the KL term, beta-VAE (default: {D['beta']:g})")
     p.add_argument("--kl-warmup", type=_non_negative, metavar="STEPS", default=None,
                    help="raise the KL weight linearly to beta over this many steps "
@@ -148,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the importance-weighted bound (IWAE) with K samples per "
                         "example instead of the ELBO (default: off)")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
-                   help=f"decoder likelihood (default: {D['likelihood']})")
+                   help=f"decoder likelihood (default: {D['likelihood']}); a Gaussian one "
+                        "reports densities, so its losses can be negative")
+    p.add_argument("--gaussian-var", type=_gaussian_var, metavar="VAR", default=None,
+                   help="with --likelihood gaussian: the decoder's fixed variance, or "
+                        f"'learned' for a learned one per pixel (default: {D['gaussian_var']:g})")
     p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid",
                                             "softplus"), default=None,
                    help=f"hidden activation (default: {D['activation']})")
@@ -166,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default: runs/<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-figures", action="store_true",
+                   help="draw no figures at the end (numpyvae figures RUN_DIR draws them later)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     _add_backend(p, "; with --resume, the run's own")
 
@@ -185,22 +313,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=1000)
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the noise")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (shown for --iw-samples)")
     p.add_argument("--disentanglement", action="store_true",
                    help="shapes runs: the Mutual Information Gap (Chen et al., 2018) of the "
                         "posterior means against the known generating factors, and the "
                         "active units")
     _add_data(p)
+    _add_own_data(p)
     _add_backend(p)
 
     p = sub.add_parser(
         "sample", formatter_class=fmt, help="decode draws from the prior into a grid of images",
-        description="Decode N draws z ~ N(0, I) of a trained run into a PNG grid.",
+        description="Decode N draws z ~ N(0, I) of a trained run into a grid of images "
+                    "(PNG, JPEG, PDF or SVG, by the suffix of --out).",
         epilog="example:\n  numpyvae sample runs/mnist -n 64 --out samples.png")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("-n", type=_positive, default=100, help="number of samples (default: 100)")
     p.add_argument("--seed", type=_non_negative, default=0)
-    p.add_argument("--out", metavar="PNG", default=None,
-                   help="output file (default: RUN_DIR/figures/samples.png)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="output image, .png, .jpg, .pdf or .svg (default: "
+                        "RUN_DIR/figures/samples.png)")
     _add_backend(p)
 
     p = sub.add_parser(
@@ -211,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("-n", type=_positive, default=20, help="number of test images (default: 20)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the image choice")
-    p.add_argument("--out", metavar="PNG", default=None,
-                   help="output file (default: RUN_DIR/figures/reconstructions.png)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="output image, .png, .jpg, .pdf or .svg (default: "
+                        "RUN_DIR/figures/reconstructions.png)")
     _add_data(p)
+    _add_own_data(p)
     _add_backend(p)
 
     p = sub.add_parser(
@@ -226,9 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive, default=8, help="strips (default: 8)")
     p.add_argument("--steps", type=_positive, default=10, help="images per strip (default: 10)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the image choice")
-    p.add_argument("--out", metavar="PNG", default=None,
-                   help="output file (default: RUN_DIR/figures/interpolation.png)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="output image, .png, .jpg, .pdf or .svg (default: "
+                        "RUN_DIR/figures/interpolation.png)")
     _add_data(p)
+    _add_own_data(p)
     _add_backend(p)
 
     p = sub.add_parser(
@@ -237,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  numpyvae figures runs/mnist")
     p.add_argument("run_dir", metavar="RUN_DIR")
     _add_data(p)
+    _add_own_data(p)
     _add_backend(p)
 
     p = sub.add_parser(
@@ -292,18 +430,23 @@ def _train(args):
     result = train_run(
         args.out, resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
         backend=args.backend, progress=not args.quiet, log=_say(args),
+        figures=not args.no_figures,
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
         binarize=args.binarize, dtype=args.dtype, seed=args.seed, model=args.model,
         activation=args.activation, iw_train=args.iw_train, free_bits=args.free_bits,
-        conditional=args.conditional)
+        data=args.data, test_fraction=args.test_fraction, gaussian_var=args.gaussian_var,
+        conditional=args.conditional, arch=args.arch, channels=args.channels)
     if result.history and not args.quiet:
         last = result.history[-1]
-        test = "" if last["test_loss"] is None else f", test -ELBO {last['test_loss']:.2f}"
-        print(f"{result.run_dir}: {last['epoch']} epochs, train -ELBO "
+        what = "-ELBO" if last.get("train_kl") is not None else "reconstruction loss"
+        test = "" if last["test_loss"] is None else f", test {what} {last['test_loss']:.2f}"
+        print(f"{result.run_dir}: {last['epoch']} epochs, train {what} "
               f"{last['train_loss']:.2f}{test} nats")
-    return EXIT_INTERRUPTED if result.interrupted else 0
+    if result.interrupted:
+        return 128 + (result.stop_signal or signal.SIGINT)
+    return 0
 
 
 def _evaluate(args):
@@ -311,16 +454,20 @@ def _evaluate(args):
 
     r = evaluate_run(args.run_dir, iw_samples=args.iw_samples, limit=args.limit,
                      batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir,
-                     download=not args.no_download, backend=args.backend,
-                     disentanglement=args.disentanglement)
+                     download=not args.no_download, backend=args.backend, data=args.data,
+                     progress=not args.quiet, disentanglement=args.disentanglement)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['run']}: {r['model']} on {r['dataset']}, {r['epochs']} epochs, "
           f"{r['n_test']} test images (nats per example)")
-    print(f"  ELBO            {r['elbo']:10.3f}")
-    print(f"  reconstruction  {r['recon']:10.3f}   (-log p(x|z))")
-    print(f"  KL              {r['kl']:10.3f}")
+    if r["elbo"] is None:
+        print(f"  reconstruction loss {r['recon']:10.3f}   (-log p(x|z) at the code; an "
+              f"autoencoder has no ELBO and no KL)")
+    else:
+        print(f"  ELBO            {r['elbo']:10.3f}")
+        print(f"  reconstruction  {r['recon']:10.3f}   (-log p(x|z))")
+        print(f"  KL              {r['kl']:10.3f}")
     if "log_likelihood" in r:
         print(f"  log p(x) >=     {r['log_likelihood']:10.3f}   (importance-weighted, "
               f"K={r['iw_samples']})")
@@ -329,6 +476,10 @@ def _evaluate(args):
               f"{r['active_units']} of {r['latent_dim']} units active)")
         for name, gap in r["mig_per_factor"].items():
             print(f"    {name:<12}  {gap:8.3f}   (best: z[{r['mig_top_dim'][name]}])")
+    if r["likelihood"] == "gaussian":
+        from .run import GAUSSIAN_NOTE
+
+        print(f"  note: {GAUSSIAN_NOTE}")
     return 0
 
 
@@ -349,7 +500,7 @@ def _reconstruct(args):
 
     return _print_path(reconstruct_run(args.run_dir, n=args.n, seed=args.seed, out=args.out,
                                        data_dir=args.data_dir, download=not args.no_download,
-                                       backend=args.backend))
+                                       backend=args.backend, data=args.data))
 
 
 def _interpolate(args):
@@ -357,14 +508,16 @@ def _interpolate(args):
 
     return _print_path(interpolate_run(args.run_dir, pairs=args.pairs, steps=args.steps,
                                        seed=args.seed, out=args.out, data_dir=args.data_dir,
-                                       download=not args.no_download, backend=args.backend))
+                                       download=not args.no_download, backend=args.backend,
+                                       data=args.data))
 
 
 def _figures(args):
     from .run import figures_run
 
     for path in figures_run(args.run_dir, data_dir=args.data_dir,
-                            download=not args.no_download, backend=args.backend):
+                            download=not args.no_download, backend=args.backend,
+                            data=args.data):
         print(path)
     return 0
 
@@ -419,22 +572,50 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
             "gradcheck": _gradcheck, "inspect": _inspect}
 
 
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised where the program is (as Python raises KeyboardInterrupt)."""
+
+
 def main(argv=None) -> int:
     """Run the ``numpyvae`` command; return its exit code."""
-    from .train import NonFiniteLossError
+    command = "numpyvae"
+    received = []
 
-    args = build_parser().parse_args(argv)
+    def on_signal(signum, frame):
+        received.append(signum)
+        raise _Stop
+
+    previous = {}
     try:
-        return COMMANDS[args.command](args)
-    except NonFiniteLossError as exc:
-        print(f"numpyvae {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"numpyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, on_signal)
+        try:
+            from .train import NonFiniteLossError
+        except ImportError as exc:  # a broken installation, or an import the signal broke off
+            if received:
+                raise _Stop from None
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            command = f"numpyvae {args.command}"
+            return COMMANDS[args.command](args)
+        except NonFiniteLossError as exc:
+            print(f"{command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except (ValueError, OSError, ImportError, MemoryError) as exc:
+            if received:  # an import or a read that the signal broke off
+                raise _Stop from None
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = received[0] if received else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(f"{command}: {what}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _one_line(exc) -> str:

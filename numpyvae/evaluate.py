@@ -87,7 +87,7 @@ def _logsumexp_update(running_max, running_sum, chunk):
 
 
 def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
-                               labels=None):
+                               labels=None, progress=False):
     """Importance-weighted estimate of ``log p(x)`` for each example (Burda et al., 2016).
 
     .. math::
@@ -99,6 +99,7 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     a lower bound that tightens as ``k`` grows (``k = 1`` is the ELBO in
     expectation). The sum runs as a streaming log-sum-exp over chunks of
     samples, so memory is ``O(batch_size * chunk)`` whatever ``k`` is.
+    ``progress`` shows a bar of the ``len(X) * k`` decoder passes on stderr.
     """
     if not isinstance(model, VAE):
         raise ValueError("log_likelihood needs a VAE (an autoencoder has no posterior)")
@@ -110,6 +111,7 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
     L = model.latent_dim
     chunk = max(1, min(k, chunk or max(1, 20000 // batch_size)))
     out = np.empty(len(X))
+    bar = _progress_bar(len(X) * k, f"log p(x), K={k}", progress)
     for sl in _batches(len(X), batch_size):
         x = X[sl]
         B = len(x)
@@ -131,15 +133,26 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
             log_w = -nll.reshape(c, B) + log_pz - log_qz                 # (c, B)
             run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
             done += c
+            bar.update(c * B)
         out[sl] = run_max + np.log(run_sum) - math.log(k)
+    bar.close()
     return out
 
 
+def _progress_bar(total, desc, enabled):
+    import sys
+
+    from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
+
+    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, disable=not enabled,
+                leave=False, mininterval=0.5, file=sys.stderr, dynamic_ncols=True)
+
+
 def log_likelihood(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
-                   labels=None) -> float:
+                   labels=None, progress=False) -> float:
     """Mean importance-weighted ``log p(x)`` over ``X``, nats per example.
 
     See :func:`log_likelihood_per_example`.
     """
     return float(log_likelihood_per_example(model, X, k, batch_size=batch_size, chunk=chunk,
-                                            rng=rng, labels=labels).mean())
+                                            rng=rng, labels=labels, progress=progress).mean())

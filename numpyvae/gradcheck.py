@@ -192,8 +192,9 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     the VAE with a Bernoulli, a fixed-variance Gaussian and a learned-variance
     Gaussian likelihood (and with free bits), the autoencoder, and a VAE of
     composed networks (a three-hidden-layer tanh encoder over images, a
-    softplus decoder back to images). Sizes are small, so the whole suite
-    takes seconds.
+    softplus decoder back to images), then the convolution layers and the
+    convolutional VAE and autoencoder (:func:`numpyvae.convnet.conv_checks`).
+    Sizes are small, so the whole suite takes seconds.
     """
     from .backend.reference import ACTIVATIONS
     from .distributions import GaussianLearnedVariance
@@ -249,4 +250,7 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
                                title="VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear; "
                                      "decoder: Linear softplus, Linear, Reshape(1, 2, 3)), "
                                      "learned-variance Gaussian, beta 0.5"))
+    from .convnet import conv_checks  # the conv layers, and the conv VAE and autoencoder
+
+    reports += conv_checks(backend, seed)
     return reports

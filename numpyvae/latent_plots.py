@@ -50,17 +50,18 @@ def traversal(images, dims, kl=None, image_shape=(28, 28), span=3.0, path=None,
                          f"got {images.shape}")
     n, steps = images.shape[:2]
     grid = plots.tile(images.reshape(n * steps, -1), image_shape, steps)
-    h, w = grid.shape
+    h, w = grid.shape[:2]  # a colour grid has a third axis
+    ih, iw = image_shape[-2:]
     scale = 0.03
     fig = Figure(figsize=(w * scale + 1.3, h * scale + 0.5))
     ax = fig.add_axes((1.3 / fig.get_figwidth(), 0, 1 - 1.3 / fig.get_figwidth(),
                        1 - 0.5 / fig.get_figheight()))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    cell = image_shape[0] + 2
-    ax.set_yticks([2 + image_shape[0] / 2 + i * cell for i in range(n)])
+    cell = ih + 2
+    ax.set_yticks([2 + ih / 2 + i * cell for i in range(n)])
     ax.set_yticklabels([f"z[{d}]" + ("" if kl is None else f"  KL {kl[d]:.2f}")
                         for d in dims], fontsize=8)
-    ax.set_xticks([2 + image_shape[1] / 2, w - 2 - image_shape[1] / 2])
+    ax.set_xticks([2 + iw / 2, w - 2 - iw / 2])
     ax.set_xticklabels([f"{-span:g}", f"{span:g}"], fontsize=8)
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)

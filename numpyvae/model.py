@@ -53,7 +53,14 @@ from .distributions import (
     make_likelihood,
 )
 from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
-from .modelfile import FORMAT_VERSION, ModelFileError, read_model_file, write_model_file
+from .limits import check_parameters, mlp_parameters
+from .modelfile import (
+    FORMAT_VERSION,
+    ModelFileError,
+    model_path,
+    read_model_file,
+    write_model_file,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -133,11 +140,16 @@ class _EncoderDecoder:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         dtype = as_float_dtype(dtype)
+        width = self.latent_widths * latent_dim
+        # Refuse impossible sizes (--hidden 100000000) before allocating or loading anything.
+        check_parameters(mlp_parameters((input_dim, *hidden_dims, width))
+                         + mlp_parameters((latent_dim, *hidden_dims[::-1], input_dim)),
+                         dtype.itemsize, f"{type(self).__name__}(input_dim={input_dim}, "
+                         f"hidden_dims={hidden_dims}, latent_dim={latent_dim})")
         backend = get_backend(backend)
         likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
         rng = np.random.default_rng(seed)  # draws the weights, then the model's noise
 
-        width = self.latent_widths * latent_dim
         common = dict(init=init, rng=rng, dtype=dtype, backend=backend)
         encoder = mlp((input_dim, *hidden_dims, width), activation, **common)
         decoder = mlp((latent_dim, *hidden_dims[::-1], input_dim), activation, **common)
@@ -609,11 +621,15 @@ def _as_json(obj):
 def load(path, backend=None):
     """Load a model written by :meth:`VAE.save` (or :meth:`Autoencoder.save`).
 
+    ``path`` is the model file, or a run folder (``numpyvae train --out
+    RUN_DIR``), whose ``model.npz`` is read.
+
     Reads the current format and the first release's (see
     :mod:`numpyvae.modelfile`). Raises :class:`ModelFileError` (a
     ``ValueError``) for a missing, corrupt or mismatched file; the message
     names the file and what was wrong.
     """
+    path = model_path(path)
     header, arrays = read_model_file(path)
     options, architecture = header.get("options"), header.get("architecture")
     try:

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .fileio import atomic_write
+from .safenpz import read_npz
 
 #: The format this release writes.
 FORMAT_VERSION = 2
@@ -51,14 +50,6 @@ class ModelFileError(ValueError):
     """A model file is missing, corrupt, or does not match the model it claims to be."""
 
 
-# What reading a damaged archive can raise: zipfile reports bad headers as
-# BadZipFile, but a flipped byte in a header can also claim an unsupported
-# compression method or zip version (NotImplementedError) or encryption
-# (RuntimeError); numpy reports bad array headers as ValueError.
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
-               RuntimeError, KeyError, OverflowError, zlib.error)
-
-
 def write_model_file(path, header: dict, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``header`` (with ``"format": FORMAT_VERSION``) and ``arrays``, atomically."""
     if CONFIG_KEY in arrays:
@@ -67,6 +58,22 @@ def write_model_file(path, header: dict, arrays: Mapping[str, np.ndarray]) -> Pa
     content[CONFIG_KEY] = np.frombuffer(
         json.dumps({"format": FORMAT_VERSION, **header}).encode(), dtype=np.uint8)
     return atomic_write(path, lambda f: np.savez(f, **content))
+
+
+#: The model file inside a run folder (``numpyvae train --out RUN_DIR`` writes it).
+RUN_MODEL_FILE = "model.npz"
+
+
+def model_path(path) -> Path:
+    """``path`` itself, or, for a run folder, the model file inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    inside = path / RUN_MODEL_FILE
+    if not inside.is_file():
+        raise ModelFileError(f"{path} is a folder without {RUN_MODEL_FILE}: not a run folder, "
+                             f"or its first epoch has not finished yet")
+    return inside
 
 
 def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -83,15 +90,15 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}
-    except _UNREADABLE as exc:
-        raise ModelFileError(f"{path}: not a readable numpyvae model file ({exc})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load read a bare .npy array
+        with open(path, "rb") as f:
+            single_array = f.read(6) == b"\x93NUMPY"
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    if single_array:
         raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
                              "model.save() (an .npz archive)")
+    # Bounded and validated: the zip directory, then each array's header, then its data.
+    arrays = read_npz(path, ModelFileError, "numpyvae model file")
     if CONFIG_KEY not in arrays:
         raise ModelFileError(f"{path}: no model config inside; was it written by model.save()?")
     try:

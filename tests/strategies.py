@@ -15,7 +15,7 @@ unit stride). Backends must give the same results for all three.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -102,3 +102,66 @@ def off_kink_bias(x: np.ndarray, W: np.ndarray, b: np.ndarray, margin: float = 1
 fixture_settings = settings(suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.differing_executors,
 ])
+
+
+# --------------------------------------------------------------------------
+# Images and convolution geometry
+# --------------------------------------------------------------------------
+
+
+def with_image_layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """The values of ``(B, C, H, W)`` ``a`` as a view with the given layout (a copy of the data).
+
+    ``"transposed"`` stores each image column by column (the view of an
+    array of shape ``(B, C, W, H)`` with its last two axes swapped);
+    ``"sliced"`` takes every other element along every axis of a larger array.
+    """
+    if layout == "contiguous":
+        return np.ascontiguousarray(a)
+    if layout == "transposed":
+        return np.ascontiguousarray(a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    if layout == "sliced":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        big[(slice(1, None, 2),) * a.ndim] = a
+        return big[(slice(1, None, 2),) * a.ndim]
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+@st.composite
+def conv_geometries(draw, transposed: bool = False):
+    """A valid convolution: ``dict(B, C, O, H, W, kernel, stride, padding[, output_padding])``.
+
+    Batch 1-4, channels 1-6, ``H`` and ``W`` 1-12 drawn independently (so
+    mostly not square), kernel sides 1-5, strides 1-3, paddings 0-2. For a
+    convolution, the padded input must hold the kernel; for a transposed
+    one, ``output_padding < stride`` and the output must be non-empty.
+    """
+    g = {"B": draw(st.integers(1, 4)), "C": draw(st.integers(1, 6)),
+         "O": draw(st.integers(1, 6)), "H": draw(st.integers(1, 12)),
+         "W": draw(st.integers(1, 12))}
+    g["kernel"] = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    g["stride"] = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    g["padding"] = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    size, k, s, p = (g["H"], g["W"]), g["kernel"], g["stride"], g["padding"]
+    if transposed:
+        g["output_padding"] = tuple(draw(st.integers(0, si - 1)) for si in s)
+        out = [(n - 1) * si - 2 * pi + ki + oi
+               for n, ki, si, pi, oi in zip(size, k, s, p, g["output_padding"], strict=True)]
+        assume(min(out) >= 1)
+    else:
+        assume(all(n + 2 * pi >= ki for n, ki, pi in zip(size, k, p, strict=True)))
+    return g
+
+
+@st.composite
+def image_arrays(draw, shape, *, low: float = 0.1, high: float = 2.0, dtype=np.float64,
+                 layouts=LAYOUTS):
+    """A ``(B, C, H, W)`` array of bounded values in a drawn layout (see :func:`with_image_layout`).
+
+    The values come from a drawn seed rather than element by element: images
+    have up to a few thousand entries, too many for hypothesis to draw one by
+    one quickly. ``low <= |v| <= high``, either sign.
+    """
+    rng = np.random.default_rng(draw(seeds()))
+    values = rng.uniform(low, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return with_image_layout(values.astype(dtype), draw(st.sampled_from(layouts)))

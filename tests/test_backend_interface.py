@@ -103,7 +103,8 @@ def _inputs(dtype, seed=0):
                 b=a(n_out), dy=a(B, n_out), mu=a(B, L), logvar=a(B, L, scale=0.5),
                 eps=a(B, L), dz=a(B, L), dkl=a(B), h=a(B, 2 * L), logits=a(B, D, scale=3),
                 target=rng.random((B, D)).astype(dtype), mean=a(B, D), obs=a(B, D),
-                obs_logvar=a(D, scale=0.3), dnll=a(B))
+                obs_logvar=a(D, scale=0.3), dnll=a(B), image=a(B, 2, 5, 4),
+                conv_W=a(3, 2, 3, 2), convT_W=a(2, 3, 3, 2))
 
 
 def _calls(backend, v):
@@ -140,6 +141,19 @@ def _calls(backend, v):
     dlv = np.zeros_like(v["obs_logvar"])
     yield "gaussian_nll_and_grad", lambda: [*backend.gaussian_nll_and_grad(
         v["mean"], v["obs_logvar"], v["obs"], 0.25, dlv), dlv]
+    yield "conv2d_forward", lambda: backend.conv2d_forward(
+        v["image"], v["conv_W"], v["b"], (2, 1), 1, "tanh")
+    yc = reference.conv2d_forward(v["image"], v["conv_W"], v["b"], (2, 1), 1, "tanh")
+    dWc, dbc = np.zeros_like(v["conv_W"]), np.zeros_like(v["b"])
+    yield "conv2d_backward", lambda: [backend.conv2d_backward(
+        np.sin(yc), v["image"], v["conv_W"], yc, dWc, dbc, (2, 1), 1, "tanh"), dWc, dbc]
+    yield "conv_transpose2d_forward", lambda: backend.conv_transpose2d_forward(
+        v["image"], v["convT_W"], v["b"], 2, (1, 0), 1, "relu")
+    yt = reference.conv_transpose2d_forward(v["image"], v["convT_W"], v["b"], 2, (1, 0), 1,
+                                            "relu")
+    dWt, dbt = np.zeros_like(v["convT_W"]), np.zeros_like(v["b"])
+    yield "conv_transpose2d_backward", lambda: [backend.conv_transpose2d_backward(
+        np.cos(yt), v["image"], v["convT_W"], yt, dWt, dbt, 2, (1, 0), "relu"), dWt, dbt]
 
 
 def _flatten(result):

@@ -129,9 +129,10 @@ def test_gradcheck(capsys, backend_name):
     for title in ("Linear(5, 4, activation='softplus')", "LeakyReLU()", "Sequential(",
                   "VAE(6, hidden 5, latent 3, relu), bernoulli",
                   "gaussian (learned variance)", "Autoencoder(", "Flatten() on", "Reshape(3, 4)",
-                  "VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear"):
+                  "VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear", "Conv2d(3, 4",
+                  "ConvTranspose2d(3, 2", "conv VAE (8 x 12 images", "conv Autoencoder ("):
         assert title in out
-    assert "all 21 checks passed" in out and "FAIL" not in out
+    assert "all 25 checks passed" in out and "FAIL" not in out
 
 
 def test_gradcheck_failure_exits_1(monkeypatch, capsys):
@@ -146,7 +147,7 @@ def test_gradcheck_failure_exits_1(monkeypatch, capsys):
 
     monkeypatch.setattr(gradcheck, "standard_checks", broken)
     assert main(["gradcheck"]) == 1
-    assert "FAILED: 1 of 21 checks" in capsys.readouterr().out
+    assert "FAILED: 1 of 25 checks" in capsys.readouterr().out
 
 
 def test_real_fashion_mnist_from_the_command_line(fashion_mnist_dir, tmp_path, capsys):
@@ -190,6 +191,7 @@ def test_corrupt_model_file(run_dir, tmp_path, capsys):
 
 
 def test_missing_data_no_download(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"),
                  "--no-download", "--out", str(tmp_path / "r")]) == 2
     one_line_error(capsys, "mnist data files were not found", str(tmp_path / "empty"),

@@ -210,6 +210,7 @@ def test_search_order(tmp_path, monkeypatch, isolated_cache):
 
 def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMPYVAE_DATA", str(tmp_path / "env"))
+    (tmp_path / "given").mkdir()
     with pytest.raises(DataNotFoundError) as info:
         load_dataset("mnist", tmp_path / "given", download=False)
     message = str(info.value)

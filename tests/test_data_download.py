@@ -123,6 +123,7 @@ def test_download_into_data_dir_and_fall_back_to_second_mirror(server, tmp_path,
     monkeypatch.setitem(dl.SOURCES, "fashion-mnist",
                         dl.Source(mirrors=(url + "bad/", url + "good/"), sha256=sha, md5=md5))
     target = tmp_path / "mine"
+    target.mkdir()  # a data folder must exist: a missing one is a typo, not a download target
     ds = load_dataset("fashion-mnist", target, progress=False)
     assert len(ds.x_train) == 10 and ds.source == str(target)
     assert sum(r.startswith("/bad/") for r in requests) == 4

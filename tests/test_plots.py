@@ -95,7 +95,7 @@ def test_latent_scatter(tmp_path, dim):
 def test_manifold(tmp_path):
     model = VAE(784, hidden_dims=(16,), latent_dim=2, backend="numpy")
     fig = plots.manifold(model, (28, 28), n=6, path=tmp_path / "m.png")
-    assert fig.axes[0].get_images()[0].get_array().shape == (6 * 28, 6 * 28)
+    assert fig.axes[0].get_images()[0].get_array().shape == (6 * 29 + 1, 6 * 29 + 1)  # 1-px gaps
     assert_png(tmp_path / "m.png")
     with pytest.raises(ValueError, match="2-D latent space, got latent_dim=3"):
         plots.manifold(VAE(784, hidden_dims=(16,), latent_dim=3, backend="numpy"))

@@ -45,6 +45,10 @@ OPS = (
     "adam_update",
     "sum_of_squares",
     "kl_per_dimension",
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
 )
 
 BACKENDS = ("numpy", "numba")

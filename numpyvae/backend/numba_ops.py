@@ -506,3 +506,136 @@ __all__ = [
     "bernoulli_nll_and_grad", "gaussian_nll_and_grad",
     "sgd_update", "adam_update", "sum_of_squares",
 ]
+
+
+# --------------------------------------------------------------------------
+# Convolutions (kernels in numba_conv.py)
+# --------------------------------------------------------------------------
+#
+# Each op checks that the arrays are ones the kernels take (one float dtype,
+# outputs and weights C-contiguous) and otherwise runs the reference; it
+# keeps its temporaries (the per-thread im2col matrices, the per-thread
+# weight-gradient parts, da) in work buffers keyed by shape, so a training
+# step allocates nothing.
+
+_conv_kernels = None
+
+
+def _conv():
+    """The convolution kernels, imported (and compiled or loaded) on first use."""
+    global _conv_kernels
+    if _conv_kernels is None:
+        from . import numba_conv
+
+        _conv_kernels = numba_conv
+    return _conv_kernels
+
+
+def _conv_work(name, shape, dtype):
+    return _work(f"{name}{shape}", shape, dtype)
+
+
+def _contiguous(*arrays):
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.01, out=None):
+    """Convolution by im2col + BLAS, bias and activation fused; see ``reference.conv2d_forward``."""
+    code = _code(activation)
+    O, C, kh, kw = W.shape
+    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    B = x.shape[0]
+    Ho, Wo = reference.conv2d_output_size(x.shape[2:], (kh, kw), (sh, sw), (ph, pw))
+    out = _empty(out, (B, O, Ho, Wo), W.dtype)
+    if not (_same_float(x, W, b, out) and _contiguous(W, out)):
+        return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
+    tasks = numba.get_num_threads()
+    cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
+    _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, code,
+               alpha, out.reshape(B, O, Ho * Wo), cols, _GEMM[W.dtype])
+    return out
+
+
+def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identity",
+                    alpha=0.01, dx=None, need_dx=True):
+    """Backward of :func:`conv2d_forward`; see ``reference.conv2d_backward``."""
+    code = _code(activation)
+    O, C, kh, kw = W.shape
+    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    B, _, Ho, Wo = y.shape
+    if need_dx:
+        dx = _empty(dx, x.shape, W.dtype)
+    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
+            and (not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
+        return reference.conv2d_backward(dy, x, W, y, dW, db, stride, padding, activation,
+                                         alpha, dx=dx, need_dx=need_dx)
+    K = _conv()
+    da = _conv_da(K, dy, y, code, alpha).reshape(B, O, Ho * Wo)
+    K.bias_grad(da, db)
+    tasks = numba.get_num_threads()
+    cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
+    dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
+    parts = _conv_work("conv.dW", (tasks, O, C * kh * kw), W.dtype)
+    _with_blas(K.conv2d_backward, x, W.reshape(O, -1), da, dW.reshape(O, -1), parts, kh, kw,
+               sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols,
+               _GEMM[W.dtype])
+    return dx if need_dx else None
+
+
+def _conv_da(K, dy, y, code, alpha):
+    """``dy * f'(y)`` as a C-contiguous array: ``dy`` itself for the identity when it is one."""
+    if code == K.IDENTITY and dy.flags.c_contiguous:
+        return dy
+    da = _conv_work("conv.da", y.shape, y.dtype)
+    B, O = y.shape[:2]
+    K.activation_grad(dy.reshape(B, O, -1), y.reshape(B, O, -1), code, alpha,
+                      da.reshape(B, O, -1))
+    return da
+
+
+def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
+                             activation="identity", alpha=0.01, out=None):
+    """Transposed convolution by BLAS + col2im, fused; see ``reference.conv_transpose2d_*``."""
+    code = _code(activation)
+    C, O, kh, kw = W.shape
+    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    B, _, H, Wd = x.shape
+    Ho, Wo = reference.conv_transpose2d_output_size((H, Wd), (kh, kw), (sh, sw), (ph, pw),
+                                                    output_padding)
+    out = _empty(out, (B, O, Ho, Wo), W.dtype)
+    if not (_same_float(x, W, b, out) and _contiguous(W, out)):
+        return reference.conv_transpose2d_forward(x, W, b, stride, padding, output_padding,
+                                                  activation, alpha, out=out)
+    x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
+    tasks = numba.get_num_threads()
+    cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
+    _with_blas(_conv().conv_transpose2d_forward, x.reshape(B, C, H * Wd), W.reshape(C, -1), b,
+               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, _GEMM[W.dtype])
+    return out
+
+
+def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
+                              activation="identity", alpha=0.01, dx=None, need_dx=True):
+    """Backward of :func:`conv_transpose2d_forward`; see ``reference.conv_transpose2d_backward``."""
+    code = _code(activation)
+    C, O, kh, kw = W.shape
+    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    B, _, H, Wd = x.shape
+    if need_dx:
+        dx = _empty(dx, x.shape, W.dtype)
+    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
+            and (not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
+        return reference.conv_transpose2d_backward(dy, x, W, y, dW, db, stride, padding,
+                                                   activation, alpha, dx=dx, need_dx=need_dx)
+    K = _conv()
+    da = _conv_da(K, dy, y, code, alpha)
+    K.bias_grad(da.reshape(B, O, -1), db)
+    x = np.ascontiguousarray(x)
+    tasks = numba.get_num_threads()
+    cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
+    parts = _conv_work("conv.dW", (tasks, C, O * kh * kw), W.dtype)
+    dx_arg = dx.reshape(B, C, H * Wd) if need_dx else x.reshape(B, C, H * Wd)
+    _with_blas(K.conv_transpose2d_backward, x.reshape(B, C, H * Wd), W.reshape(C, -1), da,
+               dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, dx_arg, need_dx, cols,
+               _GEMM[W.dtype])
+    return dx if need_dx else None

@@ -594,3 +594,382 @@ def sum_of_squares(a):
     """``sum(a**2)`` as a Python float (for global-norm clipping)."""
     flat = a.reshape(-1)
     return float(flat @ flat)
+
+
+# --------------------------------------------------------------------------
+# Convolutions: the naive loops (the definition), then im2col (the matrix form)
+# --------------------------------------------------------------------------
+#
+# Shapes: ``x`` is ``(B, C, H, W)``; a convolution has ``O`` output channels,
+# a ``(kh, kw)`` kernel, ``stride = (sh, sw)`` and ``padding = (ph, pw)``; its
+# output is ``(B, O, Ho, Wo)`` with ``Ho = (H + 2 ph - kh) // sh + 1``.
+# Weights are in PyTorch's layouts: ``(O, C, kh, kw)`` for a convolution and
+# ``(C, O, kh, kw)`` for a transposed convolution from ``C`` to ``O``
+# channels (the weight of the convolution ``O -> C`` whose input-gradient it
+# is). :mod:`numpyvae.conv` says why.
+#
+# The forward pass of a convolution, in index notation (``xp`` is ``x``
+# zero-padded by ``ph`` rows and ``pw`` columns on each side):
+#
+#     y[n,o,i,j] = b[o] + sum_{c,p,q} W[o,c,p,q] xp[n, c, i sh + p, j sw + q]
+#
+# Each ``xp`` element enters ``y`` linearly, so with ``dy = dL/dy``:
+#
+#     db[o]       = sum_{n,i,j} dy[n,o,i,j]
+#     dW[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] xp[n, c, i sh + p, j sw + q]
+#     dxp[n,c,u,v] = sum over (o,p,q,i,j) with i sh + p = u, j sw + q = v of
+#                    dy[n,o,i,j] W[o,c,p,q]
+#
+# and ``dx`` is ``dxp`` without its padding. im2col gathers the window of
+# every output position into a column, ``cols[n][(c,p,q), (i,j)] =
+# xp[n, c, i sh + p, j sw + q]``, a ``(C kh kw, Ho Wo)`` matrix per example.
+# With ``W2 = W.reshape(O, C kh kw)`` and ``dy_n = dy[n].reshape(O, Ho Wo)``
+# the three sums above become matrix products:
+#
+#     y_n  = W2 @ cols_n + b[:, None]
+#     dW2 += sum_n dy_n @ cols_n.T
+#     dcols_n = W2.T @ dy_n,   dx_n = col2im(dcols_n)
+#
+# where col2im is im2col's adjoint: it *adds* every column entry back into
+# the position it was gathered from (windows overlap when the stride is
+# smaller than the kernel). The transposed convolution is the convolution's
+# input-gradient read as a forward pass: ``y = col2im(W2.T @ x_n)`` (plus a
+# bias), and its own input-gradient is the convolution's forward,
+# ``dx_n = W2 @ im2col(dy_n)``.
+
+
+def _pair(v, what="argument"):
+    """``v`` or ``(v, v)`` as a pair of ints."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected an int or a pair of ints as {what}, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def conv2d_output_size(size, kernel, stride, padding):
+    """Output size of a convolution along each axis: ``(size + 2 padding - kernel) // stride + 1``.
+
+    ``size``, ``kernel``, ``stride``, ``padding`` are pairs ``(h, w)``
+    (or ints); returns ``(Ho, Wo)``. Nonpositive when the padded input is
+    smaller than the kernel.
+    """
+    size, kernel, stride, padding = (_pair(v) for v in (size, kernel, stride, padding))
+    return tuple((n + 2 * p - k) // s + 1
+                 for n, k, s, p in zip(size, kernel, stride, padding, strict=True))
+
+
+def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding=0):
+    """Output size of a transposed convolution: ``(size - 1) stride - 2 padding + kernel + op``.
+
+    The inverse of :func:`conv2d_output_size`: a convolution with the same
+    kernel, stride and padding maps this output size back to ``size``
+    (``output_padding < stride`` picks one of the ``stride`` sizes that do).
+    """
+    size, kernel, stride, padding, output_padding = (
+        _pair(v) for v in (size, kernel, stride, padding, output_padding))
+    return tuple((n - 1) * s - 2 * p + k + op for n, k, s, p, op
+                 in zip(size, kernel, stride, padding, output_padding, strict=True))
+
+
+def _pad(x, padding):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def im2col(x, kernel, stride, padding, out_size):
+    """Gather every kernel window of ``x`` into a column.
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, C, H, W)
+    kernel, stride, padding : pairs (kh, kw), (sh, sw), (ph, pw)
+    out_size : pair (Ho, Wo), the output size of the convolution
+
+    Returns
+    -------
+    cols : ndarray, shape (B, C * kh * kw, Ho * Wo)
+        ``cols[n, (c, p, q), (i, j)] = xp[n, c, i sh + p, j sw + q]``, row
+        index ``(c * kh + p) * kw + q``, column index ``i * Wo + j``.
+
+    One strided slice per kernel offset ``(p, q)``: for a fixed offset, the
+    entries of every window form the grid ``xp[:, :, p::sh, q::sw]``.
+    """
+    (kh, kw), (sh, sw), (Ho, Wo) = kernel, stride, out_size
+    B, C = x.shape[:2]
+    xp = _pad(x, padding)
+    cols = np.empty((B, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            cols[:, :, p, q] = xp[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw]
+    return cols.reshape(B, C * kh * kw, Ho * Wo)
+
+
+def col2im(cols, channels, size, kernel, stride, padding, out_size):
+    """The adjoint of :func:`im2col`: add every column entry back where it came from.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (B, C * kh * kw, Ho * Wo)
+    channels, size : C and (H, W), the shape of the image to rebuild
+    kernel, stride, padding, out_size : as for :func:`im2col`
+
+    Returns
+    -------
+    x : ndarray, shape (B, C, H, W)
+        ``x = sum`` of the entries of ``cols`` over all windows that cover
+        each pixel; padding positions are dropped. ``<im2col(x), c> =
+        <x, col2im(c)>`` for every ``x`` and ``c``.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo), (H, W) = kernel, stride, padding, out_size, size
+    B = cols.shape[0]
+    cols = cols.reshape(B, channels, kh, kw, Ho, Wo)
+    xp = np.zeros((B, channels, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            xp[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += cols[:, :, p, q]
+    return xp[:, :, ph:ph + H, pw:pw + W]
+
+
+def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.01, out=None):
+    """Convolution ``y = f(conv(x, W) + b)``, by im2col and one matrix product per example.
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, C, H, W)
+    W : ndarray, shape (O, C, kh, kw)
+    b : ndarray, shape (O,)
+    stride, padding : int or pair
+    activation, alpha : as for :func:`linear_forward`
+
+    Returns
+    -------
+    y : ndarray, shape (B, O, Ho, Wo), same dtype as ``W``
+
+    Notes
+    -----
+    .. math:: y_{noij} = f\\Big(b_o + \\sum_{c,p,q} W_{ocpq}\\,
+              x^{\\mathrm{pad}}_{n,c,i s_h + p, j s_w + q}\\Big),
+              \\qquad Y_n = f(W_2\\, \\mathrm{im2col}(x)_n + b)
+
+    derived at the head of this section; :func:`conv2d_forward_naive` is
+    the same sum written as loops.
+    """
+    O, C, kh, kw = W.shape
+    stride, padding = _pair(stride), _pair(padding)
+    B = x.shape[0]
+    Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding)
+    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
+    cols = im2col(x, (kh, kw), stride, padding, (Ho, Wo))
+    a = np.matmul(W.reshape(O, C * kh * kw), cols) + b[:, None]  # (B, O, Ho Wo)
+    return activation_forward(a.reshape(B, O, Ho, Wo), activation, alpha, out=out)
+
+
+def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identity",
+                    alpha=0.01, dx=None, need_dx=True):
+    """Backward of :func:`conv2d_forward`: accumulate ``dW``, ``db``; return ``dx``.
+
+    Parameters
+    ----------
+    dy, y : ndarray, shape (B, O, Ho, Wo)
+        Upstream gradient and the forward output.
+    x : ndarray, shape (B, C, H, W)
+    W, dW : ndarray, shape (O, C, kh, kw)
+    db : ndarray, shape (O,)
+
+    Returns
+    -------
+    dx : ndarray, shape (B, C, H, W), or None when ``need_dx`` is False
+
+    Notes
+    -----
+    With :math:`A = dY \\odot f'(Y)` reshaped per example to ``(O, Ho Wo)``:
+
+    .. math:: db \\mathrel{+}= \\sum_{n,i,j} A_{n,:,ij}, \\quad
+              dW_2 \\mathrel{+}= \\sum_n A_n\\, \\mathrm{im2col}(x)_n^\\top, \\quad
+              dx_n = \\mathrm{col2im}(W_2^\\top A_n).
+    """
+    O, C, kh, kw = W.shape
+    stride, padding = _pair(stride), _pair(padding)
+    B, _, Ho, Wo = y.shape
+    a = activation_backward(dy, y, activation, alpha).reshape(B, O, Ho * Wo)
+    db += a.sum(axis=(0, 2))
+    cols = im2col(x, (kh, kw), stride, padding, (Ho, Wo))
+    dW += np.tensordot(a, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
+    if not need_dx:
+        return None
+    dcols = np.matmul(W.reshape(O, C * kh * kw).T, a)  # (B, C kh kw, Ho Wo)
+    dx = out_or_empty(dx, x.shape, W.dtype)
+    dx[...] = col2im(dcols, C, x.shape[2:], (kh, kw), stride, padding, (Ho, Wo))
+    return dx
+
+
+def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
+                             activation="identity", alpha=0.01, out=None):
+    """Transposed convolution ``y = f(convT(x, W) + b)``: the convolution's input-gradient.
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, C, H, W)
+    W : ndarray, shape (C, O, kh, kw)
+    b : ndarray, shape (O,)
+    stride, padding, output_padding : int or pair (``output_padding < stride``)
+
+    Returns
+    -------
+    y : ndarray, shape (B, O, Ho, Wo), ``Ho = (H - 1) sh - 2 ph + kh + oph``
+
+    Notes
+    -----
+    Let ``conv`` be the convolution from ``O`` to ``C`` channels with weight
+    ``W`` (shape ``(C, O, kh, kw)``, read as (out, in, kh, kw)) and the same
+    stride and padding. Its input-gradient maps a ``(B, C, H, W)`` gradient
+    to a ``(B, O, Ho, Wo)`` one (see :func:`conv2d_backward`); this op is that
+    map, plus a bias and an activation:
+
+    .. math:: y_{nouv} = f\\Big(b_o + \\sum_{c,p,q,i,j:\\; i s_h + p = u + p_h,\\;
+              j s_w + q = v + p_w} x_{ncij} W_{copq}\\Big), \\qquad
+              Y_n = f(\\mathrm{col2im}(W_2^\\top x_n) + b).
+
+    The ``output_padding`` extra rows and columns at the bottom and right
+    are reached by no window: they hold ``f(b)``.
+    """
+    C, O, kh, kw = W.shape
+    stride, padding = _pair(stride), _pair(padding)
+    B, _, H, Wd = x.shape
+    Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), stride, padding, output_padding)
+    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
+    cols = np.matmul(W.reshape(C, O * kh * kw).T, x.reshape(B, C, H * Wd))
+    a = col2im(cols, O, (Ho, Wo), (kh, kw), stride, padding, (H, Wd)) + b[:, None, None]
+    return activation_forward(a, activation, alpha, out=out)
+
+
+def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
+                              activation="identity", alpha=0.01, dx=None, need_dx=True):
+    """Backward of :func:`conv_transpose2d_forward`: accumulate ``dW``, ``db``; return ``dx``.
+
+    Parameters
+    ----------
+    dy, y : ndarray, shape (B, O, Ho, Wo)
+    x : ndarray, shape (B, C, H, W)
+    W, dW : ndarray, shape (C, O, kh, kw)
+    db : ndarray, shape (O,)
+
+    Returns
+    -------
+    dx : ndarray, shape (B, C, H, W), or None when ``need_dx`` is False
+
+    Notes
+    -----
+    The forward is linear in ``x``: ``Y_n = col2im(W2.T x_n)``. Its adjoint
+    is ``im2col`` followed by ``W2``, i.e. the *convolution* of ``A = dY f'``
+    with ``W``, and ``x_n`` meets ``W2`` in a product whose gradient
+    is the outer product with the gathered windows:
+
+    .. math:: dx_n = W_2\\, \\mathrm{im2col}(A)_n, \\quad
+              dW_2 \\mathrel{+}= \\sum_n x_n\\, \\mathrm{im2col}(A)_n^\\top, \\quad
+              db \\mathrel{+}= \\sum_{n,u,v} A_{n,:,uv}.
+    """
+    C, O, kh, kw = W.shape
+    stride, padding = _pair(stride), _pair(padding)
+    B, _, H, Wd = x.shape
+    a = activation_backward(dy, y, activation, alpha)
+    db += a.sum(axis=(0, 2, 3))
+    cols = im2col(a, (kh, kw), stride, padding, (H, Wd))  # (B, O kh kw, H W)
+    xr = x.reshape(B, C, H * Wd)
+    dW += np.tensordot(xr, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
+    if not need_dx:
+        return None
+    dx = out_or_empty(dx, x.shape, W.dtype)
+    dx[...] = np.matmul(W.reshape(C, O * kh * kw), cols).reshape(x.shape)
+    return dx
+
+
+def conv2d_forward_naive(x, W, b, stride=1, padding=0):
+    """The convolution as its definition, one output element at a time (cs231n's loops).
+
+    ``y[n,o,i,j] = b[o] + sum(W[o] * window)`` with ``window = xp[n, :, i sh:i sh + kh,
+    j sw:j sw + kw]``. Slow; the tests hold :func:`conv2d_forward` to it.
+    """
+    O, C, kh, kw = W.shape
+    (sh, sw), padding = _pair(stride), _pair(padding)
+    B = x.shape[0]
+    Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), (sh, sw), padding)
+    xp = _pad(x, padding)
+    y = np.empty((B, O, Ho, Wo), dtype=W.dtype)
+    for n in range(B):
+        for o in range(O):
+            for i in range(Ho):
+                for j in range(Wo):
+                    window = xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                    y[n, o, i, j] = b[o] + np.sum(W[o] * window)
+    return y
+
+
+def conv2d_backward_naive(dy, x, W, stride=1, padding=0):
+    """The three sums of the backward pass as loops: returns ``(dx, dW, db)`` (fresh arrays).
+
+    Each output element ``y[n,o,i,j]`` saw ``W[o]`` and one window of
+    ``xp``; it sends ``dy[n,o,i,j] * window`` to ``dW[o]`` and
+    ``dy[n,o,i,j] * W[o]`` back to that window of ``dxp``.
+    """
+    O, C, kh, kw = W.shape
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    B, _, H, Wd = x.shape
+    Ho, Wo = dy.shape[2:]
+    xp = _pad(x, (ph, pw))
+    dxp = np.zeros_like(xp)
+    dW = np.zeros_like(W)
+    db = dy.sum(axis=(0, 2, 3))
+    for n in range(B):
+        for o in range(O):
+            for i in range(Ho):
+                for j in range(Wo):
+                    rows, cols_ = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+                    dW[o] += dy[n, o, i, j] * xp[n, :, rows, cols_]
+                    dxp[n, :, rows, cols_] += dy[n, o, i, j] * W[o]
+    return dxp[:, :, ph:ph + H, pw:pw + Wd], dW, db
+
+
+def conv_transpose2d_forward_naive(x, W, b, stride=1, padding=0, output_padding=0):
+    """The transposed convolution as loops: each input element stamps ``x * W[c]`` on the output.
+
+    ``x[n,c,i,j]`` adds ``x[n,c,i,j] * W[c]`` (a ``(O, kh, kw)`` block) to
+    the padded output at rows ``i sh .. i sh + kh``, columns ``j sw .. j sw + kw``;
+    the padding is then cut off and the bias added. These are exactly the
+    ``dxp`` loops of :func:`conv2d_backward_naive`, with ``x`` as ``dy``.
+    """
+    C, O, kh, kw = W.shape
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    B, _, H, Wd = x.shape
+    Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), (sh, sw), (ph, pw), output_padding)
+    yp = np.zeros((B, O, Ho + 2 * ph, Wo + 2 * pw), dtype=W.dtype)
+    for n in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(Wd):
+                    yp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += x[n, c, i, j] * W[c]
+    return yp[:, :, ph:ph + Ho, pw:pw + Wo] + b[:, None, None]
+
+
+def conv_transpose2d_backward_naive(dy, x, W, stride=1, padding=0):
+    """The backward of :func:`conv_transpose2d_forward_naive` as loops: ``(dx, dW, db)``.
+
+    Input element ``x[n,c,i,j]`` stamped ``x * W[c]`` onto one block of the
+    padded output, so it receives ``sum(W[c] * block of dyp)`` and sends
+    ``x[n,c,i,j] * block of dyp`` to ``dW[c]``.
+    """
+    C, O, kh, kw = W.shape
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    B, _, H, Wd = x.shape
+    dyp = _pad(dy, (ph, pw))
+    dx = np.empty_like(x)
+    dW = np.zeros_like(W)
+    for n in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(Wd):
+                    block = dyp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                    dx[n, c, i, j] = np.sum(W[c] * block)
+                    dW[c] += x[n, c, i, j] * block
+    return dx, dW, dy.sum(axis=(0, 2, 3))

@@ -1,4 +1,4 @@
-"""Datasets: the embedded sprites, MNIST and Fashion-MNIST, IDX files and binarization.
+"""Datasets: the embedded sprites, MNIST and Fashion-MNIST, your own files, and binarization.
 
 >>> from numpyvae.data import load_dataset
 >>> ds = load_dataset("shapes")                      # doctest: +SKIP
@@ -8,12 +8,17 @@
 Modules: :mod:`~numpyvae.data.idx` (the file format),
 :mod:`~numpyvae.data.download` (where files are found, downloading),
 :mod:`~numpyvae.data.shapes` (drawing the sprites),
-:mod:`~numpyvae.data.datasets` (:class:`Dataset`, :func:`load_dataset`, :func:`binarize`).
+:mod:`~numpyvae.data.datasets` (:class:`Dataset`, :func:`load_dataset`, :func:`binarize`),
+:mod:`~numpyvae.data.local` (:func:`load_data`: your own ``.npy``/``.npz`` file or image
+folder, via :mod:`~numpyvae.data.imagefolder`), :mod:`~numpyvae.data.checks` (what is
+checked before training).
 """
 
+from .checks import DataValueError, check_training_data
 from .datasets import BINARIZE_MODES, DATASETS, Dataset, binarize, load_dataset
 from .download import DownloadError, cache_root
 from .idx import DataFileError, DataNotFoundError, read_idx, write_idx
+from .local import load_data
 
 __all__ = [
     "BINARIZE_MODES",
@@ -21,9 +26,12 @@ __all__ = [
     "Dataset",
     "DataFileError",
     "DataNotFoundError",
+    "DataValueError",
     "DownloadError",
     "binarize",
     "cache_root",
+    "check_training_data",
+    "load_data",
     "load_dataset",
     "read_idx",
     "write_idx",

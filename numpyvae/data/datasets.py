@@ -5,7 +5,8 @@
 * ``"mnist"``, ``"fashion-mnist"`` — the four standard IDX files, found or
   downloaded as :mod:`numpyvae.data.download` describes.
 
-Pixels are scaled to [0, 1] as float32 and flattened to 784 columns.
+Pixels are scaled to [0, 1] as float32 and flattened to 784 columns. Your own
+files and folders are read by :mod:`numpyvae.data.local` into the same type.
 
 What does not live here: IDX parsing (:mod:`numpyvae.data.idx`), where files
 come from (:mod:`numpyvae.data.download`), drawing the sprites
@@ -40,15 +41,17 @@ LABEL_NAMES = {
 
 @dataclass
 class Dataset:
-    """A training and a test split of 28x28 grayscale images.
+    """A training and a test split of images (or vectors), flattened to rows.
 
     Attributes
     ----------
     name : str
-    x_train, x_test : float32 arrays, shape (N, 784), values in [0, 1]
-    y_train, y_test : int64 arrays, shape (N,): the class labels
+    x_train, x_test : float arrays, shape (N, input_dim), values in [0, 1] for images
+    y_train, y_test : int64 arrays, shape (N,): the class labels, or None (unlabelled data)
     image_shape : tuple
-        ``(28, 28)``: reshape a row of ``x`` to this to see the image.
+        The shape of one example: ``(28, 28)`` for the named datasets;
+        ``(H, W)``, ``(C, H, W)`` or ``(D,)`` for your own data
+        (:func:`numpyvae.data.load_data`). Reshape a row of ``x`` to it.
     label_names : list of str
         ``label_names[y]`` names class ``y``.
     source : str
@@ -57,6 +60,9 @@ class Dataset:
         ``shapes`` only: the generating factors, ``["shape", "scale", "rotation", "x", "y"]``.
     factors_train, factors_test : dict of str -> array, or None
         ``shapes`` only: each factor's value for each image.
+    test_fraction : float or None
+        The share of the examples held out as the test set when the data
+        came without one (:func:`numpyvae.data.load_data`); None otherwise.
     """
 
     name: str
@@ -70,6 +76,7 @@ class Dataset:
     factor_names: list = field(default_factory=list)
     factors_train: dict | None = None
     factors_test: dict | None = None
+    test_fraction: float | None = None
 
     @property
     def input_dim(self) -> int:
@@ -96,7 +103,8 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, seed: int =
     name : str
     data_dir : path, optional
         For ``mnist``/``fashion-mnist``, a folder holding the four IDX files,
-        searched first. For ``shapes``, the folder of its cache file.
+        searched first. For ``shapes``, the folder of its cache file. It must
+        exist: a missing folder is an error, never the target of a download.
     download : bool
         Whether missing IDX files may be downloaded (``False``: raise instead).
     seed : int
@@ -115,6 +123,12 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, seed: int =
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        # A typo must not start a download into a new folder of that name.
+        what = "does not exist" if not Path(data_dir).expanduser().exists() else "is not a folder"
+        raise DataNotFoundError(f"data folder {data_dir} {what} (nothing was downloaded); "
+                                f"check the path, or leave the folder out to use "
+                                f"$NUMPYVAE_DATA/{name}/ or the cache")
     if name == "shapes":
         return _load_shapes(seed, data_dir)
     files = find_files(name, data_dir)

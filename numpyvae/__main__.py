@@ -1,0 +1,8 @@
+"""``python -m numpyvae``: the same as the ``numpyvae`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The convolutional VAE's networks: the encoder and decoder of ``numpyvae train --arch conv``.
+
+For single-channel images of height ``H`` and width ``W`` (both divisible by
+4), channels ``(C1, C2)`` and a latent of size ``L``::
+
+    encoder: (B, 1, H, W)
+        Conv2d(1 -> C1, k4, s2, p1) ReLU        -> (B, C1, H/2, W/2)
+        Conv2d(C1 -> C2, k4, s2, p1) ReLU       -> (B, C2, H/4, W/4)
+        Flatten                                 -> (B, C2 H/4 W/4)
+        Linear(C2 H/4 W/4 -> 2 L)               -> (B, 2 L) = [mu | logvar]
+    decoder: (B, L)
+        Linear(L -> C2 H/4 W/4) ReLU
+        Reshape(C2, H/4, W/4)
+        ConvTranspose2d(C2 -> C1, k4, s2, p1) ReLU  -> (B, C1, H/2, W/2)
+        ConvTranspose2d(C1 -> 1, k4, s2, p1)        -> (B, 1, H, W), logits
+
+A kernel of 4 with stride 2 and padding 1 halves a side exactly,
+``(n + 2 - 4) // 2 + 1 = n / 2`` for even ``n``, and the transposed
+convolution doubles it back, ``(n - 1) 2 - 2 + 4 = 2 n``. The ReLUs are fused
+into the layers before them (``activation="relu"``), as in the MLP.
+
+What does not live here: the layers (:mod:`numpyvae.conv`,
+:mod:`numpyvae.layers`) and the model around the networks (:mod:`numpyvae.model`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .conv import Conv2d, ConvTranspose2d
+from .layers import Flatten, Linear, Reshape, Sequential
+
+#: The default widths of the two convolutions.
+DEFAULT_CHANNELS = (32, 64)
+
+
+def check_image_shape(image_shape) -> tuple[int, int, int]:
+    """Single-channel ``(1, H, W)`` from ``(H, W)`` or ``(1, H, W)``, H and W divisible by 4."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or shape[0] != 1 or min(shape[1:]) < 4 or any(s % 4 for s in shape[1:]):
+        raise ValueError(f"the convolutional VAE takes single-channel images whose height and "
+                         f"width are multiples of 4, got shape {tuple(image_shape)}")
+    return shape
+
+
+def conv_networks(image_shape=(28, 28), latent_dim=20, channels=DEFAULT_CHANNELS, *,
+                  encoder_width=None, flat=False, rng=None, dtype="float32", backend=None):
+    """The encoder and decoder above, as two :class:`~numpyvae.layers.Sequential`.
+
+    ``encoder_width`` is the encoder's output width: ``2 * latent_dim`` for a
+    VAE ([mu | logvar], the default), ``latent_dim`` for an autoencoder.
+    ``flat=True`` adds a ``Reshape(1, H, W)`` in front of the encoder and a
+    ``Flatten`` after the decoder, so the networks take and give rows of
+    ``H W`` pixels, as the MLP's do (what the command line uses: data sets,
+    figures and evaluation all hold images as rows).
+    """
+    _, H, W = check_image_shape(image_shape)
+    c1, c2 = (int(c) for c in channels)
+    if min(c1, c2) < 1:
+        raise ValueError(f"channels must be positive, got {tuple(channels)}")
+    rng = np.random.default_rng() if rng is None else rng
+    width = 2 * latent_dim if encoder_width is None else int(encoder_width)
+    h, w = H // 4, W // 4
+    n_flat = c2 * h * w
+    common = dict(rng=rng, dtype=dtype, backend=backend)
+    encoder = Sequential(
+        Conv2d(1, c1, 4, 2, 1, activation="relu", **common),
+        Conv2d(c1, c2, 4, 2, 1, activation="relu", **common),
+        Flatten(backend=backend),
+        Linear(n_flat, width, **common),
+    )
+    decoder = Sequential(
+        Linear(latent_dim, n_flat, "relu", **common),
+        Reshape(c2, h, w, backend=backend),
+        ConvTranspose2d(c2, c1, 4, 2, 1, activation="relu", **common),
+        ConvTranspose2d(c1, 1, 4, 2, 1, **common),
+    )
+    if flat:
+        encoder = Sequential(Reshape(1, H, W, backend=backend), *encoder.children)
+        decoder = Sequential(*decoder.children, Flatten(backend=backend))
+    return encoder, decoder
+
+
+def conv_vae(image_shape=(28, 28), latent_dim=20, channels=DEFAULT_CHANNELS, *, seed=0,
+             dtype="float32", backend=None, autoencoder=False, flat=False, **model_options):
+    """The convolutional :class:`~numpyvae.model.VAE` (or ``Autoencoder``), Bernoulli by default.
+
+    The model takes batches of shape ``(B, 1, H, W)``, or ``(B, H W)`` with
+    ``flat=True`` (see :func:`conv_networks`). Weights are drawn from
+    ``numpy.random.default_rng(seed)``; other keyword arguments
+    (``likelihood``, ``free_bits``, ...) go to the model.
+    """
+    from .model import VAE, Autoencoder
+
+    cls = Autoencoder if autoencoder else VAE
+    widths = 1 if autoencoder else 2
+    encoder, decoder = conv_networks(image_shape, latent_dim, channels,
+                                     encoder_width=widths * latent_dim, flat=flat,
+                                     rng=np.random.default_rng(seed), dtype=dtype,
+                                     backend=backend)
+    return cls(encoder, decoder, latent_dim=latent_dim, seed=seed, backend=backend,
+               **model_options)
+
+
+
+
+def conv_checks(backend=None, seed: int = 0):
+    """Gradient checks of the conv layers and the conv VAE and autoencoder (``numpyvae gradcheck``).
+
+    In float64 with small sizes: ``Conv2d`` and ``ConvTranspose2d`` with
+    unequal kernel sides, strides and paddings (and a fused activation),
+    then the convolutional VAE and autoencoder on 8 x 12 images, end to end
+    with the noise held fixed. The whole models are checked with step
+    ``h = 1e-4``: their loss is a sum of ~100 terms, and with a smaller step
+    the rounding of that sum, not the gradient, sets the error.
+    """
+    from .gradcheck import check_layer, check_model
+
+    rng = np.random.default_rng(seed)
+    f64 = "float64"
+    reports = []
+    layers = [
+        (Conv2d(3, 4, (3, 2), (2, 1), (1, 0), "tanh", rng=rng, dtype=f64, backend=backend),
+         "Conv2d(3, 4, kernel (3, 2), stride (2, 1), padding (1, 0), tanh)"),
+        (ConvTranspose2d(3, 2, 3, 2, 1, output_padding=1, rng=rng, dtype=f64, backend=backend),
+         "ConvTranspose2d(3, 2, kernel 3, stride 2, padding 1, output_padding 1)"),
+    ]
+    for layer, title in layers:
+        reports.append(check_layer(layer, rng.standard_normal((2, 3, 7, 6)), rng=rng,
+                                   h=1e-5, title=title))
+    x = rng.random((2, 1, 8, 12))
+    for autoencoder in (False, True):
+        model = conv_vae((8, 12), 3, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
+                         autoencoder=autoencoder)
+        name = "Autoencoder" if autoencoder else "VAE"
+        reports.append(check_model(model, x, rng=rng, h=1e-4,
+                                   title=f"conv {name} (8 x 12 images, channels 2 3, latent 3)"))
+    return reports
+
+
+__all__ = ["DEFAULT_CHANNELS", "check_image_shape", "conv_checks", "conv_networks", "conv_vae"]
