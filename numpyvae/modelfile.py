@@ -71,8 +71,9 @@ def model_path(path) -> Path:
         return path
     inside = path / RUN_MODEL_FILE
     if not inside.is_file():
-        raise ModelFileError(f"{path} is a folder without {RUN_MODEL_FILE}: not a run folder, "
-                             f"or its first epoch has not finished yet")
+        raise ModelFileError(f"model file not found: {inside} ({path} is a folder without "
+                             f"{RUN_MODEL_FILE}: not a run folder, or its first epoch has not "
+                             "finished yet)")
     return inside
 
 
