@@ -38,6 +38,8 @@ from __future__ import annotations
 import copy
 import inspect as _pyinspect
 import re
+import sys
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -815,3 +817,18 @@ def tiny_model(backend=None, likelihood="bernoulli"):
 
 __all__ = ["inspect", "inspect_run", "Trace", "Node", "Check", "check_vjp", "build_graph",
            "formula_of", "tiny_model", "TOLERANCE"]
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``numpyvae.inspect(model, x)`` is :func:`inspect`.
+
+    ``numpyvae.inspect`` names both this module (``numpyvae.inspect.Trace``,
+    ``numpyvae.inspect.tiny_model``) and the function a notebook calls
+    most; making the module callable keeps the one short spelling for both.
+    """
+
+    def __call__(self, model, x, eps=None, beta=1.0, **options) -> Trace:
+        return inspect(model, x, eps, beta, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -280,3 +280,13 @@ def test_conditional_models_are_refused_with_a_clear_error():
                  backend="numpy")
     with pytest.raises(ValueError, match="conditional models"):
         inspect(model, _batch())
+
+
+def test_the_package_attribute_is_callable_as_the_issue_spells_it(backend_name):
+    # numpyvae.inspect(model, x) and numpyvae.inspect.Trace: one name, both uses.
+    model = _vae(backend_name)
+    x = _batch()
+    trace = numpyvae.inspect(model, x, beta=0.5)
+    assert isinstance(trace, numpyvae.inspect.Trace)
+    same = inspect(model, x, beta=0.5)
+    np.testing.assert_array_equal(trace["decoder.0"].dout, same["decoder.0"].dout)
