@@ -7,7 +7,7 @@
 2. The matmul three ways, at the training step's shapes: BLAS called from
    jitted code, the hand-written tiled kernel, the readable loops; and the
    whole training step with each (``numba_ops.set_matmul``).
-3. Where the time of one training step goes: the seven matmuls, the
+3. Where the time of one training step goes: the eleven matrix products, the
    elementwise passes of the layers, the latent layer and the loss, the
    optimizer, and the rest (Python and dispatch), from timing each kernel
    alone at the step's shapes and the whole step.
@@ -152,6 +152,7 @@ STEP_PRODUCTS = [
 
 def matmul_methods(dtype, repeats, number):
     """Each product of STEP_PRODUCTS by each method, validated, then timed method by method."""
+    from numpyvae.backend import numba_blas as NB
     from numpyvae.backend import numba_kernels as K
 
     N = get_backend("numba")
@@ -161,7 +162,7 @@ def matmul_methods(dtype, repeats, number):
     methods = {
         "blas, block per thread": lambda a, b, c: N._with_blas(
             K.gemm_parallel, T(1), a, b, T(0), c, blas),
-        "blas, its own threads": lambda a, b, c: K.gemm_blas(T(1), a, b, T(0), c, blas),
+        "blas, its own threads": lambda a, b, c: NB.gemm_blas(T(1), a, b, T(0), c, blas),
         "tiled (numba)": lambda a, b, c: K.matmul_tiled(T(1), a, b, T(0), c),
         "loops (numba)": lambda a, b, c: K.matmul_loops(T(1), a, b, T(0), c),
         "numpy @": lambda a, b, c: np.matmul(a, b, out=c),

@@ -1,12 +1,15 @@
 """The ``numpyvae`` command: argument parsing and error reporting only.
 
 Each subcommand parses its options and calls one function of
-:mod:`numpyvae.train` (or :mod:`numpyvae.gradcheck`), where the work is done.
-Errors a user can cause (a missing or corrupt data file, a bad option, an
-unknown dataset, a bad run folder, an unavailable backend) arrive here as
-exceptions and leave as one line on stderr with exit code 2, never a
-traceback. A NaN loss exits with 1, Ctrl-C during training with 130 after
-saving a checkpoint.
+:mod:`numpyvae.run` (or :mod:`numpyvae.gradcheck`), where the work is done.
+Errors a user can cause (a missing, corrupt or hostile data, model or run
+file, a bad option, an unknown dataset, a run folder in use, sizes beyond
+the machine's memory, an unavailable backend, a full disk) arrive here as
+the library's documented exceptions and leave as one line on stderr with
+exit code 2, never a traceback. A NaN loss exits with 1. Ctrl-C (SIGINT)
+or SIGTERM during training saves a checkpoint and exits with 130 or 143
+(128 + the signal's number); at any other moment they exit the same way at
+once, without a traceback, from the first line of :func:`main` on.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import re
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -119,9 +124,26 @@ _non_negative = _int_at_least(0, "an integer >= 0")
 
 def _number(text):
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text):
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_number(text):
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,11 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive, default=None,
                    help=f"latent dimensions (default: {D['latent_dim']}; 2 adds the manifold "
                         f"figure)")
-    p.add_argument("--lr", type=_number, default=None,
-                   help=f"learning rate (default: {D['lr']:g})")
+    p.add_argument("--lr", type=_positive_number, default=None,
+                   help=f"learning rate (default: {D['lr']:g}; with --resume, a new one "
+                        f"applies from the checkpoint on)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
                    help=f"optimizer (default: {D['optimizer']})")
-    p.add_argument("--beta", type=_number, default=None,
+    p.add_argument("--beta", type=_non_negative_number, default=None,
                    help=f"weight of the KL term, beta-VAE (default: {D['beta']:g})")
     p.add_argument("--kl-warmup", type=_non_negative, metavar="STEPS", default=None,
                    help="raise the KL weight linearly to beta over this many steps "
@@ -269,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default: runs/<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-figures", action="store_true",
+                   help="draw no figures at the end (numpyvae figures RUN_DIR draws them later)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     _add_backend(p, "; with --resume, the run's own")
 
@@ -364,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  numpyvae gradcheck --backend numba")
     p.add_argument("--seed", type=_non_negative, default=0)
     _add_backend(p)
+
+    p = sub.add_parser(
+        "inspect", formatter_class=fmt,
+        help="step through one forward/backward pass node by node, checking each node",
+        description="Run one forward and backward pass with the noise held fixed and print "
+                    "every node (each layer, the mu/logvar split, the reparameterization, "
+                    "the KL, the likelihood, the loss): shapes, statistics, gradient norms "
+                    "and a central-difference check of its backward in float64. --bug "
+                    "plants a known-wrong backward formula in one node; the check points at "
+                    "it. Exits with 1 if any node's check fails.",
+        epilog="examples:\n  numpyvae inspect --tiny                 # a 6-5-3 float64 VAE, "
+               "instant\n  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
+               "  numpyvae inspect --tiny --bug reparam-dropped-half\n"
+               "  numpyvae inspect --list-bugs")
+    p.add_argument("run_dir", nargs="?", help="a run folder (or use --tiny)")
+    p.add_argument("--tiny", action="store_true", help="a small float64 VAE on random data")
+    p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="KL weight (default: the run's, or 1 with --tiny)")
+    p.add_argument("--bug", default=None, help="plant this bug of the catalogue (--list-bugs)")
+    p.add_argument("--node", default=None, help="the node to plant --bug in")
+    p.add_argument("--list-bugs", action="store_true", help="print the catalogue and exit")
+    p.add_argument("--figure", default=None, help="also draw the graph into this PNG")
+    p.add_argument("--seed", type=_non_negative, default=0)
+    _add_data(p)
+    _add_backend(p)
     return parser
 
 
@@ -379,6 +430,7 @@ def _train(args):
     result = train_run(
         args.out, resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
         backend=args.backend, progress=not args.quiet, log=_say(args),
+        figures=not args.no_figures,
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         hidden=args.hidden, latent_dim=args.latent_dim, lr=args.lr, optimizer=args.optimizer,
         beta=args.beta, kl_warmup=args.kl_warmup, likelihood=args.likelihood,
@@ -392,7 +444,9 @@ def _train(args):
         test = "" if last["test_loss"] is None else f", test {what} {last['test_loss']:.2f}"
         print(f"{result.run_dir}: {last['epoch']} epochs, train {what} "
               f"{last['train_loss']:.2f}{test} nats")
-    return EXIT_INTERRUPTED if result.interrupted else 0
+    if result.interrupted:
+        return 128 + (result.stop_signal or signal.SIGINT)
+    return 0
 
 
 def _evaluate(args):
@@ -484,27 +538,84 @@ def _gradcheck(args):
     return 0
 
 
+def _inspect(args):
+    from .inspect import inspect, inspect_run, tiny_model
+    from .inspect_catalogue import BUGS
+
+    if args.list_bugs:
+        for bug in BUGS.values():
+            print(f"{bug.name:<31} {bug.formula}")
+        return 0
+    if args.tiny == (args.run_dir is not None):
+        raise ValueError("give either a run folder or --tiny")
+    if args.tiny:
+        model, x = tiny_model(backend=args.backend)
+        trace = inspect(model, x, beta=1.0 if args.beta is None else args.beta,
+                                  bug=args.bug, bug_node=args.node, seed=args.seed)
+    else:
+        trace = inspect_run(args.run_dir, n=args.n, seed=args.seed, bug=args.bug,
+                                      node=args.node, beta=args.beta, data_dir=args.data_dir,
+                                      download=not args.no_download, backend=args.backend)
+    print(trace)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        fig = trace.plot()
+        fig.savefig(args.figure, dpi=120, bbox_inches="tight")
+        print(args.figure)
+    return 0 if trace.passed else EXIT_FAILED
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
             "reconstruct": _reconstruct, "interpolate": _interpolate, "figures": _figures,
-            "gradcheck": _gradcheck}
+            "gradcheck": _gradcheck, "inspect": _inspect}
+
+
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised where the program is (as Python raises KeyboardInterrupt)."""
 
 
 def main(argv=None) -> int:
     """Run the ``numpyvae`` command; return its exit code."""
-    from .train import NonFiniteLossError
+    command = "numpyvae"
+    received = []
 
-    args = build_parser().parse_args(argv)
+    def on_signal(signum, frame):
+        received.append(signum)
+        raise _Stop
+
+    previous = {}
     try:
-        return COMMANDS[args.command](args)
-    except NonFiniteLossError as exc:
-        print(f"numpyvae {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"numpyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, on_signal)
+        try:
+            from .train import NonFiniteLossError
+        except ImportError as exc:  # a broken installation, or an import the signal broke off
+            if received:
+                raise _Stop from None
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            command = f"numpyvae {args.command}"
+            return COMMANDS[args.command](args)
+        except NonFiniteLossError as exc:
+            print(f"{command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except (ValueError, OSError, ImportError, MemoryError) as exc:
+            if received:  # an import or a read that the signal broke off
+                raise _Stop from None
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = received[0] if received else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(f"{command}: {what}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _one_line(exc) -> str:

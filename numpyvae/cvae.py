@@ -200,7 +200,7 @@ class CVAE(VAE):
 
         Parameters
         ----------
-        x : ndarray, shape (B, *input_shape)
+        x : ndarray, shape ``(B, *input_shape)``
         labels : int array, shape (B,)
         eps, beta, rng : as :meth:`VAE.loss_and_grads`.
         """
@@ -281,7 +281,7 @@ class CVAE(VAE):
     def transfer(self, x, labels, targets=None):
         """Encode each input with its own label, decode with every target class.
 
-        Returns (B, len(targets), *input_shape): row ``b``, column ``t`` is
+        Returns ``(B, len(targets), *input_shape)``: row ``b``, column ``t`` is
         input ``b``'s code (its "style") drawn as class ``targets[t]``.
         """
         x = self.check_input(x)

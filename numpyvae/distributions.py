@@ -137,13 +137,20 @@ class DiagonalGaussian(_UsesBackend):
     def backward(self, dz, kl_weight: float):
         """Gradient with respect to ``h`` of ``loss = f(z) + kl_weight * sum(kl)``.
 
-        dz : (B, L) the gradient arriving through ``z``
-        kl_weight : the upstream gradient of every example's KL (``beta / B``
-            for a batch-mean loss weighted by ``beta``)
-        -> dh : (B, 2L)
-
         With free bits, dimensions under the threshold get no KL gradient
         (see :meth:`kl_objective`).
+
+        Parameters
+        ----------
+        dz : ndarray, shape (B, L)
+            The gradient arriving through ``z``.
+        kl_weight : float
+            The upstream gradient of every example's KL (``beta / B`` for a
+            batch-mean loss weighted by ``beta``).
+
+        Returns
+        -------
+        dh : ndarray, shape (B, 2L)
         """
         if self._h is None:
             raise RuntimeError("DiagonalGaussian.backward called before forward")

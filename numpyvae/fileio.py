@@ -3,6 +3,12 @@
 Every file the library writes goes through :func:`atomic_write`: the content
 is written to a temporary file in the same folder, flushed to disk, then
 renamed over the target in one step (``os.replace``).
+
+A write that fails (a full disk, a folder without write permission) raises
+an ``OSError`` naming the file the caller asked for, never the hidden
+temporary file; a process killed mid-write leaves only such a temporary
+file (``.<name>.<random>.tmp``) beside the target, which
+:func:`stale_temp_files` finds so the owner of the folder can remove it.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
     old content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    permissions = _permissions_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        permissions = _permissions_for(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -32,13 +41,39 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, permissions)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # a system error
+            raise _naming(exc, path) from exc
         raise
     return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` again, but naming ``path`` (the file asked for) instead of a temporary file."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OSError(exc.errno, f"cannot write the file: {reason}", str(path))
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def stale_temp_files(path) -> list[Path]:
+    """The temporary files that killed writes of ``path`` may have left beside it.
+
+    Only call this where no other process can be writing ``path`` at the same
+    time (a locked run folder): a write in progress has such a file too.
+    """
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob_escape(path.name)}.*{TEMP_SUFFIX}"))
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob wildcards ``*?[`` made literal."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _permissions_for(path: Path) -> int:

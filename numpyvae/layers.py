@@ -35,6 +35,7 @@ from .backend import get_backend
 from .backend.reference import ACTIVATIONS
 from .buffers import WorkBuffers
 from .init import get_initializer
+from .limits import check_parameters
 
 #: Every layer class by name, for :func:`layer_from_spec` (filled in by ``Layer``'s subclasses).
 LAYER_TYPES: dict[str, type] = {}
@@ -46,9 +47,9 @@ def as_float_dtype(dtype) -> np.dtype:
     """Normalise ``"float32"``/``np.float64``/... to a ``np.dtype``; only float32/64 allowed."""
     try:
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dt not in FLOAT_DTYPES:  # None == np.dtype("float64"): test it first
         raise ValueError(f"unsupported dtype {dtype!r}; expected 'float32' or 'float64'")
     return dt
 
@@ -217,6 +218,8 @@ class Linear(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation, self.alpha = activation, float(alpha)
         self.dtype = as_float_dtype(dtype)
+        check_parameters(self.in_features * self.out_features + self.out_features,
+                         self.dtype.itemsize, f"Linear({self.in_features}, {self.out_features})")
         rng = np.random.default_rng() if rng is None else rng
         W, b = get_initializer(init)(rng, self.in_features, self.out_features, self.dtype)
         self.params = {"W": W, "b": b}
@@ -433,14 +436,14 @@ class Reshape(Layer):
         return cls(*spec["shape"], backend=backend)
 
     def forward(self, x):
-        """x: (B, ...) with prod(shape) values per example -> (B, *shape)."""
+        """``x``: ``(B, ...)`` with ``prod(shape)`` values per example -> ``(B, *shape)``."""
         self._check_input(x, None, None)
         self.output_shape(x.shape[1:])
         self._shape = x.shape
         return x.reshape(x.shape[0], *self.shape)
 
     def backward(self, dout):
-        """dout: (B, *shape) -> dx: the shape forward was given."""
+        """``dout``: ``(B, *shape)`` -> ``dx``: the shape forward was given."""
         if self._shape is None:
             raise RuntimeError("Reshape.backward called before forward")
         self._check_input(dout, self.shape, None, what="upstream gradient")

@@ -53,6 +53,7 @@ from .distributions import (
     make_likelihood,
 )
 from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
+from .limits import check_parameters, mlp_parameters
 from .modelfile import (
     FORMAT_VERSION,
     ModelFileError,
@@ -139,11 +140,16 @@ class _EncoderDecoder:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         dtype = as_float_dtype(dtype)
+        width = self.latent_widths * latent_dim
+        # Refuse impossible sizes (--hidden 100000000) before allocating or loading anything.
+        check_parameters(mlp_parameters((input_dim, *hidden_dims, width))
+                         + mlp_parameters((latent_dim, *hidden_dims[::-1], input_dim)),
+                         dtype.itemsize, f"{type(self).__name__}(input_dim={input_dim}, "
+                         f"hidden_dims={hidden_dims}, latent_dim={latent_dim})")
         backend = get_backend(backend)
         likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
         rng = np.random.default_rng(seed)  # draws the weights, then the model's noise
 
-        width = self.latent_widths * latent_dim
         common = dict(init=init, rng=rng, dtype=dtype, backend=backend)
         encoder = mlp((input_dim, *hidden_dims, width), activation, **common)
         decoder = mlp((latent_dim, *hidden_dims[::-1], input_dim), activation, **common)
@@ -429,22 +435,24 @@ class _EncoderDecoder:
 class VAE(_EncoderDecoder):
     """A variational autoencoder with a diagonal Gaussian posterior and a standard-normal prior.
 
-    Two ways to build one:
+    Two ways to build one::
 
-    ``VAE(encoder, decoder, *, latent_dim, likelihood="bernoulli", free_bits=0.0,
-    input_shape=None, seed=0, backend=None)``
-        Any two networks of layers. ``encoder`` maps ``(B, *input_shape)`` to
-        ``(B, 2 * latent_dim)`` (``[mu | logvar]``), ``decoder`` maps
-        ``(B, latent_dim)`` back to ``(B, *input_shape)``. ``input_shape`` is
-        the decoder's output shape unless given; the shapes are checked here
-        (``ValueError`` if they do not fit). The model takes the networks
-        over: their parameters move into one flat buffer, and they run on
-        the model's backend with reused work buffers.
+        VAE(encoder, decoder, *, latent_dim, likelihood="bernoulli", free_bits=0.0,
+            input_shape=None, seed=0, backend=None)
+        VAE(input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
+            activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
+            gaussian_var=0.01, free_bits=0.0)
 
-    ``VAE(input_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
-    activation="relu", dtype="float32", seed=0, *, backend=None, init="default",
-    gaussian_var=0.01, free_bits=0.0)``
-        An MLP encoder with hidden widths ``hidden_dims`` and a mirrored MLP decoder.
+    The first takes any two networks of layers. ``encoder`` maps ``(B, *input_shape)`` to
+    ``(B, 2 * latent_dim)`` (``[mu | logvar]``), ``decoder`` maps
+    ``(B, latent_dim)`` back to ``(B, *input_shape)``. ``input_shape`` is
+    the decoder's output shape unless given; the shapes are checked here
+    (``ValueError`` if they do not fit). The model takes the networks
+    over: their parameters move into one flat buffer, and they run on
+    the model's backend with reused work buffers.
+
+    The second builds an MLP encoder with hidden widths ``hidden_dims`` and a
+    mirrored MLP decoder.
 
     Parameters
     ----------
@@ -482,7 +490,7 @@ class VAE(_EncoderDecoder):
 
         Parameters
         ----------
-        x : ndarray, shape (B, *input_shape)
+        x : ndarray, shape ``(B, *input_shape)``
         eps : ndarray, shape (B, latent_dim), optional
             The reparameterization noise; drawn from ``rng`` (or the model's
             own generator) when omitted. Pass it to hold the noise fixed.

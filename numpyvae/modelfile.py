@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .fileio import atomic_write
+from .safenpz import read_npz
 
 #: The format this release writes.
 FORMAT_VERSION = 2
@@ -49,14 +48,6 @@ CONFIG_KEY = "__config__"
 
 class ModelFileError(ValueError):
     """A model file is missing, corrupt, or does not match the model it claims to be."""
-
-
-# What reading a damaged archive can raise: zipfile reports bad headers as
-# BadZipFile, but a flipped byte in a header can also claim an unsupported
-# compression method or zip version (NotImplementedError) or encryption
-# (RuntimeError); numpy reports bad array headers as ValueError.
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
-               RuntimeError, KeyError, OverflowError, zlib.error)
 
 
 def write_model_file(path, header: dict, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -80,8 +71,9 @@ def model_path(path) -> Path:
         return path
     inside = path / RUN_MODEL_FILE
     if not inside.is_file():
-        raise ModelFileError(f"{path} is a folder without {RUN_MODEL_FILE}: not a run folder, "
-                             f"or its first epoch has not finished yet")
+        raise ModelFileError(f"model file not found: {inside} ({path} is a folder without "
+                             f"{RUN_MODEL_FILE}: not a run folder, or its first epoch has not "
+                             "finished yet)")
     return inside
 
 
@@ -99,15 +91,15 @@ def read_model_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}
-    except _UNREADABLE as exc:
-        raise ModelFileError(f"{path}: not a readable numpyvae model file ({exc})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load read a bare .npy array
+        with open(path, "rb") as f:
+            single_array = f.read(6) == b"\x93NUMPY"
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    if single_array:
         raise ModelFileError(f"{path}: holds a single .npy array, not a model written by "
                              "model.save() (an .npz archive)")
+    # Bounded and validated: the zip directory, then each array's header, then its data.
+    arrays = read_npz(path, ModelFileError, "numpyvae model file")
     if CONFIG_KEY not in arrays:
         raise ModelFileError(f"{path}: no model config inside; was it written by model.save()?")
     try:

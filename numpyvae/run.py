@@ -3,15 +3,16 @@
 Train, evaluate, sample, reconstruct, interpolate and redraw figures of a run.
 
 A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
-``metrics.jsonl`` and ``figures/`` (see :mod:`numpyvae.train` for the files the
-training loop writes). This module turns command-line options into a run,
-reads a run back, and draws its figures with :mod:`numpyvae.plots`. Argument
-parsing is :mod:`numpyvae.cli`'s job; the training loop is :mod:`numpyvae.train`'s.
+``metrics.jsonl`` and ``figures/`` (its files, their format and errors are
+:mod:`numpyvae.runfolder`'s). This module turns command-line options into a
+run, reads a run back, and draws its figures with :mod:`numpyvae.plots`.
+Argument parsing is :mod:`numpyvae.cli`'s job; the training loop is
+:mod:`numpyvae.train`'s. A folder written by :func:`numpyvae.train.fit` from
+Python works here too: its test set is kept in the folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,26 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, latent, latent_plots, plots
+from . import evaluate, latent, latent_plots, plots, runfolder
 from .backend import get_backend
-from .data import DATASETS, DataNotFoundError, load_data, load_dataset
+from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
 from .model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
 from .optim import OPTIMIZERS
-from .train import (
-    _STREAM_EVAL,
-    _STREAM_FIGURES,
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
+from .runfolder import (
     FIGURES_DIR,
-    METRICS_FILE,
     MODEL_FILE,
-    RUN_FORMAT,
     RunFolderError,
     RunNotFoundError,
+    read_config,
+)
+from .train import (
+    METRIC_KEYS,
+    STREAM_EVAL,
+    STREAM_FIGURES,
     Trainer,
-    _positive_int,
     eval_inputs,
+    positive_int,
 )
 from .warmup import compile_kernels
 
@@ -93,6 +94,7 @@ class RunResult:
     interrupted: bool
     figures: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    stop_signal: int | None = None
 
 
 def options_from_config(config: dict) -> dict:
@@ -161,39 +163,9 @@ def default_run_dir(dataset: str) -> Path:
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def read_config(run_dir) -> dict:
-    """The config.json of a run folder, with clear errors."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunNotFoundError(f"run folder not found: {run_dir}")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); "
-                               f"create one with: numpyvae train --out {run_dir}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise RunFolderError(f"{path}: not a numpyvae run configuration (format "
-                             f"{config.get('format') if isinstance(config, dict) else None!r}, "
-                             f"expected {RUN_FORMAT})")
-    return config
-
-
 def read_metrics(run_dir) -> list[dict]:
-    """The per-epoch metrics of a run folder (empty if none were written yet)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise RunFolderError(f"{path}, line {i}: not valid JSON ({exc})") from exc
-    return rows
+    """The per-epoch metrics of a run folder (empty if none were written yet), validated."""
+    return runfolder.read_metrics(run_dir, METRIC_KEYS)
 
 
 def load_run(run_dir, backend=None) -> Run:
@@ -258,12 +230,16 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
                free_bits=options.get("free_bits") or 0.0, **extra)
 
 
-def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None):
+def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None,
+                run_dir=None):
     """The dataset a run was trained on, found again (``data_dir`` first, then where it was).
 
     For your own data (``--data``), the file or folder recorded in config.json
     is read again with the same held-out split, or ``data`` if given (the data
-    moved); its fingerprint must match the one recorded at training.
+    moved); its fingerprint must match the one recorded at training. A run
+    trained from Python on arrays has no dataset name; its test set is read
+    from the run folder (``test_data.npz``), and the training split of the
+    returned :class:`~numpyvae.data.Dataset` is empty.
     """
     if config.get("data"):
         return _reopen_own_data(config["data"], data)
@@ -272,8 +248,22 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=
                          f"a data file; use --data-dir to say where its files are")
     name = config.get("dataset")
     if name is None:
-        raise RunFolderError("this run was not trained on a named dataset (no 'dataset' in "
-                             "config.json), so its test images cannot be found")
+        if run_dir is None or "test_data" not in config:
+            raise RunFolderError(
+                f"{run_dir or 'this run'}: trained without a test set (no 'dataset' and no "
+                f"test data in {runfolder.CONFIG_FILE}), so there are no test images to use; "
+                f"pass x_test to fit() to keep them")
+        x, y = runfolder.read_test_data(run_dir)
+        labelled = y is not None
+        y = y.astype(np.int64) if labelled else np.zeros(len(x), np.int64)
+        shape = tuple(config.get("image_shape") or (1, x.shape[1]))
+        if int(np.prod(shape)) != x.shape[1]:
+            raise RunFolderError(f"{run_dir}: image_shape {list(shape)} does not fit the "
+                                 f"{x.shape[1]} values of each test example")
+        empty = np.zeros((0, x.shape[1]), x.dtype)
+        return Dataset("test data of the run", empty, np.zeros(0, np.int64), x, y, shape,
+                       label_names=[] if labelled else ["test examples"],
+                       source=str(Path(run_dir) / runfolder.TEST_DATA_FILE))
     if data_dir is None and config.get("data_dir"):
         recorded = Path(config["data_dir"])
         data_dir = recorded if recorded.is_dir() else None
@@ -307,26 +297,58 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
 
     ``options`` are those of :data:`TRAIN_DEFAULTS` (None or absent: the
     default, or with ``resume`` the run's own value). A resumed run keeps its
-    configuration; of the options, only ``epochs`` may differ from it.
-    A resumed run also keeps its data folder and backend unless given others.
+    configuration; of the options, only ``epochs`` and ``lr`` may differ from it
+    (a new learning rate is recorded in the checkpoint; lowering it is the
+    remedy for a run that diverged). A resumed run also keeps its data folder
+    and backend unless given others. The run folder is locked for the whole job.
     ``log`` is called with one line of text for each thing worth telling.
     """
     log = log or (lambda text: None)
     options = _normalise_options(options)
+    if resume and out is None:
+        raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
+    if out is None:
+        out = default_run_dir(Path(options["data"]).stem if options.get("data") else
+                              options.get("dataset", TRAIN_DEFAULTS["dataset"]))
     if resume:
-        if out is None:
-            raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
-        run_dir = Path(out)
+        read_config(out)  # a missing or damaged run is reported before the folder is locked
+    else:
+        runfolder.check_new(out)  # someone else's files: refused before a lock file is made
+    with runfolder.lock(out):
+        return _train_locked(Path(out), resume, data_dir, download, backend, progress, figures,
+                             log, options)
+
+
+def _train_locked(run_dir, resume, data_dir, download, backend, progress, figures, log,
+                  options) -> RunResult:
+    if resume:
         config = read_config(run_dir)
         saved = options_from_config(config)
         for key, value in options.items():
-            if key != "epochs" and saved.get(key) != value:
+            if key not in ("epochs", "lr") and saved.get(key) != value:
                 flag = "--" + key.replace("_", "-")
                 raise RunFolderError(
                     f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
                     f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
-                    f"may change)")
+                    f"and --lr may change)")
         merged = {**saved, **options}
+        path = run_dir / runfolder.CONFIG_FILE
+        if config.get("dataset") is None:
+            raise RunFolderError(
+                f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
+                f"so the command cannot find its training data; resume it from Python: "
+                f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
+        missing = sorted(k for k in ("epochs", "batch_size", "hidden", "latent_dim", "lr",
+                                     "optimizer", "beta", "kl_warmup", "likelihood",
+                                     "binarize", "dtype", "seed", "model", "activation")
+                         if merged.get(k) is None)
+        if missing:
+            raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
+                                 f"numpyvae train records; cannot resume this run")
+        if (not merged.get("data") and merged["dataset"] not in DATASETS) or \
+                merged["model"] not in MODEL_KINDS:
+            raise RunFolderError(f"{path}: unknown dataset {merged['dataset']!r} or model "
+                                 f"{merged['model']!r}")
         if data_dir is None and config.get("data_dir"):
             data_dir = config["data_dir"]
         if backend is None:  # the same backend, for a bit-for-bit continuation
@@ -336,12 +358,10 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         if merged["epochs"] is None:
             merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
                                 DEFAULT_EPOCHS[merged["dataset"]])
-        name = Path(merged["data"]).stem if merged["data"] else merged["dataset"]
-        run_dir = Path(out) if out is not None else default_run_dir(name)
-        if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
-            raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume, "
-                                 f"or choose another --out")
+        runfolder.check_new(run_dir)
     get_backend(backend)  # fail early, before loading data, on an unusable backend
+    if data_dir is not None:  # recorded, and reported as the data's source, as a full path
+        data_dir = Path(data_dir).resolve()
     if merged["data"]:
         if resume:
             dataset = _reopen_own_data(config["data"], merged["data"])
@@ -381,7 +401,8 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
                                             image_shape=dataset.image_shape),
                         OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
     history = trainer.fit(merged["epochs"], resume=resume)
-    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir))
+    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
+                       stop_signal=trainer.stop_signal)
     if trainer.interrupted:
         log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
             f"--out {run_dir} --resume")
@@ -418,7 +439,7 @@ def _figure_path(run_dir, name, out=None) -> Path:
 
 
 def _pick(n_total, n, seed):
-    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
 
 
@@ -450,7 +471,7 @@ def write_samples(model, image_shape, path, n=100, seed=0, label_names=None) -> 
 
     For a conditional model, one row per class (``ceil(n / C)`` draws each, at most 12).
     """
-    rng = np.random.default_rng([int(seed), _STREAM_FIGURES])
+    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
     if _conditional(model):
         C = model.num_classes
         per_class = max(1, min(math.ceil(n / C), 12))
@@ -482,7 +503,7 @@ def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
 def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
     """``pairs`` strips of ``steps`` images between the codes of two test images."""
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
-    np.random.default_rng([int(seed), _STREAM_FIGURES, 1]).shuffle(idx)
+    np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
     y = _labels_at(dataset, idx)
     pairs = len(idx) // 2
@@ -585,7 +606,7 @@ def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
                 data=None) -> list[Path]:
     """Write (again) every figure of a run folder."""
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, data=data)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return make_figures(run.run_dir, run.model, dataset, run.history,
                         run.options["binarize"] or "none", seed)
 
@@ -593,7 +614,7 @@ def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
 def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
     run = load_run(run_dir, backend)
-    n = _positive_int(n, "n")
+    n = positive_int(n, "n")
     _require_images(run)
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
                          n, seed)  # a conditional model: one row per class
@@ -604,10 +625,10 @@ def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=
     """``numpyvae reconstruct``: test images above their reconstructions."""
     run = load_run(run_dir, backend)
     _require_images(run)
-    dataset = run_dataset(run.config, data_dir, download, data=data)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
                                  _figure_path(run_dir, "reconstructions.png", out),
-                                 _positive_int(n, "n"), seed)
+                                 positive_int(n, "n"), seed)
 
 
 def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=None,
@@ -615,10 +636,10 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
     _require_images(run)
-    dataset = run_dataset(run.config, data_dir, download, data=data)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
-                               _positive_int(pairs, "pairs"), _positive_int(steps, "steps"),
+                               positive_int(pairs, "pairs"), positive_int(steps, "steps"),
                                seed)
 
 
@@ -640,15 +661,20 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     and ``active_units`` (:mod:`numpyvae.latent`).
     """
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, data=data)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     x = dataset.x_test
     if limit is not None:
-        x = x[:_positive_int(limit, "limit")]
+        x = x[:positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
     given = _given(run.model, _labels_at(dataset, slice(0, len(x))))
-    rng = np.random.default_rng([int(seed), _STREAM_EVAL])
-    r = evaluate.elbo(run.model, x, batch_size=_positive_int(batch_size, "batch_size"), rng=rng,
+    rng = np.random.default_rng([int(seed), STREAM_EVAL])
+    r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng,
                       **given)
+    value = r.elbo if r.elbo is not None else r.recon  # an autoencoder has no ELBO
+    if value is not None and not math.isfinite(value):
+        raise RunFolderError(f"{Path(run_dir) / MODEL_FILE}: the model's test loss is {value} "
+                             f"(its weights overflow on this data); evaluate a checkpoint "
+                             f"from before training diverged")
     out = {"run": str(run_dir), "dataset": dataset.name, "model": run.model.kind,
            "likelihood": run.options["likelihood"], "epochs": len(run.history),
            "n_test": len(x), "objective": "negative ELBO", "loss": r.recon + r.kl,

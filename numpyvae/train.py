@@ -1,16 +1,18 @@
 """Training: the minibatch loop, checkpoints and resume.
 
 :func:`fit` (or :class:`Trainer`) trains a model on arrays. Given ``out_dir``
-it keeps a *run folder*::
+it keeps a *run folder* (its files, their format, the lock and the errors
+are :mod:`numpyvae.runfolder`'s): ``config.json``, ``model.npz``,
+``checkpoint.npz`` (everything a resume needs, in one file),
+``metrics.jsonl`` (one JSON object per epoch, see :data:`METRIC_KEYS`) and,
+when the test set has no dataset name, ``test_data.npz``; the figures are
+drawn by :mod:`numpyvae.run`. Such a folder works with every ``numpyvae``
+command (``evaluate``, ``figures``, ``sample``, ...).
 
-    config.json      the model and training configuration (and the dataset, for the CLI)
-    model.npz        the latest weights (numpyvae.load reads it)
-    checkpoint.npz   weights, optimizer state, step counters, RNG state and the
-                     metrics so far: everything a resume needs, in one file
-    metrics.jsonl    one JSON object per epoch (see METRIC_KEYS)
-    figures/         PNGs (written by the run-level functions below)
-
-Every file is written atomically, the checkpoint at the end of each epoch.
+Every file is written atomically, the checkpoint at the end of each epoch
+and first: model.npz and metrics.jsonl are copies of what it holds, and a
+resume rewrites them from it, so a kill between any two writes loses
+nothing. While training, the folder is locked against a second writer.
 
 Reproducibility. All randomness of epoch ``e`` (the order of the examples,
 dynamic binarization, the reparameterization noise) comes from one generator
@@ -19,11 +21,15 @@ when a run stops mid-epoch. A run that is interrupted and resumed therefore
 sees the same stream as one that was not, and ends with the same weights,
 bit for bit.
 
-Ctrl-C (SIGINT) sets a flag: the current step finishes, a checkpoint is
-written and training returns with ``trainer.interrupted = True`` (a second
-Ctrl-C aborts at once). A NaN or infinite loss raises
-:class:`NonFiniteLossError` before the step is applied, naming the step and a
-remedy; the checkpoint of the last finished epoch stays as it was.
+Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch scheduler, a closing
+terminal) set a flag: the current step finishes, a checkpoint is written and
+training returns with ``trainer.interrupted = True`` (a second signal aborts
+at once). A NaN or infinite loss, weight or test loss raises
+:class:`NonFiniteLossError` before anything of that epoch is saved, naming
+the step and a remedy; the checkpoint of the last good epoch (finite train
+and test losses) stays as it was, and a resume may lower the learning rate
+(the only setting a resume may change besides the number of epochs; each
+change is recorded in the checkpoint).
 
 The jobs of the ``numpyvae`` command on a run folder live in :mod:`numpyvae.run`.
 """
@@ -31,30 +37,31 @@ The jobs of the ``numpyvae`` command on a run folder live in :mod:`numpyvae.run`
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import math
 import signal
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, iwae, latent
+from . import evaluate, iwae, latent, runfolder
 from .data import BINARIZE_MODES, binarize, check_training_data
-from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .fused import train_step
 from .model import MODEL_KINDS, VAE
 from .optim import OPTIMIZERS
-
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.npz"
-CHECKPOINT_FILE = "checkpoint.npz"
-METRICS_FILE = "metrics.jsonl"
-FIGURES_DIR = "figures"
-RUN_FORMAT = 1
+from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUN_FORMAT,
+    RunFolderError,
+    RunLockedError,
+    RunNotFoundError,
+)
 
 #: The keys of every per-epoch metrics dict (``test_*`` are None without a test set).
 #: For the plain autoencoder, ``*_loss`` is the reconstruction loss and ``*_kl`` and
@@ -67,18 +74,12 @@ METRIC_KEYS = (
 #: Examples the per-epoch latent statistics are computed on (the first of the test set).
 LATENT_STATS_EXAMPLES = 5000
 
-# Independent random streams, all derived from the run's seed.
-_STREAM_EPOCH, _STREAM_STATIC, _STREAM_EVAL, _STREAM_FIGURES = 1, 2, 3, 4
+#: Independent random streams, all derived from the run's seed: ``default_rng([seed, STREAM])``.
+STREAM_EPOCH, STREAM_STATIC, STREAM_EVAL, STREAM_FIGURES = 1, 2, 3, 4
 #: Test sets are binarized once with this fixed seed, so test losses compare across runs.
 TEST_BINARIZE_SEED = 0
-
-
-class RunFolderError(ValueError):
-    """A run folder is inconsistent with the request (already used, different config, corrupt)."""
-
-
-class RunNotFoundError(FileNotFoundError):
-    """A run folder (or a file a run folder should hold) does not exist."""
+#: The signals that stop training cleanly (checkpoint, then return).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,17 +88,19 @@ class NonFiniteLossError(FloatingPointError):
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator of epoch ``epoch`` (0-based): its order, binarization and noise."""
-    return np.random.default_rng([int(seed), _STREAM_EPOCH, int(epoch)])
+    return np.random.default_rng([int(seed), STREAM_EPOCH, int(epoch)])
 
 
 def eval_inputs(x, mode: str) -> np.ndarray:
     """The test inputs for ``mode``: binarized once, with a fixed seed, or unchanged."""
     if mode == "none":
         return x
-    return binarize(x, "static", np.random.default_rng([TEST_BINARIZE_SEED, _STREAM_STATIC]))
+    return binarize(x, "static", np.random.default_rng([TEST_BINARIZE_SEED, STREAM_STATIC]))
 
 
 def _json_safe(value):
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -137,6 +140,9 @@ class Trainer:
         Show a tqdm progress bar with the running loss, reconstruction and KL.
     out_dir : path, optional
         The run folder to keep (see the module docstring).
+    y_test : array, shape (M,), optional
+        Labels of ``x_test``; kept in the run folder with the test set when
+        it has no dataset name, for the latent-space figure.
     callback : callable, optional
         Called as ``callback(metrics)`` after each epoch.
     step_callback : callable, optional
@@ -151,6 +157,8 @@ class Trainer:
         example (:mod:`numpyvae.iwae`) instead of the ELBO; ``beta`` and
         ``kl_warmup`` weigh its ``log p(z) - log q(z|x)`` term.
 
+    Notes
+    -----
     After every epoch of a VAE, the per-dimension KL and the number of active
     units (:mod:`numpyvae.latent`) on the first :data:`LATENT_STATS_EXAMPLES`
     test examples (training examples without a test set) go into the metrics
@@ -168,7 +176,7 @@ class Trainer:
         self.model = model
         self.x_train = self._check_x(x_train, "x_train")
         self.x_test = None if x_test is None else self._check_x(x_test, "x_test")
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one of "
                              f"{', '.join(OPTIMIZERS)}")
@@ -181,14 +189,17 @@ class Trainer:
             raise ValueError(f"kl_warmup must be an integer >= 0 (steps), got {kl_warmup!r}")
         if not (isinstance(seed, (int, np.integer)) and seed >= 0):
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if not (isinstance(lr, (int, float, np.floating)) and not isinstance(lr, bool)
+                and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         self.lr, self.optimizer_name = float(lr), optimizer
         self.optimizer = OPTIMIZERS[optimizer](model.params, lr=lr, backend=model.backend)
         self.beta, self.kl_warmup = float(beta), int(kl_warmup)
         self.binarize, self.seed = binarize, int(seed)
         self.progress, self.callback, self.step_callback = progress, callback, step_callback
-        self.eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+        self.eval_batch_size = positive_int(eval_batch_size, "eval_batch_size")
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.iw_train = None if iw_train is None else _positive_int(iw_train, "iw_train")
+        self.iw_train = None if iw_train is None else positive_int(iw_train, "iw_train")
         self.conditional = getattr(model, "num_classes", None) is not None
         self.y_train = self._check_y(y_train, self.x_train, "y_train")
         self.y_test = None if self.x_test is None else self._check_y(y_test, self.x_test,
@@ -200,9 +211,12 @@ class Trainer:
             raise ValueError("iw_train and free bits do not combine: free bits change the "
                              "closed-form KL, which the importance-weighted bound does not use")
         self.config_extra = dict(config_extra or {})
+        self._test_data = None
+        if x_test is not None and self.config_extra.get("dataset") is None:
+            self._test_data = (self.x_test, None if y_test is None else np.asarray(y_test))
 
         if binarize == "static":
-            rng = np.random.default_rng([self.seed, _STREAM_STATIC])
+            rng = np.random.default_rng([self.seed, STREAM_STATIC])
             self.x_train = _binarize(self.x_train, "static", rng)
         if self.x_test is not None:
             self.x_test = eval_inputs(self.x_test, binarize)
@@ -215,7 +229,9 @@ class Trainer:
         self._partial = _zero_sums()
         self._rng_state = None      # the epoch generator's state when stopped mid-epoch
         self._checkpoint_desc = None
+        self.lr_changes: list[list] = []  # [global step, new lr] of each resume that changed it
         self.interrupted = False
+        self.stop_signal = None      # the signal that stopped training, if one did
         self._stop_requested = False
 
     def _check_x(self, x, what):
@@ -256,7 +272,7 @@ class Trainer:
     # -------------------------------------------------------------- configuration
 
     def hyperparameters(self) -> dict:
-        """What must stay the same for a resumed run to continue this one."""
+        """The training settings; all but ``lr`` must stay the same for a resume."""
         return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer_name,
                 "beta": self.beta, "kl_warmup": self.kl_warmup, "binarize": self.binarize,
                 "seed": self.seed, "n_train": len(self.x_train), "iw_train": self.iw_train}
@@ -296,25 +312,43 @@ class Trainer:
     def fit(self, epochs: int, resume: bool = False) -> list[dict]:
         """Train until ``epochs`` epochs are done; return the metrics of every epoch.
 
-        With ``resume`` and a checkpoint in ``out_dir``, continue from it;
-        without a checkpoint, start afresh. Without ``resume``, an ``out_dir``
-        that already holds a checkpoint is refused.
+        With ``resume`` and a checkpoint in ``out_dir``, continue from it
+        (rewriting model.npz and metrics.jsonl from it, in case a kill
+        interrupted their last writes); without a checkpoint, start afresh.
+        Without ``resume``, ``out_dir`` must be absent or empty. The folder is
+        locked while training (:class:`RunLockedError` if another process
+        holds it).
         """
-        epochs = _positive_int(epochs, "epochs")
+        epochs = positive_int(epochs, "epochs")
         self.interrupted = self._stop_requested = False
-        if self.out_dir is not None:
-            checkpoint = self.out_dir / CHECKPOINT_FILE
-            if checkpoint.exists():
-                if not resume:
-                    raise RunFolderError(
-                        f"{self.out_dir} already holds a training run; resume it "
-                        f"(--resume / resume=True) or choose another output folder")
+        self.stop_signal = None
+        if self.out_dir is None:
+            return self._fit(epochs)
+        checkpoint = self.out_dir / CHECKPOINT_FILE
+
+        def new_run():
+            return not (resume and (checkpoint.exists() or (self.out_dir / CONFIG_FILE).is_file()))
+
+        if new_run():  # refuse a folder of someone else's files before writing a lock file in it
+            runfolder.check_new(self.out_dir)
+        with runfolder.lock(self.out_dir):
+            if new_run():
+                runfolder.check_new(self.out_dir)  # again: another process may have started
+            elif checkpoint.exists():
                 self.load_checkpoint(checkpoint)
                 if self.progress:
                     _write_line(self.resume_description(epochs))
             elif resume and self.progress:
                 _write_line(f"no checkpoint in {self.out_dir} yet: starting from epoch 1")
             self._write_config(epochs)
+            if self._test_data is not None and not (
+                    self.out_dir / runfolder.TEST_DATA_FILE).is_file():
+                runfolder.write_test_data(self.out_dir, *self._test_data)
+            if self.epoch > 0 or self.step_in_epoch > 0:
+                self._write_copies()
+            return self._fit(epochs)
+
+    def _fit(self, epochs):
         with self._interrupt_guard():
             while self.epoch < epochs and not self._stop_requested:
                 self._run_epoch(epochs)
@@ -344,14 +378,19 @@ class Trainer:
                     xb = _binarize(xb, "dynamic", rng)
                 beta = self.beta_at(self.global_step)
                 given = self._given(self.y_train, idx)
-                if self.iw_train is None:
-                    result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
+                if self.iw_train is None and not given:
+                    # loss_and_grads + optimizer.step, fused when the backend can (numpyvae.fused)
+                    result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
                 else:
-                    result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta, rng=rng,
-                                                 **given)
-                if not math.isfinite(result.loss):
+                    if self.iw_train is None:
+                        result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
+                    else:
+                        result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta,
+                                                     rng=rng, **given)
+                    if math.isfinite(result.loss):
+                        self.optimizer.step(result.grads)
+                if not math.isfinite(result.loss):  # no step was taken on it
                     raise self._diverged(result.loss, e, k, n_steps)
-                self.optimizer.step(result.grads)
                 self.global_step += 1
                 self.step_in_epoch = k + 1
                 n = len(idx)
@@ -373,6 +412,10 @@ class Trainer:
         if not np.all(np.isfinite(model.flat_params)):
             raise self._diverged(float("nan"), e, n_steps - 1, n_steps, what="the weights")
         metrics = self._epoch_metrics(e, sums, seconds)
+        for key in ("train_loss", "test_loss"):
+            if metrics[key] is None and (key == "train_loss" or self.x_test is not None):
+                raise self._diverged(float("nan"), e, n_steps - 1, n_steps,
+                                     what=f"the epoch's {key.replace('_', ' ')}")
         self.history.append(metrics)
         self.epoch, self.step_in_epoch = e + 1, 0
         self._partial, self._rng_state = _zero_sums(), None
@@ -423,7 +466,7 @@ class Trainer:
         else:
             x = eval_inputs(self._check_x(x, "x"), self.binarize)
             y = self._check_y(y, x, "y")
-        rng = np.random.default_rng([self.seed, _STREAM_EVAL])
+        rng = np.random.default_rng([self.seed, STREAM_EVAL])
         r = evaluate.elbo(self.model, x, batch_size=self.eval_batch_size, rng=rng,
                           **self._given(y))
         return {"test_loss": r.recon + r.kl, "test_recon": r.recon,
@@ -432,35 +475,49 @@ class Trainer:
     def _diverged(self, loss, e, k, n_steps, what="the loss"):
         where = (f"{what} became {loss} at epoch {e + 1}, step {k + 1} of {n_steps} "
                  f"(global step {self.global_step + 1})")
+        lr = f"{self.lr / 10:g}"
         if self.out_dir is None:
             kept = "no checkpoint is kept (no output folder)"
-        elif self._checkpoint_desc is None:
-            kept = f"no checkpoint had been written to {self.out_dir} yet"
+            remedy = (f"try a smaller learning rate (lr={lr}), KL warm-up (kl_warmup=1000), "
+                      f"or dtype='float64'")
         else:
-            kept = f"the last good checkpoint ({self._checkpoint_desc}) is kept in {self.out_dir}"
-        remedy = (f"try a smaller learning rate (e.g. --lr {self.lr / 10:g}), KL warm-up "
-                  f"(--kl-warmup 1000), or --dtype float64")
+            if self._checkpoint_desc is None:
+                kept = f"no checkpoint had been written to {self.out_dir} yet"
+                how = "start it again"
+            else:
+                kept = (f"the last good checkpoint ({self._checkpoint_desc}) is kept in "
+                        f"{self.out_dir}")
+                how = "continue from it"
+            remedy = (f"to {how} with a smaller learning rate: numpyvae train --out "
+                      f"{self.out_dir} --resume --lr {lr} (from Python: resume=True, lr={lr}); "
+                      f"or start a new run folder with KL warm-up (--kl-warmup 1000) or "
+                      f"--dtype float64")
         return NonFiniteLossError(f"training stopped: {where}; {kept}; {remedy}")
 
     @contextlib.contextmanager
     def _interrupt_guard(self):
-        """Turn the first Ctrl-C into a clean stop after the current step."""
+        """Turn the first Ctrl-C or SIGTERM into a clean stop after the current step."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
-        def on_sigint(signum, frame):
+        def on_signal(signum, frame):
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            _write_line("interrupted: finishing this step, saving a checkpoint, then stopping "
-                        "(Ctrl-C again to abort at once)")
+            self.stop_signal = signum
+            name = "interrupted" if signum == signal.SIGINT else (
+                f"{signal.Signals(signum).name} received")
+            again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+            _write_line(f"{name}: finishing this step, saving a checkpoint, then stopping "
+                        f"({again} again to abort at once)")
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     # -------------------------------------------------------------- checkpoints
 
@@ -468,52 +525,84 @@ class Trainer:
         config = {"format": RUN_FORMAT, "model": self.model.config(),
                   "training": {**self.hyperparameters(), "epochs": epochs},
                   **self.config_extra}
-        atomic_write_json(self.out_dir / CONFIG_FILE, config)
+        if config.get("dataset") is None:  # arrays from Python: how to draw them, where they are
+            config.setdefault("image_shape", _guess_image_shape(self.model.input_dim))
+            if self._test_data is not None:
+                config.setdefault("test_data", runfolder.TEST_DATA_FILE)
+        runfolder.write_config(self.out_dir, config)
 
     def _trainer_state(self) -> dict:
         return {"format": RUN_FORMAT, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "partial": self._partial,
                 "rng_state": self._rng_state, "history": self.history,
-                "hyperparameters": self.hyperparameters(), "model": self.model.config()}
+                "hyperparameters": self.hyperparameters(), "model": self.model.config(),
+                "lr_changes": self.lr_changes}
 
     def save_checkpoint(self) -> None:
-        """Write checkpoint.npz, model.npz and metrics.jsonl (atomically, in that order)."""
+        """Write checkpoint.npz, then its copies model.npz and metrics.jsonl (each atomically)."""
         if self.out_dir is None:
             return
         arrays = {f"param/{k}": v for k, v in self.model.params.items()}
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        arrays["trainer"] = np.frombuffer(json.dumps(self._trainer_state()).encode(), np.uint8)
-        atomic_write(self.out_dir / CHECKPOINT_FILE, lambda f: np.savez(f, **arrays))
-        self.model.save(self.out_dir / MODEL_FILE)
-        atomic_write_text(self.out_dir / METRICS_FILE,
-                          "".join(json.dumps(m) + "\n" for m in self.history))
+        runfolder.write_checkpoint(self.out_dir, arrays, self._trainer_state())
+        self._write_copies()
         self._checkpoint_desc = (f"end of epoch {self.epoch}" if self.step_in_epoch == 0 else
                                  f"epoch {self.epoch + 1}, step {self.step_in_epoch}")
 
+    def _write_copies(self) -> None:
+        """model.npz and metrics.jsonl: what the checkpoint holds, in the files users read."""
+        self.model.save(self.out_dir / MODEL_FILE)
+        runfolder.write_metrics(self.out_dir, self.history)
+
     def load_checkpoint(self, path) -> None:
-        """Restore weights, optimizer state, counters, RNG state and metrics from ``path``."""
+        """Restore weights, optimizer state, counters, RNG state and metrics from ``path``.
+
+        Everything is checked before anything is changed: the file
+        (:func:`numpyvae.runfolder.read_checkpoint`), that it continues this
+        configuration, and that its counters agree with each other and with
+        the data. Raises :class:`RunFolderError` naming the file and the problem.
+        """
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            state = json.load(io.BytesIO(arrays.pop("trainer").tobytes()))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise RunFolderError(f"{path}: not a readable checkpoint ({exc})") from exc
-        if state.get("format") != RUN_FORMAT:
-            raise RunFolderError(f"{path}: checkpoint format {state.get('format')!r}, "
-                                 f"expected {RUN_FORMAT}")
-        _require_same(path, "training configuration", state["hyperparameters"],
-                      self.hyperparameters())
+        arrays, state = runfolder.read_checkpoint(path, METRIC_KEYS)
+        saved = state["hyperparameters"]
+        _require_same(path, "training configuration", {**saved, "lr": None},
+                      {**self.hyperparameters(), "lr": None})
         _require_same(path, "model configuration", state["model"], self.model.config())
+        n_steps = math.ceil(len(self.x_train) / self.batch_size)
+        epoch, step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        if step >= n_steps or global_step != epoch * n_steps + step:
+            raise RunFolderError(
+                f"{path}: the trainer state's counters disagree (epoch {epoch}, step {step} "
+                f"of {n_steps}, global step {global_step}; expected global step "
+                f"{epoch * n_steps + step})")
+        if state["partial"]["n"] != min(step * self.batch_size, len(self.x_train)):
+            raise RunFolderError(f"{path}: the trainer state's partial epoch counts "
+                                 f"{state['partial']['n']} examples after {step} steps")
+        unknown = sorted(k for k in arrays if not k.startswith(("param/", "optim/")))
+        if unknown:
+            raise RunFolderError(f"{path}: unexpected entries {unknown[:5]}")
         params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
         optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        for name, a in optim.items():
+            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
+                raise RunFolderError(f"{path}: optimizer state {name!r} is not finite numbers")
+        if optim.get("step", np.zeros(2)).shape != () or int(optim["step"]) != global_step:
+            raise RunFolderError(f"{path}: the optimizer's step count does not match the "
+                                 f"global step {global_step}")
+        before = {k: v.copy() for k, v in self.model.params.items()}
         try:
             self.model.load_weights(params, source=str(path))
             self.optimizer.load_state_dict(optim)
-        except ValueError as exc:
-            raise RunFolderError(f"{path}: {exc}") from exc
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step, self.history = state["global_step"], state["history"]
+        except (ValueError, TypeError) as exc:
+            for k, v in before.items():
+                self.model.params[k][...] = v
+            raise RunFolderError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) \
+                from exc
+        self.lr_changes = [list(c) for c in state.get("lr_changes", [])]
+        if saved.get("lr") != self.lr:
+            self.lr_changes.append([global_step, self.lr])
+        self.epoch, self.step_in_epoch = epoch, step
+        self.global_step, self.history = global_step, state["history"]
         self._partial, self._rng_state = state["partial"], state["rng_state"]
         self._checkpoint_desc = "the one resumed from"
 
@@ -596,10 +685,18 @@ def _likelihood_name(model) -> str:
     return str(getattr(lik, "name", type(lik).__name__)).lower().removesuffix("likelihood")
 
 
-def _positive_int(value, what):
+def positive_int(value, what: str) -> int:
+    """``value`` as an int if it is a positive integer; otherwise a ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+
+def _guess_image_shape(input_dim: int) -> list:
+    """How to draw an example of ``input_dim`` values: a square if it is one, else a row."""
+    side = math.isqrt(input_dim)
+    return [side, side] if side * side == input_dim else [1, input_dim]
 
 
 def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",

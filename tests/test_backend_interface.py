@@ -9,7 +9,10 @@ every one of those tests runs on every backend.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from numpyvae.backend import (
     BACKENDS,
     ENV_VAR,
     OPS,
+    STEP_OPS,
     default_backend_name,
     get_backend,
     numba_available,
@@ -54,7 +58,13 @@ def test_everything_the_library_calls_through_a_backend_is_a_listed_op():
             continue
         called |= set(re.findall(r"\b(?:backend|ops)\.([a-z_]+)\(", source.read_text()))
     assert called, "found no backend calls: has the calling convention changed?"
-    assert called <= set(OPS), sorted(called - set(OPS))
+    assert called <= set(OPS) | set(STEP_OPS), sorted(called - set(OPS) - set(STEP_OPS))
+
+
+def test_the_numba_backend_offers_every_whole_step_op():
+    module = _module("numba")
+    assert all(callable(getattr(module, op, None)) for op in STEP_OPS)
+    assert not any(hasattr(reference, op) for op in STEP_OPS)  # the fused path is optional
 
 
 def test_get_backend_resolves_names_modules_and_the_environment(monkeypatch):
@@ -258,3 +268,35 @@ def test_sum_of_squares(backend):
     assert backend.sum_of_squares(a) == pytest.approx(float(np.sum(a**2)), rel=1e-15)
     assert isinstance(backend.sum_of_squares(a.astype(np.float32)), float)
     assert backend.sum_of_squares(with_layout(a, "sliced")) == pytest.approx(506.0)
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"proc": "0::/course/user7\n", "course/user7/cpu.max": "150000 100000\n"}, 1.5),
+    ({"proc": "0::/\n", "cpu.max": "max 100000\n"}, None),
+    ({"proc": "4:cpu,cpuacct:/box\n", "cpu,cpuacct/box/cpu.cfs_quota_us": "50000\n",
+      "cpu,cpuacct/box/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({"proc": "4:cpu,cpuacct:/\n", "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+      "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    ({"proc": "1:name=systemd:/\n"}, None),
+])
+def test_the_cgroup_cpu_quota_is_read_from_either_cgroup_version(tmp_path, files, expected):
+    from numpyvae.backend import cgroup_cpu_limit
+
+    for name, text in files.items():
+        path = tmp_path / ("proc_cgroup" if name == "proc" else f"fs/{name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert cgroup_cpu_limit(tmp_path / "proc_cgroup", tmp_path / "fs") == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_the_numba_backend_takes_its_thread_count_from_the_affinity_mask():
+    pytest.importorskip("numba")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from numpyvae.backend import numba_ops, usable_cpus; import numba; "
+            "print(usable_cpus(), numba.config.NUMBA_NUM_THREADS)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.split() == ["1", "1"]

@@ -23,16 +23,17 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def test_quick_benchmark_run_writes_every_result(tmp_path):
     env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path), "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"], env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("training", "kernels", "startup", "memory"):
+    for name in ("peers", "kernels", "startup", "memory"):
         payload = json.loads((tmp_path / f"{name}.json").read_text())
         assert payload["quick"] is True
-    training = json.loads((tmp_path / "training.json").read_text())
-    head = training["configs"][0]
-    assert (head["batch"], head["dtype"]) == (128, "float32")
-    assert {"numba", "numpy", "plain numpy"} <= set(head["implementations"])
-    assert all(r["samples_per_s"] > 0 for r in head["implementations"].values())
+    peers = json.loads((tmp_path / "peers.json").read_text())
+    assert peers["validation"]["128"]["numba"]["passed"]
+    assert all(r["passed"] for r in peers["validation"]["128"].values())  # same losses, 1e-4
+    idle = peers["idle"]["128"]
+    assert "numba" in idle and all(r["samples_per_s"] > 0 for r in idle.values())
+    assert "numba" in peers["contended"]["1"]
     kernels = json.loads((tmp_path / "kernels.json").read_text())
     assert kernels["validate_then_time"] and all(r["valid"] for r in kernels["validate_then_time"])
     assert all(r["valid"] for r in kernels["matmul"])
@@ -41,3 +42,4 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| target | measured | met |" in summary
+    assert "numpyvae ÷ best peer" in summary

@@ -107,7 +107,7 @@ def test_run_folder(tmp_path, shapes_small):
     assert (tmp_path / CHECKPOINT_FILE).is_file()
     assert_same_weights(weights(load(tmp_path / "model.npz", backend="numpy")), weights(model))
     # The folder is not silently reused.
-    with pytest.raises(RunFolderError, match="already holds a training run"):
+    with pytest.raises(RunFolderError, match="already holds a run"):
         fit(small_vae(), x_train, x_test, epochs=2, out_dir=tmp_path, progress=False)
 
 

@@ -11,6 +11,11 @@ backend runs.
 The choice, in order of precedence: an explicit argument (``backend="numba"``
 or a backend module), the environment variable ``NUMPYVAE_BACKEND``, then the
 default: ``numba`` when it imports, else ``numpy``.
+
+Threads: :func:`usable_cpus` is how many CPUs this process may actually use
+(its CPU affinity, capped by a cgroup CPU quota, as containers and course
+servers set them), not how many the machine has; the Numba backend starts
+that many threads unless ``NUMBA_NUM_THREADS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -51,10 +56,70 @@ OPS = (
     "conv_transpose2d_backward",
 )
 
+#: Optional: what a backend may offer to run a whole training step as two kernel
+#: calls (:mod:`numpyvae.fused`). The reference has none of it (it is the sum of
+#: the ops above, which the tests hold it to); the Numba backend has all of it.
+STEP_OPS = ("mlp_step", "adam_update_parts", "sum_parts", "max_threads", "threads",
+            "activation_code")
+
 BACKENDS = ("numpy", "numba")
 ENV_VAR = "NUMPYVAE_BACKEND"
 
 _MODULES = {"numpy": "numpyvae.backend.reference", "numba": "numpyvae.backend.numba_ops"}
+
+
+def cgroup_cpu_limit(proc_cgroup="/proc/self/cgroup", root="/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup, in CPUs (quota / period), or None if unlimited.
+
+    cgroup v2 writes ``"<quota> <period>"`` (or ``"max <period>"``) in
+    ``cpu.max``; v1 has ``cpu.cfs_quota_us`` (-1: none) and ``cpu.cfs_period_us``.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        if controllers == "":  # v2: one unified hierarchy
+            for folder in (root / path, root):
+                try:
+                    quota, period = (folder / "cpu.max").read_text().split()[:2]
+                except (OSError, ValueError):
+                    continue
+                return None if quota == "max" else int(quota) / int(period)
+        elif "cpu" in controllers.split(","):  # v1
+            for folder in (root / controllers / path, root / "cpu" / path, root / "cpu"):
+                try:
+                    quota = int((folder / "cpu.cfs_quota_us").read_text())
+                    period = int((folder / "cpu.cfs_period_us").read_text())
+                except (OSError, ValueError):
+                    continue
+                return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may use: its affinity mask, capped by its cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the machine's CPUs; a process pinned to one core
+    (``taskset``), or in a container limited to 1.5 CPUs, can use only one or
+    two of them, and running more threads than that makes every thread wait
+    for the others. A fractional quota is rounded up (at least 1).
+    """
+    import math
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
 
 
 def numba_available() -> bool:
@@ -106,4 +171,5 @@ def get_backend(backend: str | ModuleType | None = None) -> ModuleType:
         ) from exc
 
 
-__all__ = ["BACKENDS", "OPS", "ENV_VAR", "get_backend", "default_backend_name", "numba_available"]
+__all__ = ["BACKENDS", "OPS", "STEP_OPS", "ENV_VAR", "get_backend", "default_backend_name",
+           "numba_available", "usable_cpus", "cgroup_cpu_limit"]

@@ -1,11 +1,22 @@
-"""The Numba kernels behind :mod:`numpyvae.backend.numba_ops`, as plain Python functions.
+"""The layer kernels behind :mod:`numpyvae.backend.numba_ops`, as plain Python functions.
 
 Every kernel here is an ordinary Python function over NumPy arrays, written
-with explicit loops. They are jitted in one place, at the bottom of this file
-(:func:`_jit_all`), so that with ``NUMBA_DISABLE_JIT=1`` the very same code
-runs as plain Python and can be stepped through in a debugger (slowly). The
-derivations are not repeated here: each kernel names the function of
-:mod:`numpyvae.backend.reference` it computes, and that docstring derives it.
+with explicit loops, jitted in one place at the bottom of this file
+(:func:`numpyvae.backend.numba_jit.jit_kernels`), so that with
+``NUMBA_DISABLE_JIT=1`` the very same code runs as plain Python and can be
+stepped through in a debugger (slowly). The derivations are not repeated
+here: each kernel names the function of :mod:`numpyvae.backend.reference` it
+computes, and that docstring derives it.
+
+The kernels are split by job over four modules:
+
+* this one: the matmul kernels, the linear layer, activations, the latent
+  layer, the likelihoods and the optimizers;
+* :mod:`numpyvae.backend.numba_math`: the scalar math they share (exp,
+  log1p, the stable sigmoid, the KL term, log 2 pi), written once;
+* :mod:`numpyvae.backend.numba_blas`: BLAS called from jitted code, and the
+  LLVM that takes;
+* :mod:`numpyvae.backend.numba_jit`: how every kernel is compiled.
 
 Conventions
 -----------
@@ -15,30 +26,33 @@ Conventions
 * Dtype-generic: ``T = x.dtype.type`` and every constant is ``T(...)``, so a
   float32 kernel never meets a float64 number (which would upcast it).
 * Arrays may have any strides (sliced or transposed views), except in
-  :func:`gemm_blas` and the two kernels that use it, which need what BLAS
-  takes (:func:`blas_layout`); the backend checks before it calls them.
-* No ``fastmath``: exp and log stay exact to the last bit or two. The one
-  exception is :func:`reassoc_add`, used for row sums, which lets the
-  compiler keep several partial sums in a vector register (as NumPy's
-  pairwise sum does) instead of one sequential chain.
+  :func:`~numpyvae.backend.numba_blas.gemm_blas` and the kernels that use it,
+  which need what BLAS takes (:func:`~numpyvae.backend.numba_blas.blas_layout`);
+  the backend checks before it calls them.
+* No ``fastmath``, except the two flags of
+  :func:`~numpyvae.backend.numba_math.reassoc_add` (``reassoc`` and ``nsz``),
+  used for row sums, which let the compiler keep several partial sums in a
+  vector register (as NumPy's pairwise sum does) instead of one sequential
+  chain.
 
 The matmul
 ----------
 ``c = alpha * a @ b + beta * c`` is computed in one of three ways, all
 benchmarked in ``benchmarks/bench_kernels.py``:
 
-* :func:`gemm_blas` (the default) calls OpenBLAS's ``sgemm``/``dgemm`` (the
-  copy inside NumPy, or else SciPy's, through ``scipy.linalg.cython_blas``)
-  straight from jitted code, with ``alpha``, ``beta`` and transpose flags, so that
-  ``dW += x.T @ da`` accumulates in place with no temporary and no copy of
-  the transpose. The fused linear-layer kernels use it.
+* :func:`~numpyvae.backend.numba_blas.gemm_blas` (the default) calls
+  OpenBLAS's ``sgemm``/``dgemm`` straight from jitted code, with ``alpha``,
+  ``beta`` and transpose flags, so that ``dW += x.T @ da`` accumulates in
+  place with no temporary and no copy of the transpose. The fused
+  linear-layer kernels use it, one block of the output per thread
+  (:func:`gemm_parallel`).
 * :func:`matmul_tiled`, a cache-blocked, parallel kernel;
 * :func:`matmul_loops`, the readable triple loop, for teaching.
 
-The last two take any strides; BLAS needs one unit stride per matrix
-(:func:`blas_layout`), and the backend falls back to the tiled kernel when a
-view has none. BLAS measured two to three times faster than the tiled
-kernel here, so it is the one the backend uses.
+The last two take any strides; BLAS needs one unit stride per matrix, and
+the backend falls back to the tiled kernel when a view has none. BLAS
+measured two to three times faster than the tiled kernel here, so it is the
+one the backend uses.
 
 Threads
 -------
@@ -56,239 +70,36 @@ between kernels (:mod:`numpyvae.backend.numba_ops`).
 
 from __future__ import annotations
 
-import ctypes
 import math
 
-import numba
-import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba import prange
 
-#: Activation codes; the order is ``reference.ACTIVATIONS``.
-IDENTITY, RELU, LEAKY_RELU, TANH, SIGMOID, SOFTPLUS = range(6)
+from .numba_blas import blas_layout, gemm_blas  # noqa: F401 (re-exported for the backend)
+from .numba_jit import jit_kernels
+from .numba_math import (  # noqa: F401 (the activation codes are re-exported)
+    IDENTITY,
+    LEAKY_RELU,
+    RELU,
+    SIGMOID,
+    SOFTPLUS,
+    TANH,
+    activate,
+    activation_slope,
+    bernoulli_nll_term,
+    exp_neg,
+    gaussian_nll_term,
+    kl_grad_logvar,
+    kl_term,
+    log1p_small,
+    reassoc_add,
+    sigmoid_given_exp,
+)
 
 #: Rows of ``c`` per parallel task and inner-dimension block of the tiled matmul.
 TILE_ROWS = 8
 TILE_K = 128
 #: Columns per parallel task in the Gaussian likelihood's batch sum.
 COLUMN_BLOCK = 64
-
-
-# --------------------------------------------------------------------------
-# Low-level helpers: two tiny pieces of LLVM, each with a plain-Python twin
-# --------------------------------------------------------------------------
-#
-# A jitted function cannot call through a raw address or reinterpret bits by
-# itself; these two intrinsics do it. Each is reached through a plain Python
-# function (used when the JIT is disabled) that an ``overload`` replaces in
-# jitted code.
-
-
-def call_blas_gemm(blas, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Call the Fortran ``?gemm`` that ``blas`` names: ``C = alpha op(A) op(B) + beta C``.
-
-    ``blas = (address, ilp64)``: where the function is, and whether its
-    integers are 64-bit (ILP64, as in NumPy's own OpenBLAS) or 32-bit.
-    Column-major, every argument by reference, as Fortran expects; ``a``,
-    ``b``, ``c`` are addresses, ``transa``/``transb`` are ``ord('N')`` or
-    ``ord('T')``. (This Python version calls it through ``ctypes``.)
-    """
-    fn, ilp64 = blas
-    real = ctypes.c_float if isinstance(alpha, np.float32) else ctypes.c_double
-    integer = ctypes.c_int64 if ilp64 else ctypes.c_int32
-    ptr = ctypes.c_void_p
-    proto = ctypes.CFUNCTYPE(None, *([ptr] * 13))(fn)
-
-    def ref(v, ctype):
-        return ctypes.cast(ctypes.pointer(ctype(v)), ptr)
-
-    proto(ref(transa, ctypes.c_char), ref(transb, ctypes.c_char), ref(m, integer),
-          ref(n, integer), ref(k, integer), ref(alpha, real), ptr(a), ref(lda, integer), ptr(b),
-          ref(ldb, integer), ref(beta, real), ptr(c), ref(ldc, integer))
-
-
-def _gemm_typing(int_bits, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Signature and code generator of a call to ``?gemm`` with ``int_bits``-wide integers."""
-    if alpha not in (types.float32, types.float64) or beta != alpha:
-        return None
-    sig = types.void(fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    def codegen(context, builder, signature, args):
-        fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
-        voidptr = ir.IntType(8).as_pointer()
-
-        def by_ref(value, bits=None):
-            if bits is not None:  # a Fortran CHARACTER (8 bits) or INTEGER
-                if value.type.width > bits:
-                    value = builder.trunc(value, ir.IntType(bits))
-                elif value.type.width < bits:
-                    value = builder.sext(value, ir.IntType(bits))
-            slot = cgutils.alloca_once_value(builder, value)
-            return builder.bitcast(slot, voidptr)
-
-        def address(value):
-            return builder.inttoptr(value, voidptr)
-
-        fnty = ir.FunctionType(ir.VoidType(), [voidptr] * 13)
-        callee = builder.inttoptr(fn, fnty.as_pointer())
-        i = int_bits
-        builder.call(callee, [
-            by_ref(transa, 8), by_ref(transb, 8), by_ref(m, i), by_ref(n, i), by_ref(k, i),
-            by_ref(alpha), address(a), by_ref(lda, i), address(b), by_ref(ldb, i),
-            by_ref(beta), address(c), by_ref(ldc, i),
-        ])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _gemm_lp64(typingctx, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    return _gemm_typing(32, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-
-@intrinsic
-def _gemm_ilp64(typingctx, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    return _gemm_typing(64, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-
-@overload(call_blas_gemm, jit_options={"cache": True})
-def _call_blas_gemm_jit(blas, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    def impl(blas, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-        if blas[1]:
-            _gemm_ilp64(blas[0], transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-        else:
-            _gemm_lp64(blas[0], transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-    return impl
-
-
-def pow2(k, T):
-    """``2**k`` as the float type ``T`` (np.float32 or np.float64), ``k`` in the normal range."""
-    return np.ldexp(T(1), k)
-
-
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    if bits == types.int32:
-        return types.float32(bits), lambda ctx, b, sig, args: b.bitcast(args[0], ir.FloatType())
-    if bits == types.int64:
-        return types.float64(bits), lambda ctx, b, sig, args: b.bitcast(args[0], ir.DoubleType())
-    return None
-
-
-@overload(pow2, jit_options={"cache": True})
-def _pow2_jit(k, T):
-    # An IEEE float with a zero mantissa and exponent field e + bias is exactly 2**e.
-    if T.instance_type == types.float32:
-        return lambda k, T: _float_from_bits(np.int32((np.int32(k) + np.int32(127)) << 23))
-    return lambda k, T: _float_from_bits(np.int64((np.int64(k) + np.int64(1023)) << 52))
-
-
-# --------------------------------------------------------------------------
-# Scalar functions: exp and log1p that the compiler can vectorise
-# --------------------------------------------------------------------------
-#
-# A loop that calls the C library's exp or log1p runs one element at a time
-# (Numba has no vector math library here); written as polynomials, the same
-# functions run 8 or 16 elements per instruction. They are accurate to about
-# 2 units in the last place, float32 and float64 alike.
-
-
-def reassoc_add(a, b):
-    """``a + b``, jitted with the one fastmath flag that lets a sum be vectorised (reassoc)."""
-    return a + b
-
-
-def exp_neg(a, T):
-    """``exp(-a)`` for ``a >= 0`` in type ``T`` (0 once the result is below the normal range).
-
-    Write ``a = n ln2 - r`` with ``n`` an integer and ``|r| <= ln2 / 2``: then
-    ``exp(-a) = 2**-n * exp(r)``. ``ln2`` is split into a head with few bits
-    (so ``n * head`` is exact) and a tail (Cody & Waite), and ``exp(r)`` is
-    its Taylor series to ``r**12 / 12!`` (relative error below 2e-16).
-    """
-    amax = T(87.0) if np.finfo(T).bits == 32 else T(708.0)  # exp(-amax) is still normal
-    ac = min(a, amax)
-    n = np.floor(ac * T(1.4426950408889634) + T(0.5))  # np.floor keeps the type T
-    r = (n * T(0.693359375) - ac) + n * T(-2.1219444005469058277e-4)
-    p = T(1 / 479001600)
-    p = p * r + T(1 / 39916800)
-    p = p * r + T(1 / 3628800)
-    p = p * r + T(1 / 362880)
-    p = p * r + T(1 / 40320)
-    p = p * r + T(1 / 5040)
-    p = p * r + T(1 / 720)
-    p = p * r + T(1 / 120)
-    p = p * r + T(1 / 24)
-    p = p * r + T(1 / 6)
-    p = p * r + T(0.5)
-    p = p * r + T(1)
-    p = p * r + T(1)
-    e = p * pow2(-int(n), T)
-    return e if a <= amax else T(0)
-
-
-def log1p_small(e, T):
-    """``log(1 + e)`` for ``0 <= e <= 1`` in type ``T``.
-
-    With ``u = 1 + e`` rounded, ``c = e - (u - 1)`` is the rounding error
-    exactly, and ``log(1 + e) = log(u) + c / u`` to first order (Goldberg's
-    trick behind log1p). ``log(u)`` for ``u`` in ``[1, 2]``: halve ``u`` if it
-    is above ``sqrt 2`` (adding ``ln 2``), then ``log(m) = 2 atanh(s)`` with
-    ``s = (m - 1)/(m + 1)``, ``|s| <= 0.172``, whose odd series in ``s``
-    converges to 1e-17 by the ``s**21`` term.
-    """
-    u = T(1) + e
-    c = e - (u - T(1))
-    halve = T(u > T(1.4142135623730951))
-    m = u * (T(1) - T(0.5) * halve)
-    s = (m - T(1)) / (m + T(1))
-    s2 = s * s
-    q = T(1 / 21)
-    q = q * s2 + T(1 / 19)
-    q = q * s2 + T(1 / 17)
-    q = q * s2 + T(1 / 15)
-    q = q * s2 + T(1 / 13)
-    q = q * s2 + T(1 / 11)
-    q = q * s2 + T(1 / 9)
-    q = q * s2 + T(1 / 7)
-    q = q * s2 + T(1 / 5)
-    q = q * s2 + T(1 / 3)
-    q = q * s2 + T(1)
-    return halve * T(0.6931471805599453) + T(2) * s * q + c / u
-
-
-def activate(v, act, alpha, T):
-    """One activation ``f(v)`` (reference: ``activation_forward``)."""
-    if act == RELU:
-        return max(v, T(0))
-    if act == LEAKY_RELU:
-        return v if v > T(0) else alpha * v
-    if act == TANH:
-        return math.tanh(v)
-    if act == SIGMOID:
-        e = exp_neg(abs(v), T)
-        return (T(1) if v >= T(0) else e) / (T(1) + e)
-    if act == SOFTPLUS:
-        return max(v, T(0)) + log1p_small(exp_neg(abs(v), T), T)
-    return v
-
-
-def activation_slope(y, act, alpha, T):
-    """``f'`` written in terms of the output ``y = f(x)`` (reference: ``activation_backward``)."""
-    if act == RELU:
-        return T(1) if y > T(0) else T(0)
-    if act == LEAKY_RELU:
-        return T(1) if y > T(0) else alpha
-    if act == TANH:
-        return T(1) - y * y
-    if act == SIGMOID:
-        return y * (T(1) - y)
-    if act == SOFTPLUS:
-        return -math.expm1(-y)
-    return T(1)
 
 
 # --------------------------------------------------------------------------
@@ -340,59 +151,6 @@ def matmul_tiled(alpha, a, b, beta, c):
                     aik = alpha * a[i, k]
                     for j in range(N):
                         c[i, j] += aik * b[k, j]
-
-
-def blas_layout(a):
-    """How BLAS can read the 2-D array ``a``: ``(order, ld)``, order 0 if it cannot.
-
-    order 1: each row is contiguous (C order, or some of its columns), and
-    column-major BLAS sees ``a.T`` with leading dimension ``ld``; order 2:
-    each column is contiguous (Fortran order, e.g. a transposed C array),
-    and BLAS sees ``a`` itself. Anything else (every other column, negative
-    or zero strides, an empty array) cannot be passed without a copy.
-    """
-    rows, cols = a.shape
-    size = a.itemsize
-    s0, s1 = a.strides
-    if rows == 0 or cols == 0:
-        return 0, 0
-    if cols == 1 or s1 == size:
-        if rows == 1:
-            return 1, cols
-        if s0 > 0 and s0 % size == 0 and s0 // size >= cols:
-            return 1, s0 // size
-    if rows == 1 or s0 == size:
-        if cols == 1:
-            return 2, rows
-        if s1 > 0 and s1 % size == 0 and s1 // size >= rows:
-            return 2, s1 // size
-    return 0, 0
-
-
-def gemm_blas(alpha, a, b, beta, c, blas):
-    """``c = alpha * a @ b + beta * c`` by BLAS. a: (M, K), b: (K, N), c: (M, N).
-
-    ``blas`` names ``sgemm``/``dgemm`` for ``c``'s dtype (see
-    :func:`call_blas_gemm`); every array must pass :func:`blas_layout`.
-    BLAS is column-major, and a row-major matrix is, to BLAS, its own
-    transpose; so a row-major
-    ``c = a b`` is handed over as ``c.T = b.T a.T``, and a transposed view
-    costs a flag, not a copy.
-    """
-    M, K = a.shape
-    N = b.shape[1]
-    oa, lda = blas_layout(a)
-    ob, ldb = blas_layout(b)
-    oc, ldc = blas_layout(c)
-    if oa == 0 or ob == 0 or oc == 0:
-        raise ValueError("gemm_blas: an array is empty or has strides BLAS cannot take")
-    NO, TR = ord("N"), ord("T")
-    if oc == 1:  # BLAS sees c.T (N x M) = op(b) op(a)
-        call_blas_gemm(blas, NO if ob == 1 else TR, NO if oa == 1 else TR, N, M, K,
-                       alpha, b.ctypes.data, ldb, a.ctypes.data, lda, beta, c.ctypes.data, ldc)
-    else:  # BLAS sees c (M x N) = op(a) op(b)
-        call_blas_gemm(blas, NO if oa == 2 else TR, NO if ob == 2 else TR, M, N, K,
-                       alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta, c.ctypes.data, ldc)
 
 
 # --------------------------------------------------------------------------
@@ -593,7 +351,7 @@ def gaussian_kl(mu, logvar, kl):
         s = T(0)
         for j in range(L):
             m, lv = mu[n, j], logvar[n, j]
-            s += T(0.5) * (m * m + math.exp(lv) - T(1) - lv)
+            s += kl_term(m, lv, math.exp(lv), T)
         kl[n] = s
 
 
@@ -607,7 +365,7 @@ def gaussian_kl_backward(dkl, mu, logvar, dmu, dlogvar):
     for n in range(B):
         for j in range(L):
             dmu[n, j] = dkl[n] * mu[n, j]
-            dlogvar[n, j] = dkl[n] * (T(0.5) * math.expm1(logvar[n, j]))
+            dlogvar[n, j] = dkl[n] * kl_grad_logvar(logvar[n, j], T)
 
 
 def latent_forward(h, eps, z, kl):
@@ -625,7 +383,7 @@ def latent_forward(h, eps, z, kl):
             mu, lv = h[n, j], h[n, L + j]
             sigma = math.exp(T(0.5) * lv)
             z[n, j] = mu + sigma * eps[n, j]
-            s += T(0.5) * (mu * mu + sigma * sigma - T(1) - lv)
+            s += kl_term(mu, lv, sigma * sigma, T)
         kl[n] = s
 
 
@@ -645,13 +403,13 @@ def latent_backward(dz, h, eps, dkl, free_bits, dh):
             s = T(0)
             for n in range(B):
                 mu, lv = h[n, j], h[n, L + j]
-                s += T(0.5) * (mu * mu + math.exp(lv) - T(1) - lv)
+                s += kl_term(mu, lv, math.exp(lv), T)
             active = T(1) if s / T(B) > free_bits else T(0)
         for n in range(B):
             mu, lv = h[n, j], h[n, L + j]
             dh[n, j] = dz[n, j] + dkl[n] * mu * active
             through_z = T(0.5) * dz[n, j] * eps[n, j] * math.exp(T(0.5) * lv)
-            dh[n, L + j] = through_z + dkl[n] * (T(0.5) * math.expm1(lv)) * active
+            dh[n, L + j] = through_z + dkl[n] * kl_grad_logvar(lv, T) * active
 
 
 def kl_per_dimension(mu, logvar, out):
@@ -663,7 +421,7 @@ def kl_per_dimension(mu, logvar, out):
     for n in range(B):
         for j in range(L):
             m, lv = mu[n, j], logvar[n, j]
-            out[j] += T(0.5) * (m * m + math.exp(lv) - T(1) - lv)
+            out[j] += kl_term(m, lv, math.exp(lv), T)
     for j in range(L):
         out[j] /= T(B)
 
@@ -681,8 +439,7 @@ def bernoulli_nll(logits, x, nll):
         s = T(0)
         for d in range(D):
             v = logits[n, d]
-            term = max(v, T(0)) - x[n, d] * v + log1p_small(exp_neg(abs(v), T), T)
-            s = reassoc_add(s, term)
+            s = reassoc_add(s, bernoulli_nll_term(v, x[n, d], exp_neg(abs(v), T), T))
         nll[n] = s
 
 
@@ -693,8 +450,7 @@ def bernoulli_nll_backward(dnll, logits, x, dlogits):
     for n in prange(B):
         for d in range(D):
             v = logits[n, d]
-            e = exp_neg(abs(v), T)
-            p = (T(1) if v >= T(0) else e) / (T(1) + e)
+            p = sigmoid_given_exp(v, exp_neg(abs(v), T), T)
             dlogits[n, d] = dnll[n] * (p - x[n, d])
 
 
@@ -705,19 +461,23 @@ def bernoulli_nll_and_grad(logits, x, scale, nll, dlogits):
     ``log(1 + e)`` and the gradient ``sigmoid(l) - x`` with
     ``sigmoid(l) = 1/(1 + e)`` for ``l >= 0`` and ``e/(1 + e)`` below.
     """
-    B, D = logits.shape
     T = nll.dtype.type
     scale = T(scale)
-    for n in prange(B):
-        s = T(0)
-        for d in range(D):
-            v = logits[n, d]
-            xv = x[n, d]
-            e = exp_neg(abs(v), T)
-            s = reassoc_add(s, max(v, T(0)) - xv * v + log1p_small(e, T))
-            p = (T(1) if v >= T(0) else e) / (T(1) + e)
-            dlogits[n, d] = scale * (p - xv)
-        nll[n] = s
+    for n in prange(logits.shape[0]):
+        nll[n] = bernoulli_nll_and_grad_row(logits[n], x[n], scale, dlogits[n])
+
+
+def bernoulli_nll_and_grad_row(logits, x, scale, dlogits):
+    """logits, x, dlogits: (D,). One example's NLL (returned) and ``dlogits``, as above."""
+    T = dlogits.dtype.type
+    s = T(0)
+    for d in range(logits.shape[0]):
+        v = logits[d]
+        xv = x[d]
+        e = exp_neg(abs(v), T)
+        s = reassoc_add(s, bernoulli_nll_term(v, xv, e, T))
+        dlogits[d] = scale * (sigmoid_given_exp(v, e, T) - xv)
+    return s
 
 
 def gaussian_nll(mean, logvar, x, nll):
@@ -733,7 +493,7 @@ def gaussian_nll(mean, logvar, x, nll):
         for d in range(D):
             lv = logvar[0] if one_logvar else logvar[d]
             r = x[n, d] - mean[n, d]
-            s = reassoc_add(s, T(0.5) * (T(1.8378770664093453) + lv + r * r * math.exp(-lv)))
+            s = reassoc_add(s, gaussian_nll_term(r, lv, math.exp(-lv), T))
         nll[n] = s
 
 
@@ -754,24 +514,37 @@ def gaussian_nll_and_grad(mean, logvar, x, scale, inv_var, dlogvar, want_dlogvar
     for d in range(P):
         inv_var[d] = math.exp(-logvar[d])
     for n in prange(B):
-        s = T(0)
-        for d in range(D):
-            k = 0 if P == 1 else d
-            r = x[n, d] - mean[n, d]
-            s = reassoc_add(s, T(0.5) * (T(1.8378770664093453) + logvar[k] + r * r * inv_var[k]))
-            dmean[n, d] = scale * (-r * inv_var[k])
-        nll[n] = s
+        nll[n] = gaussian_nll_and_grad_row(mean[n], logvar, inv_var, x[n], scale, dmean[n])
     if want_dlogvar:
         # Column blocks: each thread owns its columns of the batch sum.
         for block in prange((D + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
             d0 = block * COLUMN_BLOCK
             d1 = min(d0 + COLUMN_BLOCK, D)
-            grad, iv = dlogvar[d0:d1], inv_var[d0:d1]
-            for n in range(B):
-                x_row, mean_row = x[n, d0:d1], mean[n, d0:d1]
-                for d in range(grad.shape[0]):
-                    r = x_row[d] - mean_row[d]
-                    grad[d] += scale * (T(0.5) * (T(1) - r * r * iv[d]))
+            gaussian_dlogvar_rows(mean[:, d0:d1], x[:, d0:d1], inv_var[d0:d1], scale,
+                                  dlogvar[d0:d1])
+
+
+def gaussian_nll_and_grad_row(mean, logvar, inv_var, x, scale, dmean):
+    """mean, x, dmean: (D,); logvar, inv_var: (D,) or (1,). One example's NLL and ``dmean``."""
+    T = dmean.dtype.type
+    P = logvar.shape[0]
+    s = T(0)
+    for d in range(mean.shape[0]):
+        k = 0 if P == 1 else d
+        r = x[d] - mean[d]
+        s = reassoc_add(s, gaussian_nll_term(r, logvar[k], inv_var[k], T))
+        dmean[d] = scale * (-r * inv_var[k])
+    return s
+
+
+def gaussian_dlogvar_rows(mean, x, inv_var, scale, dlogvar):
+    """mean, x: (B, D); inv_var, dlogvar: (D,). ``dlogvar += scale sum_n (1 - r^2 e^-lv) / 2``."""
+    T = dlogvar.dtype.type
+    for n in range(mean.shape[0]):
+        x_row, mean_row = x[n], mean[n]
+        for d in range(dlogvar.shape[0]):
+            r = x_row[d] - mean_row[d]
+            dlogvar[d] += scale * (T(0.5) * (T(1) - r * r * inv_var[d]))
 
 
 # --------------------------------------------------------------------------
@@ -795,17 +568,19 @@ def adam_update(param, grad, m, v, beta1, beta2, eps, weight_decay, decoupled, s
     b2, c2 = T(beta2), T(1 - beta2)
     eps, wd, shrink, step, sqrt_bias2 = T(eps), T(weight_decay), T(shrink), T(step), T(sqrt_bias2)
     for i in prange(param.shape[0]):
-        p = param[i]
-        g = grad[i]
-        if decoupled:
-            p = p * shrink
-        elif wd != T(0):
-            g = g + wd * p
-        mi = b1 * m[i] + c1 * g
-        vi = b2 * v[i] + c2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        param[i] = p - step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
+        param[i], m[i], v[i] = adam_element(param[i], grad[i], m[i], v[i], b1, c1, b2, c2, eps,
+                                            wd, decoupled, shrink, step, sqrt_bias2)
+
+
+def adam_element(p, g, m, v, b1, c1, b2, c2, eps, wd, decoupled, shrink, step, sqrt_bias2):
+    """One parameter's Adam/AdamW step: ``(p, m, v)`` after it (every scalar of one float type)."""
+    if decoupled:
+        p = p * shrink
+    elif wd != 0:
+        g = g + wd * p
+    m = b1 * m + c1 * g
+    v = b2 * v + c2 * (g * g)
+    return p - step * m / (math.sqrt(v) / sqrt_bias2 + eps), m, v
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
@@ -824,19 +599,10 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
 # --------------------------------------------------------------------------
 # Jitting, in one place
 # --------------------------------------------------------------------------
-#
-# cache=True keeps the compiled machine code on disk (next to this file, in
-# __pycache__), so a second run loads instead of compiling.
-# error_model="numpy" makes x / 0 give inf or nan, as NumPy does, instead of
-# raising; the check for it would also stop loops from vectorising.
-
-_SERIAL = {"cache": True, "nogil": True, "error_model": "numpy"}
-_PARALLEL = {**_SERIAL, "parallel": True}
 
 #: The kernels, and whether each runs its outer loop on several threads.
 KERNELS = {
-    "matmul_loops": True, "matmul_tiled": True, "gemm_blas": False, "blas_layout": False,
-    "activate": False, "activation_slope": False, "exp_neg": False, "log1p_small": False,
+    "matmul_loops": True, "matmul_tiled": True,
     "activation_forward": True, "activation_backward": True, "block": False,
     "bias_activation_block": False, "bias_gradient_block": False, "bias_activation": True,
     "gemm_parallel": True, "linear_forward": True,
@@ -845,16 +611,10 @@ KERNELS = {
     "gaussian_kl_backward": False, "latent_forward": False, "latent_backward": False,
     "kl_per_dimension": False,
     "bernoulli_nll": True, "bernoulli_nll_backward": True, "bernoulli_nll_and_grad": True,
-    "gaussian_nll": True, "gaussian_nll_and_grad": True,
-    "adam_update": True, "sgd_update": True,
+    "bernoulli_nll_and_grad_row": False,
+    "gaussian_nll": True, "gaussian_nll_and_grad": True, "gaussian_nll_and_grad_row": False,
+    "gaussian_dlogvar_rows": False,
+    "adam_update": True, "adam_element": False, "sgd_update": True,
 }
 
-
-def _jit_all():
-    namespace = globals()
-    namespace["reassoc_add"] = numba.njit(fastmath={"reassoc", "nsz"}, **_SERIAL)(reassoc_add)
-    for name, parallel in KERNELS.items():
-        namespace[name] = numba.njit(**(_PARALLEL if parallel else _SERIAL))(namespace[name])
-
-
-_jit_all()
+jit_kernels(globals(), KERNELS)

@@ -5,7 +5,9 @@ buffers are written, parameter gradients are accumulated, results are
 returned the same way); the tests hold the two to 1e-12 (float64) and 1e-5
 (float32) on arbitrary shapes and memory layouts. This module only checks
 and prepares arguments; the arithmetic is in
-:mod:`numpyvae.backend.numba_kernels`, one plain Python function per kernel.
+:mod:`numpyvae.backend.numba_kernels`, one plain Python function per kernel
+(with the scalar math they share in :mod:`numpyvae.backend.numba_math` and
+BLAS in :mod:`numpyvae.backend.numba_blas`).
 
 What is fused (per training step of the default VAE, in kernel calls):
 
@@ -38,15 +40,37 @@ are the reference's own functions, imported by name below.
 
 from __future__ import annotations
 
-import ctypes
-import threading
+import os
 
-import numba
-import numpy as np
+from . import usable_cpus
 
-from . import numba_kernels as K
-from . import reference
-from .reference import gaussian_nll_backward, sum_of_squares  # not on the hot path
+# Numba starts one thread per CPU of the machine unless told: tell it how many
+# this process may use (affinity, cgroup quota) before it is imported. And its
+# threading layer: OpenMP's threads spin while they wait for work, which on a
+# busy machine takes the time slices the working thread needs (measured on the
+# fused step at batch 128 with other processes busy: OpenMP 963 samples/s,
+# OMP_WAIT_POLICY=passive 1176, GOMP_SPINCOUNT=10000 1231, workqueue 1873; see
+# benchmarks/bench_peers.py). The workqueue layer's threads sleep instead.
+# Environment variables that the user set win.
+THREADING_LAYER = "workqueue"
+os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
+_layer_chosen_by_user = "NUMBA_THREADING_LAYER" in os.environ
+os.environ.setdefault("NUMBA_THREADING_LAYER", THREADING_LAYER)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..buffers import ThreadLocalBuffers, out_or_empty  # noqa: E402
+from . import numba_blas as NB  # noqa: E402
+from . import numba_kernels as K  # noqa: E402
+from . import numba_step as S  # noqa: E402
+from . import reference  # noqa: E402
+from .reference import gaussian_nll_backward, sum_of_squares  # noqa: E402 (not on the hot path)
+
+if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
+    numba.set_num_threads(usable_cpus())
+if not _layer_chosen_by_user and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = THREADING_LAYER  # read when the first parallel kernel runs
 
 NAME = "numba"
 ACTIVATIONS = reference.ACTIVATIONS
@@ -83,7 +107,7 @@ def get_matmul() -> str:
     return _matmul
 
 
-_blas_layout = getattr(K.blas_layout, "py_func", K.blas_layout)  # plain Python: no dispatch
+_blas_layout = getattr(NB.blas_layout, "py_func", NB.blas_layout)  # plain Python: no dispatch
 
 
 def _blas_takes(a):
@@ -109,10 +133,8 @@ def _hand_matmul(alpha, a, b, beta, c):
 # BLAS, and threads: one pool for everything
 # --------------------------------------------------------------------------
 #
-# The kernels call ``sgemm``/``dgemm`` by address. They prefer the OpenBLAS
-# inside NumPy (64-bit integers; measured 14% faster here than SciPy's copy,
-# and it spares importing scipy.linalg), and otherwise take SciPy's, through
-# the documented ``scipy.linalg.cython_blas``.
+# The kernels call ``sgemm``/``dgemm`` by address: NumPy's OpenBLAS, else
+# SciPy's (:mod:`numpyvae.backend.numba_blas` finds them).
 #
 # OpenBLAS keeps its own threads, which spin for a while after each call;
 # Numba's threads do the same after each parallel loop. With both pools
@@ -125,69 +147,17 @@ def _hand_matmul(alpha, a, b, beta, c):
 # kernels run as one task.
 
 
-def _function_address(library, name):
-    function = getattr(library, name, None)
-    return None if function is None else ctypes.cast(function, ctypes.c_void_p).value
+_GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
+#: Which BLAS library the kernels call (a description).
+BLAS = NB.BLAS
 
 
-def _thread_switch(library, suffix):
-    """``(get, set)`` of OpenBLAS's thread count in ``library`` (or a dependency), or None."""
-    for prefix in ("scipy_", ""):
-        get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
-        set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
-        if get is not None and set_ is not None:
-            get.restype = ctypes.c_int
-            return get, set_
-    return None
+def _with_blas(kernel, *args, tasks=None):
+    """Call a kernel that uses BLAS, BLAS single-threaded, with ``tasks`` parallel tasks.
 
-
-def _numpy_blas():
-    """The ILP64 OpenBLAS inside NumPy (PyPI wheels): ``(gemm by dtype, switch, name)`` or None."""
-    try:
-        try:
-            from numpy._core import _multiarray_umath as core
-        except ImportError:  # NumPy 1.x
-            from numpy.core import _multiarray_umath as core
-        library = ctypes.CDLL(core.__file__)  # dlsym also searches its dependencies
-    except (ImportError, OSError, AttributeError):
-        return None
-    for prefix in ("scipy_", ""):
-        sgemm = _function_address(library, f"{prefix}sgemm_64_")
-        dgemm = _function_address(library, f"{prefix}dgemm_64_")
-        if sgemm and dgemm:
-            gemm = {_FLOATS[0]: (sgemm, 1), _FLOATS[1]: (dgemm, 1)}
-            return gemm, _thread_switch(library, "64_"), "NumPy's OpenBLAS (ILP64)"
-    return None
-
-
-def _scipy_blas():
-    """SciPy's BLAS through scipy.linalg.cython_blas: ``(gemm by dtype, switch, name)``."""
-    from numba.extending import get_cython_function_address
-
-    sgemm = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-    dgemm = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
-    gemm = {_FLOATS[0]: (sgemm, 0), _FLOATS[1]: (dgemm, 0)}
-
-    class DlInfo(ctypes.Structure):
-        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
-                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
-
-    switch = None
-    try:  # the wrapper's shared library, whose dependencies include the BLAS
-        info = DlInfo()
-        if ctypes.CDLL(None).dladdr(ctypes.c_void_p(dgemm), ctypes.byref(info)):
-            switch = _thread_switch(ctypes.CDLL(info.fname.decode()), "")
-    except (OSError, AttributeError, TypeError):
-        pass
-    return gemm, switch, "SciPy's BLAS (scipy.linalg.cython_blas)"
-
-
-_GEMM, _BLAS_THREADS, BLAS = _numpy_blas() or _scipy_blas()
-"""Which BLAS library the kernels call (a description)."""
-
-
-def _with_blas(kernel, *args):
-    """Call a kernel that uses BLAS, with one task per Numba thread and BLAS single-threaded."""
+    ``tasks`` defaults to one per Numba thread; without a way to switch
+    BLAS's own threads off, the kernel runs as one task.
+    """
     if _BLAS_THREADS is None:
         kernel(*args, 1)
         return
@@ -195,7 +165,7 @@ def _with_blas(kernel, *args):
     n = get()
     set_(1)
     try:
-        kernel(*args, numba.get_num_threads())
+        kernel(*args, numba.get_num_threads() if tasks is None else tasks)
     finally:
         set_(n)
 
@@ -204,22 +174,11 @@ def _with_blas(kernel, *args):
 # Argument helpers
 # --------------------------------------------------------------------------
 
-_local = threading.local()
-
-
-def _work(name, shape, dtype):
-    """A work buffer owned by this module (per thread), reused while shape and dtype match."""
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
-        buffers = _local.buffers = {}
-    buf = buffers.get(name)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = buffers[name] = np.empty(shape, dtype=dtype)
-    return buf
-
-
-def _empty(out, shape, dtype):
-    return np.empty(shape, dtype=dtype) if out is None else out
+# Work buffers (the one helper, numpyvae.buffers): per thread, reused while
+# shape and dtype match; ``out=None`` allocates, as in the reference.
+_WORK = ThreadLocalBuffers()
+_work = _WORK.get
+_empty = out_or_empty
 
 
 def _code(activation):
@@ -495,6 +454,69 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
     sqrt_bias2 = float(np.sqrt(1 - beta2**step))
     K.adam_update(*flat, float(beta1), float(beta2), float(eps), float(weight_decay),
                   bool(decoupled), float(shrink), float(step_size), sqrt_bias2)
+
+
+# --------------------------------------------------------------------------
+# A whole training step in two kernel calls (used by numpyvae.fused)
+# --------------------------------------------------------------------------
+#
+# Not operations of OPS (the reference has no such thing: it is the sum of
+# the ops above, which is what the tests hold it to). numpyvae.fused
+# describes an MLP VAE to these as plain arrays; numba_step has the kernels.
+
+#: Likelihood codes of :func:`mlp_step`.
+STEP_LIKELIHOODS = {"bernoulli": S.BERNOULLI, "gaussian": S.GAUSSIAN}
+#: Columns of the layer table of :func:`mlp_step`.
+STEP_LAYER_COLUMNS = ("W_OFF", "B_OFF", "IN", "OUT", "ACT", "Y_OFF")
+activation_code = _code
+
+
+def max_threads() -> int:
+    """The most threads a kernel can run on: Numba's pool (see :func:`usable_cpus`)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+class threads:
+    """``with threads(k):`` runs the kernels called inside on ``k`` of Numba's threads."""
+
+    def __init__(self, k: int):
+        self.k = max(1, min(int(k), numba.config.NUMBA_NUM_THREADS))
+
+    def __enter__(self):
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(self.k)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.before)
+
+
+def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
+             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off):
+    """Loss and per-chunk gradients of a batch; see :func:`numba_step.mlp_step`.
+
+    One chunk of the batch per row of ``parts``, shared out between the
+    threads that :class:`threads` allows; BLAS runs single-threaded inside.
+    """
+    _with_blas(S.mlp_step, params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
+               logvar, inv_var, logvar_off, float(scale), nll, kl, work, pingpong, z_off,
+               _GEMM[params.dtype], tasks=parts.shape[0])
+
+
+def adam_update_parts(param, parts, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                      decoupled):
+    """``grad = parts.sum(0)`` and one Adam step, in one pass (see :func:`adam_update`)."""
+    shrink = 1 - lr * weight_decay
+    step_size = lr / (1 - beta1**step)
+    sqrt_bias2 = float(np.sqrt(1 - beta2**step))
+    S.adam_update_parts(param, parts, grad, m, v, float(beta1), float(beta2), float(eps),
+                        float(weight_decay), bool(decoupled), float(shrink), float(step_size),
+                        sqrt_bias2)
+
+
+def sum_parts(parts, grad):
+    """``grad = parts.sum(0)`` for parts: (tasks, P), grad: (P,), summed in row order."""
+    S.sum_parts(parts, grad)
+    return grad
 
 
 __all__ = [

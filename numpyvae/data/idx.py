@@ -22,7 +22,11 @@ files are looked for and downloaded from is :mod:`numpyvae.data.download`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write
+from ..limits import excess
 
 #: IDX element type code -> big-endian NumPy dtype.
 IDX_TYPES = {
@@ -42,6 +47,9 @@ IDX_TYPES = {
 }
 _TYPE_CODES = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+#: The most dimensions an IDX file may have here (NumPy's own limit is 64).
+MAX_DIMS = 32
 
 
 class DataFileError(ValueError):
@@ -53,19 +61,64 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def read_bytes(path) -> bytes:
-    """The decompressed content of ``path`` (gzip or not), with clear errors."""
+    """The decompressed content of ``path`` (gzip or not), with clear errors.
+
+    For files one trusts; :func:`read_idx` reads IDX files without it, header
+    first, so that a hostile file cannot make it decompress more than its
+    header announces.
+    """
     path = Path(path)
+    with _open(path) as (f, compressed):
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+        with _gzip_errors(path):
+            return stream.read()
+
+
+def parse_idx(data: bytes, source="IDX data") -> np.ndarray:
+    """Parse the bytes of an (uncompressed) IDX file into a native-endian array."""
+    return _read_stream(io.BytesIO(data), source, len(data))
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or not) into a NumPy array of its own type.
+
+    Raises :class:`DataNotFoundError` if the file is missing and
+    :class:`DataFileError` (a ``ValueError``) if it is corrupt, truncated,
+    not an IDX file, or announces more data than the memory budget allows
+    (:mod:`numpyvae.limits`); messages name the file. The header is read
+    and checked first; a compressed file is then decompressed as a stream,
+    never beyond the size its header announces.
+    """
+    path = Path(path)
+    with _open(path) as (f, compressed):
+        if not compressed:
+            return _read_stream(f, str(path), os.fstat(f.fileno()).st_size)
+        with _gzip_errors(path):
+            return _read_stream(gzip.GzipFile(fileobj=f, mode="rb"), str(path), None)
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    """The open file and whether it is gzip-compressed (by its first two bytes)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataNotFoundError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
+    with f:
+        try:
+            compressed = f.read(2) == GZIP_MAGIC
+            f.seek(0)
+        except OSError as exc:
+            raise DataFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+        yield f, compressed
+
+
+@contextlib.contextmanager
+def _gzip_errors(path: Path):
     try:
-        return gzip.decompress(raw)
+        yield
     except EOFError:
         raise DataFileError(
             f"{path}: the gzip data is truncated (the file ended before the end of the "
@@ -77,42 +130,77 @@ def read_bytes(path) -> bytes:
         ) from None
 
 
-def parse_idx(data: bytes, source="IDX data") -> np.ndarray:
-    """Parse the bytes of an (uncompressed) IDX file into a native-endian array."""
-    if len(data) < 4:
-        raise DataFileError(f"{source}: too short to be an IDX file ({len(data)} bytes)")
-    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
-    magic = int.from_bytes(data[:4], "big")
+def _read_exactly(stream, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream`` (fewer only at its end), read in bounded chunks."""
+    buffer = bytearray(n)
+    view, done = memoryview(buffer), 0
+    while done < n:
+        chunk = stream.read(min(_CHUNK, n - done))
+        if not chunk:
+            return bytes(buffer[:done])
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    return buffer
+
+
+def _read_stream(stream, source: str, size: int | None) -> np.ndarray:
+    """Parse an IDX stream: header, checks, then exactly the data the header announces.
+
+    ``size`` is the stream's length when known (an uncompressed file), so a
+    wrong length is reported before anything is read; for a compressed
+    stream it is None, and the stream is read no further than the header's
+    promise plus one byte (to tell a file that is longer than its header says).
+    """
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataFileError(f"{source}: too short to be an IDX file ({len(head)} bytes)")
+    zero, type_code, ndim = struct.unpack(">HBB", head)
+    magic = int.from_bytes(head, "big")
     if zero != 0 or type_code not in IDX_TYPES or ndim == 0:
         raise DataFileError(
             f"{source}: not an IDX file (magic number 0x{magic:08X}; an IDX file starts with "
             f"0x0000 then a type code 0x08-0x0E and the number of dimensions)"
         )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataFileError(f"{source}: the IDX header is truncated")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+    if ndim > MAX_DIMS:
+        raise DataFileError(f"{source}: its IDX header announces {ndim} dimensions; numpyvae "
+                            f"reads IDX files of at most {MAX_DIMS}")
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataFileError(f"{source}: the IDX header is truncated ({ndim} dimensions "
+                            f"announced, {len(dims) // 4} sizes present)")
+    shape = struct.unpack(f">{ndim}I", dims)
     dtype = IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "longer than its header says"
-        raise DataFileError(
-            f"{source}: the file is {what}: its header announces shape {shape} "
-            f"({expected} bytes of data), but it holds {actual} bytes"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    header = 4 + 4 * ndim
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+    reason = excess(expected)
+    if reason is not None:
+        raise DataFileError(f"{source}: its IDX header announces shape {_show(shape)} of "
+                            f"{dtype.newbyteorder('=')}, {reason}; not a dataset numpyvae can load")
+    if size is not None and size - header != expected:
+        _wrong_length(source, shape, expected, size - header)
+    data = _read_exactly(stream, expected)
+    if len(data) < expected:
+        _wrong_length(source, shape, expected, len(data))
+    if size is None and stream.read(1):
+        raise DataFileError(f"{source}: the file is longer than its header says: its header "
+                            f"announces shape {_show(shape)} ({expected} bytes of data), but "
+                            f"more data follows")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or not) into a NumPy array of its own type.
+def _wrong_length(source, shape, expected, actual):
+    what = "truncated" if actual < expected else "longer than its header says"
+    raise DataFileError(
+        f"{source}: the file is {what}: its header announces shape {_show(shape)} "
+        f"({expected} bytes of data), but it holds {actual} bytes"
+    )
 
-    Raises :class:`DataNotFoundError` if the file is missing and
-    :class:`DataFileError` (a ``ValueError``) if it is corrupt, truncated or
-    not an IDX file; messages name the file.
-    """
-    return parse_idx(read_bytes(path), source=str(path))
+
+def _show(shape) -> str:
+    if len(shape) <= 8:
+        return str(tuple(shape))
+    return f"({', '.join(map(str, shape[:4]))}, ... {len(shape)} dimensions)"
 
 
 def read_image_label_pair(images_path, labels_path, image_shape=(28, 28)):

@@ -1,0 +1,191 @@
+"""Sphinx configuration of the numpyvae website: the README, the notebooks and the API.
+
+Build it from the repository root with::
+
+    pip install -e ".[docs]" && sphinx-build -W -b html docs docs/_build/html
+
+What happens at build time:
+
+* the README becomes the front page (``index.md`` includes it);
+* the notebooks in ``notebooks/`` are copied into ``docs/notebooks/`` (generated,
+  not committed) and *executed* by myst-nb in quick mode (``NUMPYVAE_QUICK=1``),
+  so every figure on a page came from running its code; an error in any cell
+  fails the build;
+* one API page per module of the package is generated into ``docs/api/``
+  (also not committed), from the NumPy-style docstrings (napoleon), with their
+  ``.. math::`` rendered by MathJax;
+* MathJax is served from the site itself (the ``django-static-mathjax`` package
+  carries a copy), so the pages need no network.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import importlib
+import os
+import pkgutil
+import shutil
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+# The notebooks' kernels inherit this environment: quick mode, this checkout's
+# package, and one thread per library (spinning BLAS/Numba threads slow down by an
+# order of magnitude when other processes compete for the cores).
+os.environ["NUMPYVAE_QUICK"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpyvae  # noqa: E402
+
+project = "numpyvae"
+author = "the numpyvae authors"
+copyright = "the numpyvae authors, MIT licence"  # noqa: A001
+release = version = numpyvae.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+root_doc = "index"
+exclude_patterns = ["_build", "figures", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+suppress_warnings = ["myst.header"]  # the README's headings start below the page title
+
+# ---------------------------------------------------------------------------
+# Markdown and notebooks (myst-nb)
+# ---------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+nb_execution_mode = "force"          # every build runs every notebook
+nb_execution_timeout = 300           # seconds per cell
+nb_execution_raise_on_error = True   # a failing cell fails the build
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+# ---------------------------------------------------------------------------
+# API reference (autodoc + napoleon for NumPy-style docstrings)
+# ---------------------------------------------------------------------------
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+
+# ---------------------------------------------------------------------------
+# HTML and math
+# ---------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"numpyvae {release}"
+html_static_path: list[str] = []
+mathjax_path = "mathjax/tex-chtml.js"
+# Without "noundefined" an unknown macro is a TeX error (shown as such, and
+# caught by the browser test) instead of silently printed in red.
+mathjax3_config = {"tex": {"packages": {"[-]": ["noundefined"]}}}
+
+
+# ---------------------------------------------------------------------------
+# Generated sources
+# ---------------------------------------------------------------------------
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` unless identical, so unchanged pages are not rebuilt."""
+    if not dst.exists() or not filecmp.cmp(src, dst, shallow=False):
+        shutil.copy2(src, dst)
+
+
+def sync_notebooks() -> None:
+    """Mirror ``notebooks/`` (the notebooks and their README) into ``docs/notebooks/``."""
+    src, dst = ROOT / "notebooks", DOCS / "notebooks"
+    dst.mkdir(exist_ok=True)
+    wanted = {p.name for p in src.glob("*.ipynb")} | {"README.md"}
+    for stale in dst.iterdir():
+        if stale.is_file() and stale.name not in wanted:
+            stale.unlink()
+    for name in wanted:
+        _copy_if_changed(src / name, dst / name)
+
+
+def api_modules() -> list[str]:
+    """Every module of the package, ``numpyvae`` first, without ``__main__``."""
+    names = ["numpyvae"]
+    for info in pkgutil.walk_packages(numpyvae.__path__, prefix="numpyvae."):
+        if info.name.rsplit(".", 1)[-1] != "__main__":
+            names.append(info.name)
+    return sorted(names, key=lambda n: (n != "numpyvae", n))
+
+
+def _package_page(name: str) -> str:
+    """A package re-exports names defined elsewhere: its page links to them."""
+    module = importlib.import_module(name)
+    lines = [f".. automodule:: {name}", "   :no-members:", ""]
+    exported = [getattr(module, n) for n in getattr(module, "__all__", [])]
+    targets = []
+    for obj in exported:
+        if getattr(obj, "__module__", None) and hasattr(obj, "__qualname__"):
+            kind = "class" if isinstance(obj, type) else "func"
+            targets.append(f"* :py:{kind}:`{obj.__module__}.{obj.__qualname__}`")
+        elif type(obj).__name__ == "module":
+            targets.append(f"* :py:mod:`{obj.__name__}`")
+    if targets:
+        lines += ["Public names", "------------", "", *targets, ""]
+    return "\n".join(lines)
+
+
+def write_api_pages() -> None:
+    """One reStructuredText page per module in ``docs/api/``, plus its index."""
+    out = DOCS / "api"
+    out.mkdir(exist_ok=True)
+    pages = {}
+    for name in api_modules():
+        title = f"``{name}``"
+        body = (_package_page(name) if hasattr(importlib.import_module(name), "__path__")
+                else f".. automodule:: {name}\n")
+        pages[f"{name}.rst"] = f"{title}\n{'=' * len(title)}\n\n{body}\n"
+    toc = "\n".join(f"   {n[:-4]}" for n in pages)
+    pages["index.rst"] = (
+        "API reference\n=============\n\n"
+        "Generated from the docstrings of every module; the derivations of the\n"
+        "gradients are in :mod:`numpyvae.backend.reference`.\n\n"
+        f".. toctree::\n   :maxdepth: 1\n\n{toc}\n")
+    for stale in out.glob("*.rst"):
+        if stale.name not in pages:
+            stale.unlink()
+    for fname, text in pages.items():
+        path = out / fname
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+
+
+def copy_mathjax(app, exception) -> None:
+    """Put the MathJax of ``django-static-mathjax`` into ``_static/mathjax``."""
+    if exception is not None or app.builder.format != "html":
+        return
+    import mathjax  # the django-static-mathjax distribution
+
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dst = Path(app.outdir) / "_static" / "mathjax"
+    if dst.exists():
+        shutil.rmtree(dst)
+    # The one bundle the pages load, and the fonts and extensions it fetches lazily.
+    dst.mkdir(parents=True)
+    shutil.copy2(es5 / "tex-chtml.js", dst / "tex-chtml.js")
+    for sub in ("input/tex", "output/chtml", "a11y", "ui", "adaptors", "sre"):
+        shutil.copytree(es5 / sub, dst / sub)
+
+
+sync_notebooks()
+write_api_pages()
+
+
+def setup(app):
+    app.connect("build-finished", copy_mathjax)

@@ -1,0 +1,178 @@
+"""Reading ``.npz`` archives written by someone else: bounded, validated, no pickles.
+
+``np.load`` trusts the archive: it decompresses what the zip directory says,
+with whatever compression method the directory names, and reports damage as
+whichever exception the layer underneath happened to raise (``LZMAError``,
+``NotImplementedError``, ``RuntimeError``, or a misleading "pickled data"
+message for a zeroed file). Model files and checkpoints are files users
+move around, edit and receive, so they are read here instead:
+
+1. the zip directory first: at most :data:`MAX_ENTRIES` entries, each a
+   ``<name>.npy``, stored or deflated (the two methods ``np.savez`` and
+   ``np.savez_compressed`` use), not encrypted, and the sizes it declares
+   within the memory budget (:mod:`numpyvae.limits`);
+2. then each entry's ``.npy`` header: a plain numeric or boolean dtype (never
+   an object, so never a pickle), and a shape whose bytes plus the header
+   equal the size the zip directory declares;
+3. only then the data, streamed into an array of exactly that size: the
+   decompressor never produces more than the declared size, and the zip
+   CRC is checked at the end.
+
+Every problem raises the caller's error class (a model file's, a
+checkpoint's) with the file named and the problem said; nothing else
+escapes. What does not live here: what the arrays mean (the model and
+checkpoint loaders check names, shapes and values).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .limits import excess
+
+#: The most entries an archive may hold (a model has a few per layer).
+MAX_ENTRIES = 10_000
+#: The largest ``.npy`` header read (numpy's own default limit).
+MAX_HEADER = 10_000
+_CHUNK = 1 << 20
+_KINDS = "biufcSU"  # booleans, numbers, bytes, text: never objects (pickles) or records
+_ENCRYPTED = 0x1
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what np.savez(_compressed) write
+# What the standard library can raise on a damaged zip directory or stream.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
+               OverflowError, NotImplementedError, RuntimeError, UnicodeDecodeError,
+               IndexError, KeyError)
+
+
+def read_npz(path, error: type[Exception] = ValueError, what: str = "numpyvae file") -> dict:
+    """All arrays of the ``.npz`` archive ``path``, by name (without ``.npy``).
+
+    Parameters
+    ----------
+    path : path of the archive
+    error : exception class
+        Raised, with a message naming ``path``, for every problem: a missing
+        or unreadable file, a damaged or hostile archive, sizes beyond the
+        memory budget.
+    what : str
+        What the file should be, for messages ("model file", "checkpoint").
+    """
+    path = Path(path)
+    try:
+        return _read(path, what)
+    except _Problem as exc:
+        raise error(f"{path}: {exc}") from None
+
+
+class _Problem(Exception):
+    """What is wrong with the archive; :func:`read_npz` adds the file name and the class."""
+
+
+def _read(path: Path, what: str) -> dict:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise _Problem("file not found") from None
+    except OSError as exc:
+        raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+    with f:
+        try:
+            head = f.read(4)
+            size = f.seek(0, 2)
+            f.seek(0)
+        except OSError as exc:
+            raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+        if size == 0:
+            raise _Problem(f"the file is empty; not a readable {what}")
+        if not head.startswith(b"PK"):
+            raise _Problem(f"not a readable {what} (an .npz archive starts with the zip signature "
+                           f"'PK'; this file of {size} bytes starts with {head!r})")
+        try:
+            archive = zipfile.ZipFile(f)
+        except _ZIP_ERRORS as exc:
+            raise _Problem(f"not a readable {what}: the zip directory is damaged ({_say(exc)})") \
+                from None
+        with archive:
+            entries = _check_directory(archive)
+            arrays = {}
+            for info in entries:
+                try:
+                    arrays[info.filename[:-4]] = _read_entry(archive, info)
+                except _ZIP_ERRORS as exc:
+                    raise _Problem(f"entry {info.filename!r} is damaged ({_say(exc)})") from None
+    return arrays
+
+
+def _check_directory(archive) -> list:
+    entries = archive.infolist()
+    if len(entries) > MAX_ENTRIES:
+        raise _Problem(f"the archive lists {len(entries)} entries, more than the {MAX_ENTRIES} "
+                       f"a numpyvae file can hold")
+    seen, total = set(), 0
+    for info in entries:
+        name = info.filename
+        if not name.endswith(".npy") or len(name) == 4:
+            raise _Problem(f"unexpected entry {name!r} (an .npz archive holds only <name>.npy "
+                           f"arrays)")
+        if name in seen:
+            raise _Problem(f"the entry {name!r} appears twice")
+        seen.add(name)
+        if info.flag_bits & _ENCRYPTED:
+            raise _Problem(f"the entry {name!r} is encrypted; numpyvae files never are")
+        if info.compress_type not in _METHODS:
+            raise _Problem(f"the entry {name!r} uses zip compression method {info.compress_type}; "
+                           f"an .npz archive uses method 0 (stored) or 8 (deflate)")
+        total += info.file_size
+    reason = excess(total)
+    if reason is not None:
+        raise _Problem(f"the archive's entries claim {reason}")
+    return entries
+
+
+def _read_entry(archive, info) -> np.ndarray:
+    name = info.filename
+    with archive.open(info) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream, MAX_HEADER)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream, MAX_HEADER)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not "
+                                 f"supported (1.0 and 2.0 are)")
+        except (ValueError, TypeError, SyntaxError, KeyError, RecursionError,
+                OverflowError) as exc:
+            raise _Problem(f"entry {name!r} is not a valid .npy array ({_say(exc)})") from None
+        if dtype.hasobject or dtype.kind not in _KINDS:
+            raise _Problem(f"entry {name!r} holds {dtype} data; numpyvae files hold numbers or "
+                           f"text (pickled objects are never loaded)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        header_size = stream.tell()  # decompressed bytes read so far: the header's
+        if header_size + nbytes != info.file_size:
+            raise _Problem(f"entry {name!r}: its .npy header announces shape {shape} of {dtype} "
+                           f"({nbytes} bytes) but the zip directory gives it "
+                           f"{info.file_size - header_size} bytes of data")
+        buffer = bytearray(nbytes)
+        view, done = memoryview(buffer), 0
+        while done < nbytes:
+            chunk = stream.read(min(_CHUNK, nbytes - done))
+            if not chunk:
+                raise _Problem(f"entry {name!r} is truncated ({done} of {nbytes} bytes)")
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        if stream.read(1):  # also makes zipfile check the CRC
+            raise _Problem(f"entry {name!r} holds more data than its header announces")
+    array = np.frombuffer(buffer, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _say(exc) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."

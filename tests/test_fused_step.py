@@ -1,0 +1,251 @@
+"""The fused training step (:func:`numpyvae.fused.train_step`) against the per-op path.
+
+The fused step runs the whole forward and backward of an MLP VAE as one
+data-parallel kernel and sums the threads' gradients inside the optimizer's
+update. It must be the same training step: after several Adam steps the
+losses, parameters and gradients equal those of ``loss_and_grads`` +
+``optimizer.step`` on the NumPy reference backend (float64 to 1e-12, float32
+to 1e-5 relative), for every likelihood, the VAE and the autoencoder, any
+thread count (more threads than examples too), given or drawn noise; and
+models it does not cover take the per-op path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import numba  # noqa: E402
+
+from numpyvae import SGD, VAE, Adam, AdamW, Autoencoder  # noqa: E402
+from numpyvae.fused import ThreadChooser, train_step  # noqa: E402
+from numpyvae.gradcheck import rel_error  # noqa: E402
+
+TOL = {"float32": 1e-5, "float64": 1e-12}
+LIKELIHOODS = [("bernoulli", {}), ("gaussian", {"gaussian_var": 0.5}),
+               ("gaussian", {"gaussian_var": "learned"})]
+
+
+def _pair(kind, likelihood, extra, dtype, optimizer=Adam, **model_args):
+    """The same model and optimizer twice: on the Numba backend and on the NumPy reference."""
+    args = dict(likelihood=likelihood, activation="tanh", dtype=dtype, seed=3, **extra,
+                **model_args)
+    fast = kind(10, (7, 6), 3, backend="numba", **args)
+    slow = kind(10, (7, 6), 3, backend="numpy", **args)
+    return (fast, optimizer(fast.params, backend="numba"),
+            slow, optimizer(slow.params, backend="numpy"))
+
+
+def _assert_same(fast, slow, tol, what):
+    for name in slow.params:
+        assert rel_error(fast.params[name], slow.params[name]) <= tol, f"{what}: {name}"
+        assert rel_error(fast.grads[name], slow.grads[name]) <= 10 * tol, f"{what}: d{name}"
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request, monkeypatch):
+    """Every fused step on this many threads (what :class:`ThreadChooser` would choose)."""
+    k = min(request.param, numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.setattr(ThreadChooser, "pick", lambda self: k)
+    return k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", [VAE, Autoencoder])
+@pytest.mark.parametrize("likelihood,extra", LIKELIHOODS, ids=["bernoulli", "gaussian",
+                                                               "gaussian learned"])
+def test_fused_steps_equal_the_reference_per_op_steps(kind, likelihood, extra, dtype, threads):
+    fast, fast_opt, slow, slow_opt = _pair(kind, likelihood, extra, dtype)
+    rng = np.random.default_rng(0)
+    for step in range(5):
+        x = rng.random((9, 10)).astype(dtype)
+        got = train_step(fast, fast_opt, x, beta=0.7)
+        want = slow.loss_and_grads(x, beta=0.7)
+        slow_opt.step(want.grads)
+        for field in ("loss", "recon", "kl"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert abs(a - b) <= TOL[dtype] * max(1.0, abs(b)), f"step {step} {field}: {a} {b}"
+        _assert_same(fast, slow, TOL[dtype] * 10 ** step, f"step {step}")
+    assert got.grads is fast.grads or dict(got.grads).keys() == fast.grads.keys()
+
+
+def test_fused_step_takes_the_fused_path_and_draws_the_same_noise():
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64")
+    x = np.random.default_rng(1).random((6, 10))
+    calls = []
+    real = fast.backend.mlp_step
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    fast.backend.mlp_step = counting
+    try:
+        got = train_step(fast, fast_opt, x)  # noise from each model's own generator
+    finally:
+        fast.backend.mlp_step = real
+    want = slow.loss_and_grads(x)
+    slow_opt.step(want.grads)
+    assert calls == [1]
+    assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-12, "drawn noise")
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_more_threads_than_examples(batch):
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "gaussian", {"gaussian_var": "learned"},
+                                           "float64")
+    x = np.random.default_rng(2).random((batch, 10))
+    eps = np.random.default_rng(3).standard_normal((batch, 3))
+    got = train_step(fast, fast_opt, x, eps=eps)
+    want = slow.loss_and_grads(x, eps=eps)
+    slow_opt.step(want.grads)
+    assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-12, f"batch {batch}")
+
+
+@pytest.mark.parametrize("optimizer", [AdamW, SGD])
+def test_other_optimizers_get_the_summed_gradient(optimizer):
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64", optimizer=optimizer)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x, eps = rng.random((8, 10)), rng.standard_normal((8, 3))
+        train_step(fast, fast_opt, x, eps=eps)
+        slow_opt.step(slow.loss_and_grads(x, eps=eps).grads)
+    _assert_same(fast, slow, 1e-11, optimizer.__name__)
+
+
+def test_models_the_kernel_does_not_cover_take_the_per_op_path():
+    # Free bits need the whole batch's KL per dimension: not data-parallel.
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64", free_bits=0.1)
+    real = fast.backend.mlp_step
+    fast.backend.mlp_step = None  # would fail if called
+    try:
+        x, eps = np.random.default_rng(5).random((5, 10)), np.ones((5, 3))
+        got = train_step(fast, fast_opt, x, eps=eps)
+    finally:
+        fast.backend.mlp_step = real
+    want = slow.loss_and_grads(x, eps=eps)
+    slow_opt.step(want.grads)
+    assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-12, "free bits")
+
+
+def test_bad_input_raises_the_per_op_error():
+    fast, fast_opt, _, _ = _pair(VAE, "bernoulli", {}, "float64")
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 10\)"):
+        train_step(fast, fast_opt, np.ones((4, 9)))
+    with pytest.raises(ValueError, match=r"expected eps of shape \(4, 3\)"):
+        train_step(fast, fast_opt, np.ones((4, 10)), eps=np.ones((4, 2)))
+
+
+def test_the_numpy_backend_runs_the_per_op_step():
+    model = VAE(10, (7,), 3, backend="numpy", dtype="float64", seed=1)
+    twin = VAE(10, (7,), 3, backend="numpy", dtype="float64", seed=1)
+    opt, twin_opt = Adam(model.params, backend="numpy"), Adam(twin.params, backend="numpy")
+    x = np.random.default_rng(6).random((4, 10))
+    got = train_step(model, opt, x)
+    want = twin.loss_and_grads(x)
+    twin_opt.step(want.grads)
+    assert got.loss == want.loss
+    for name in model.params:
+        np.testing.assert_array_equal(model.params[name], twin.params[name])
+
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend):
+    model = VAE(10, (7,), 3, backend=backend, dtype="float64", seed=1)
+    opt = Adam(model.params, backend=backend)
+    model.params["decoder.1.b"][0] = np.inf
+    before = model.flat_params.copy()
+    result = train_step(model, opt, np.random.default_rng(7).random((4, 10)))
+    assert not np.isfinite(result.loss)
+    np.testing.assert_array_equal(model.flat_params, before)
+    assert opt.step_count == 0
+
+
+def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch):
+    results = []
+    for k in (1, numba.config.NUMBA_NUM_THREADS):
+        monkeypatch.setattr(ThreadChooser, "pick", lambda self, k=k: k)
+        model = VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1)
+        opt = Adam(model.params, backend="numba")
+        rng = np.random.default_rng(8)
+        losses = [train_step(model, opt, rng.random((9, 10), dtype=np.float32)).loss
+                  for _ in range(4)]
+        results.append((losses, model.flat_params.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_the_thread_chooser_runs_the_cheaper_count_and_keeps_probing_the_other():
+    chooser = ThreadChooser(2)
+    cost = {1: 1.0, 2: 3.0}  # one thread three times faster: a busy machine
+    picks = []
+    for _ in range(100):
+        k = chooser.pick()
+        picks.append(k)
+        chooser.record(k, cost[k])
+    assert picks[:2] == [2, 2]  # warm-up on every core
+    later = picks[10:]
+    assert later.count(1) > 0.85 * len(later)
+    assert 2 in later  # still probed, in case the machine goes quiet
+    cost = {1: 1.0, 2: 0.5}  # the machine went quiet
+    for _ in range(100):
+        k = chooser.pick()
+        chooser.record(k, cost[k])
+    assert chooser.best == 2
+    assert ThreadChooser(1).pick() == 1
+
+
+def test_networks_of_linear_layers_are_fused_and_other_layers_are_not():
+    from numpyvae import Gaussian, Linear, ReLU, Sequential
+
+    def nets(backend, split_activation):
+        rng = np.random.default_rng(9)
+        common = dict(rng=rng, dtype="float64", backend=backend)
+        if split_activation:  # a separate activation layer: not a layer the kernel knows
+            first = [Linear(10, 8, **common), ReLU(backend=backend)]
+        else:
+            first = [Linear(10, 8, activation="relu", **common)]
+        encoder = Sequential(*first, Linear(8, 6, activation="tanh", **common),
+                             Linear(6, 4, **common))
+        decoder = Sequential(Linear(2, 5, activation="leaky_relu", **common),
+                             Linear(5, 10, **common))
+        return VAE(encoder, decoder, likelihood=Gaussian(0.3), latent_dim=2, backend=backend)
+
+    for split in (False, True):
+        fast, slow = nets("numba", split), nets("numpy", split)
+        fast_opt, slow_opt = Adam(fast.params, backend="numba"), Adam(slow.params, backend="numpy")
+        calls = []
+        real = fast.backend.mlp_step
+        fast.backend.mlp_step = lambda *args, c=calls, r=real: c.append(1) or r(*args)
+        try:
+            rng = np.random.default_rng(10)
+            for _ in range(3):
+                x, eps = rng.random((7, 10)), rng.standard_normal((7, 2))
+                got = train_step(fast, fast_opt, x, eps=eps)
+                want = slow.loss_and_grads(x, eps=eps)
+                slow_opt.step(want.grads)
+                assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+        finally:
+            fast.backend.mlp_step = real
+        assert len(calls) == (0 if split else 3)
+        _assert_same(fast, slow, 1e-11, f"split activation {split}")
+
+
+def test_free_bits_switched_on_later_take_the_per_op_path():
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64")
+    rng = np.random.default_rng(11)
+    for step in range(3):
+        if step == 1:
+            fast.free_bits = slow.free_bits = 0.5
+        x, eps = rng.random((6, 10)), rng.standard_normal((6, 3))
+        got = train_step(fast, fast_opt, x, eps=eps)
+        want = slow.loss_and_grads(x, eps=eps)
+        slow_opt.step(want.grads)
+        assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-11, "free bits later")
