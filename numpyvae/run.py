@@ -341,7 +341,9 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         missing = sorted(k for k in ("epochs", "batch_size", "hidden", "latent_dim", "lr",
                                      "optimizer", "beta", "kl_warmup", "likelihood",
                                      "binarize", "dtype", "seed", "model", "activation")
-                         if merged.get(k) is None)
+                         if merged.get(k) is None
+                         # the conv architecture has no MLP widths or activation option
+                         and not (merged.get("arch") == "conv" and k in ("hidden", "activation")))
         if missing:
             raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
                                  f"numpyvae train records; cannot resume this run")

@@ -231,12 +231,13 @@ _TRAINING_FIELDS = {
 }
 _MODEL_FIELDS = {
     "kind": "str", "input_dim": "int+", "latent_dim": "int+", "hidden_dims": "ints+",
-    "likelihood": "str", "activation": "str", "dtype": "str",
+    "likelihood": "str|spec", "activation": "str", "dtype": "str",
 }
 _KIND_TEXT = {"int+": "a positive integer", "int0": "an integer >= 0",
               "number+": "a finite number > 0", "number0": "a finite number >= 0",
               "str": "a text", "ints+": "a list of positive integers",
-              "int+?": "a positive integer or null"}
+              "int+?": "a positive integer or null",
+              "str|spec": 'a text or a layer spec such as {"type": "Bernoulli"}'}
 
 
 def _is_int(v) -> bool:
@@ -256,6 +257,9 @@ def _fits(value, kind: str) -> bool:
         return ok and (value > 0 if kind == "number+" else value >= 0)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "str|spec":  # a network-built model records its likelihood as a spec
+        return isinstance(value, str) or (isinstance(value, dict)
+                                          and isinstance(value.get("type"), str))
     if kind == "ints+":
         return isinstance(value, list) and all(_fits(v, "int+") for v in value)
     raise AssertionError(kind)

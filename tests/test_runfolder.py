@@ -127,3 +127,14 @@ def test_read_config_errors(tmp_path):
         (tmp_path / CONFIG_FILE).write_bytes(text.encode("latin-1"))
         with pytest.raises(RunFolderError, match=words.replace("[", r"\[")):
             read_config(tmp_path)
+
+
+def test_a_network_models_likelihood_spec_is_a_valid_config_field(tmp_path):
+    # A model built from networks records its likelihood as a spec, not a name.
+    from numpyvae.runfolder import RUN_FORMAT, validate_config
+
+    base = {"format": RUN_FORMAT, "training": {}, "model": {}}
+    validate_config({**base, "model": {"likelihood": {"type": "Bernoulli"}}}, tmp_path)
+    validate_config({**base, "model": {"likelihood": "bernoulli"}}, tmp_path)
+    with pytest.raises(RunFolderError, match="likelihood"):
+        validate_config({**base, "model": {"likelihood": [1]}}, tmp_path)
