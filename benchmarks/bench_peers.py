@@ -16,9 +16,11 @@ Conditions, all float32, the default recipe (784-400-20, Adam):
   by this benchmark compete for the cores (each a Python busy loop);
 * ``one core``: batch 128 with every process restricted to one core by
   affinity (numpyvae and the peers choose their thread counts themselves);
-* ``threading``: numpyvae's fused and per-op steps at batch 32 and 128, idle
-  and with one competing process, on each Numba threading layer
-  (workqueue, numpyvae's default; OpenMP; OpenMP with passive waiting);
+* ``threading``: numpyvae's training step at batch 32 and 128, idle and with
+  one competing process, on each Numba threading layer (TBB, numpyvae's
+  default; OpenMP; OpenMP with passive waiting; workqueue), and beside it on
+  TBB the whole-step kernel (``train_step(fused=True)``) and the per-op path
+  on every thread (no thread chooser);
 * ``regression``: numpyvae against an older commit of itself
   (``--baseline``, 4e52964 by default), numba at batch 32 and 128 (float32)
   and batch 128 float64, and the numpy backend at batch 128; the older
@@ -50,10 +52,12 @@ OURS = "numba"
 VALIDATION_STEPS = 20
 VALIDATION_RTOL = 1e-4
 #: Thread settings of the calling shell that the workers do not inherit (each library chooses).
-STRIPPED = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+STRIPPED = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER",
+            "NUMBA_THREADING_LAYER_PRIORITY")
 #: The threading choices compared for numpyvae's defaults (labels: environment of the worker).
-THREADING = {"workqueue (default)": {}, "omp": {"NUMBA_THREADING_LAYER": "omp"},
-             "omp, passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"}}
+THREADING = {"tbb (default)": {}, "omp": {"NUMBA_THREADING_LAYER": "omp"},
+             "omp, passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"},
+             "workqueue": {"NUMBA_THREADING_LAYER": "workqueue"}}
 
 COMPETITOR = ("import time\n"
               "end = time.time() + {seconds}\n"
@@ -118,14 +122,14 @@ def worker(args):
             except (ImportError, ValueError):
                 pass
             model = getattr(impl, "model", None)
-            try:  # what the fused step's thread chooser measured: seconds per step by threads
-                from numpyvae import fused
+            try:  # what the training step's thread chooser measured: seconds per step
+                from numpyvae.threads import chooser_of
 
-                for buf in fused._PLANS[model]._buffers.values():
-                    chooser = buf["threads"]
+                chooser = chooser_of(model)
+                if chooser is not None:
                     info["step_s_by_threads"] = {str(k): v for k, v in chooser.cost.items()}
                     info["chosen_threads"] = chooser.best
-            except (ImportError, AttributeError, KeyError, TypeError):
+            except (ImportError, AttributeError, TypeError):
                 pass
             reply(**info)
         elif cmd == "rss":
@@ -413,11 +417,13 @@ def regression(files, baseline, rounds, block, pause, say):
 
 
 def threading_layers(files, rounds, block, pause, say):
-    """numpyvae's numba step (fused and per-op) on each threading layer, idle and contended."""
+    """numpyvae's training step on each threading layer (and its other paths), idle and busy."""
     out = {}
     for batch in (32, 128):
-        specs = [{"impl": impl, "batch": batch, "env": env, "label": f"{impl}, {name}"}
-                 for impl in ("numba", "numba per-op") for name, env in THREADING.items()]
+        specs = [{"impl": "numba", "batch": batch, "env": env, "label": f"numba, {name}"}
+                 for name, env in THREADING.items()]
+        specs += [{"impl": impl, "batch": batch, "label": f"{impl}, tbb (default)"}
+                  for impl in ("numba fused", "numba per-op")]
         workers = start_workers(specs, files, say)
         try:
             say(f"threading layers, batch {batch}, idle")

@@ -24,8 +24,10 @@ The peers:
   ``jax.jit`` program, parameters and optimizer state donated, the data set
   on the device once and each batch sliced inside the program.
 
-numpyvae runs through its public API: ``numpyvae.train_step`` (the fused
-step) or ``loss_and_grads`` + ``optimizer.step`` (the per-op path).
+numpyvae runs through its public API: ``numpyvae.train_step`` (as
+``numpyvae train`` does), ``train_step(..., fused=True)`` (the whole-step
+kernel) or ``loss_and_grads`` + ``optimizer.step`` (the per-op path on
+every thread).
 """
 
 from __future__ import annotations
@@ -45,9 +47,17 @@ def numpyvae_init(seed=0, sizes=(784, 400, 20)):
 
 
 class NumpyvaeStep:
-    """numpyvae's public API; ``fused`` chooses ``train_step`` over the per-op path."""
+    """numpyvae's public API, one of three ways (``how``).
 
-    def __init__(self, data, batch, init, backend="numba", dtype="float32", fused=True, seed=0):
+    ``"train_step"``: :func:`numpyvae.train_step`, what ``numpyvae train``
+    runs (the per-op path on the thread count it measures to be fastest);
+    ``"fused"``: ``train_step(..., fused=True)``, the whole-step kernel;
+    ``"per-op"``: ``loss_and_grads`` + ``optimizer.step`` on every thread.
+    A numpyvae without ``train_step`` (an older commit) runs the per-op path.
+    """
+
+    def __init__(self, data, batch, init, backend="numba", dtype="float32", how="train_step",
+                 seed=0):
         import numpyvae
 
         d, h = init["encoder.0.W"].shape
@@ -58,12 +68,13 @@ class NumpyvaeStep:
         self.data, self.batch = data, batch
         self.n_batches = len(data) // batch
         train_step = getattr(numpyvae, "train_step", None)
-        self.fused = fused and train_step is not None
+        self.use_train_step = how != "per-op" and train_step is not None
+        self._kwargs = {"fused": True} if how == "fused" else {}
         self._train_step = train_step
 
     def step_with(self, x, eps):
-        if self.fused:
-            return self._train_step(self.model, self.optimizer, x, eps=eps).loss
+        if self.use_train_step:
+            return self._train_step(self.model, self.optimizer, x, eps=eps, **self._kwargs).loss
         result = self.model.loss_and_grads(x, eps=eps)
         self.optimizer.step(result.grads)
         return result.loss
@@ -71,8 +82,8 @@ class NumpyvaeStep:
     def step(self, i):
         k = i % self.n_batches
         x = self.data[k * self.batch:(k + 1) * self.batch]
-        if self.fused:
-            return self._train_step(self.model, self.optimizer, x).loss
+        if self.use_train_step:
+            return self._train_step(self.model, self.optimizer, x, **self._kwargs).loss
         result = self.model.loss_and_grads(x)
         self.optimizer.step(result.grads)
         return result.loss
@@ -210,13 +221,16 @@ class JaxStep:
 
 
 def make(name, data, batch, init, dtype="float32", threads=None):
-    """An implementation by name: numba, numba per-op, numpy, torch, torch.compile, jax."""
+    """An implementation by name: numba, numba fused, numba per-op, numpy, torch, torch.compile,
+    jax."""
     if name == "numba":
-        return NumpyvaeStep(data, batch, init, "numba", dtype, fused=True)
+        return NumpyvaeStep(data, batch, init, "numba", dtype)
+    if name == "numba fused":
+        return NumpyvaeStep(data, batch, init, "numba", dtype, how="fused")
     if name == "numba per-op":
-        return NumpyvaeStep(data, batch, init, "numba", dtype, fused=False)
+        return NumpyvaeStep(data, batch, init, "numba", dtype, how="per-op")
     if name == "numpy":
-        return NumpyvaeStep(data, batch, init, "numpy", dtype, fused=False)
+        return NumpyvaeStep(data, batch, init, "numpy", dtype)
     if name == "torch":
         return TorchStep(data, batch, init, dtype, threads)
     if name == "torch.compile":

@@ -1,26 +1,41 @@
-"""One training step, ``loss_and_grads`` then ``optimizer.step``, fused when the backend can.
+"""One training step, ``loss_and_grads`` then ``optimizer.step``, on the fastest thread count.
 
-:func:`train_step` is what a training loop calls. On the per-op path it is
+:func:`train_step` is what a training loop calls. By default it is
 exactly::
 
-    result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
-    if math.isfinite(result.loss):
-        optimizer.step(result.grads)
+    with step_threads(model):   # numpyvae.threads: 1 or all usable threads, by timing
+        result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
+        if math.isfinite(result.loss):
+            optimizer.step(result.grads)
 
 (a batch whose loss overflowed is not stepped on: the caller sees the loss
-and decides), which is the path to read: every layer's forward and backward, one backend
-op at a time. When the backend offers a whole-step kernel (the Numba
-backend's :func:`~numpyvae.backend.numba_ops.mlp_step`) and the model is one
-it covers — a :class:`~numpyvae.model.VAE` or
+and decides), which is the path to read: every layer's forward and backward,
+one backend op at a time.
+
+**The whole-step kernel** (``train_step(..., fused=True)``). When the
+backend offers one (the Numba backend's
+:func:`~numpyvae.backend.numba_ops.mlp_step`) and the model is one it
+covers — a :class:`~numpyvae.model.VAE` or
 :class:`~numpyvae.model.Autoencoder` whose networks are made of
 :class:`~numpyvae.layers.Linear` layers, without free bits — the same step
 runs as two kernel calls: the forward and backward of the whole network,
-data-parallel over chunks of the batch, then the sum of the chunks'
-gradients fused with the optimizer's update; how many threads run it is
-chosen by timing it (:class:`ThreadChooser`). Same loss, same gradients (to rounding: the
-batch's gradient is summed in two halves), same noise drawn from the same
+data-parallel over chunks of the batch (each thread runs its rows through
+every layer with single-threaded BLAS), then the sum of the chunks'
+gradients fused with the optimizer's update. Two thread barriers per step
+instead of twenty-odd. Same loss, same gradients (to rounding: the batch's
+gradient is summed in two halves), same noise drawn from the same
 generator; the tests hold the two paths to each other and to the NumPy
 reference.
+
+It is not the default because it measured slower (``benchmarks/bench_peers.py``,
+two cores, default VAE, TBB threading layer): idle, 32,400 samples/s against
+the per-op path's 35,900 at batch 128 and 10,300 against 15,100 at batch
+32; with one competing process, 15,200 against the per-op path's 20,300
+(on the thread count :mod:`numpyvae.threads` chooses). Each thread's
+products on half the batch run BLAS less efficiently than the whole batch
+split by columns, and once the threading layer's threads sleep instead of
+spinning (TBB), the barriers it saves cost little. It stays for the
+benchmarks and for reading: the data-parallel design, measured.
 
 This module only describes a model to the kernel (a table of layers and
 offsets into the flat parameter buffer) and keeps the work buffers; the
@@ -39,22 +54,30 @@ import numpy as np
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import Linear, Sequential
 from .model import VAE, Autoencoder, LossResult
+from .threads import ThreadChooser, step_threads
 
 
-def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None) -> LossResult:
+def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
+               fused=False) -> LossResult:
     """One optimizer step on batch ``x``: the loss before the step, and the gradients.
 
     Parameters are as :meth:`numpyvae.VAE.loss_and_grads`'s; ``optimizer``
     was built on ``model.params``. Returns the :class:`~numpyvae.model.LossResult`
     of the batch (``grads`` are the model's gradient arrays, as there). When
     the loss is not finite the parameters are left as they were.
+
+    The step runs on the thread count that :func:`numpyvae.threads.step_threads`
+    measures to be fastest. ``fused=True`` runs the whole-step kernel when the
+    model is one it covers (see the module docstring; measured slower than
+    the per-op path on this library's machines, so not the default).
     """
-    plan = _plan_for(model, optimizer)
+    plan = _plan_for(model, optimizer) if fused else None
     xc = None if plan is None else plan.batch(model, x)
     if xc is None:
-        result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
-        if math.isfinite(result.loss):
-            optimizer.step(result.grads)
+        with step_threads(model):
+            result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
+            if math.isfinite(result.loss):
+                optimizer.step(result.grads)
         return result
     return plan.step(model, optimizer, xc, eps, beta, rng)
 
@@ -254,51 +277,3 @@ class _Plan:
                 self.backend.sum_parts(buf["parts"], model.flat_grads)
         chooser.record(k, time.perf_counter() - t0)
         return LossResult(loss, recon, kl_value, model.grads)
-
-
-class ThreadChooser:
-    """The fused step's thread count, chosen by timing the step itself, again and again.
-
-    On an idle machine every core helps; when other processes keep the
-    cores busy, a step on two threads waits at each barrier for whichever
-    thread the scheduler has set aside, and one thread can be faster. Which
-    is faster changes while training runs, so the step measures it: it runs
-    on the thread count with the lower running cost (an exponential average
-    of its step times), and every :attr:`PROBE_EVERY` steps tries the other
-    one once, whose time replaces that count's old, stale figure (one noisy
-    probe that wins is corrected by the averaged steps that follow). The batch is cut into the same
-    chunks whatever the thread count (one gradient copy per chunk, summed
-    in order), so the choice changes the speed, never a single bit of the
-    results.
-    """
-
-    PROBE_EVERY = 32
-    SMOOTHING = 0.3
-    WARMUP = 2  # the first steps compile or load kernels: not timed
-
-    def __init__(self, most: int):
-        self.candidates = sorted({1, max(1, int(most))})
-        self.cost: dict[int, float] = {}
-        self.steps = 0
-        self.best = self.candidates[-1]
-
-    def pick(self) -> int:
-        self.steps += 1
-        if len(self.candidates) == 1 or self.steps <= self.WARMUP:
-            return self.best
-        untried = [k for k in self.candidates if k not in self.cost]
-        if untried:
-            return untried[0]
-        if self.steps % self.PROBE_EVERY == 0:
-            return next(k for k in self.candidates if k != self.best)
-        return self.best
-
-    def record(self, k: int, seconds: float) -> None:
-        if self.steps <= self.WARMUP:
-            return
-        old = self.cost.get(k)
-        if old is None or k != self.best:  # a probe: the old figure is stale, take the new one
-            self.cost[k] = seconds
-        else:
-            self.cost[k] = old + self.SMOOTHING * (seconds - old)
-        self.best = min(self.cost, key=self.cost.get)

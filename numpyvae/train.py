@@ -62,6 +62,7 @@ from .runfolder import (  # noqa: F401  (the run-folder names, also importable f
     RunLockedError,
     RunNotFoundError,
 )
+from .threads import step_threads
 
 #: The keys of every per-epoch metrics dict (``test_*`` are None without a test set).
 #: For the plain autoencoder, ``*_loss`` is the reconstruction loss and ``*_kl`` and
@@ -379,16 +380,17 @@ class Trainer:
                 beta = self.beta_at(self.global_step)
                 given = self._given(self.y_train, idx)
                 if self.iw_train is None and not given:
-                    # loss_and_grads + optimizer.step, fused when the backend can (numpyvae.fused)
+                    # loss_and_grads + optimizer.step, on the fastest thread count (numpyvae.fused)
                     result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
                 else:
-                    if self.iw_train is None:
-                        result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
-                    else:
-                        result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta,
-                                                     rng=rng, **given)
-                    if math.isfinite(result.loss):
-                        self.optimizer.step(result.grads)
+                    with step_threads(model):
+                        if self.iw_train is None:
+                            result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
+                        else:
+                            result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta,
+                                                         rng=rng, **given)
+                        if math.isfinite(result.loss):
+                            self.optimizer.step(result.grads)
                 if not math.isfinite(result.loss):  # no step was taken on it
                     raise self._diverged(result.loss, e, k, n_steps)
                 self.global_step += 1

@@ -46,16 +46,27 @@ from . import usable_cpus
 
 # Numba starts one thread per CPU of the machine unless told: tell it how many
 # this process may use (affinity, cgroup quota) before it is imported. And its
-# threading layer: OpenMP's threads spin while they wait for work, which on a
-# busy machine takes the time slices the working thread needs (measured on the
-# fused step at batch 128 with other processes busy: OpenMP 963 samples/s,
-# OMP_WAIT_POLICY=passive 1176, GOMP_SPINCOUNT=10000 1231, workqueue 1873; see
-# benchmarks/bench_peers.py). The workqueue layer's threads sleep instead.
-# Environment variables that the user set win.
-THREADING_LAYER = "workqueue"
+# threading layer, the first of these that loads:
+#
+# * TBB (the ``tbb`` package, a dependency where its wheels exist): its idle
+#   threads sleep, it survives ``fork()``, and the per-op step is as fast on it
+#   as on OpenMP on an idle machine (two cores, default VAE, batch 128: 35,900
+#   samples/s against 36,200) and six times faster with a competing process
+#   on the machine (16,700 against 3,300 on two threads);
+# * OpenMP: as fast when idle, but GNU OpenMP's threads spin while they wait,
+#   which on a busy machine takes the time slice the working thread needs, and
+#   a child process forked after a parallel kernel ran cannot run one;
+# * workqueue: always loads, but launches each parallel kernel slowly (15,300
+#   samples/s idle at batch 128: half).
+#
+# Measured with benchmarks/bench_peers.py. Environment variables that the user
+# set win. How many of the threads a training step uses is chosen by timing
+# (numpyvae.threads).
+THREADING_LAYER_PRIORITY = ("tbb", "omp", "workqueue")
 os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
-_layer_chosen_by_user = "NUMBA_THREADING_LAYER" in os.environ
-os.environ.setdefault("NUMBA_THREADING_LAYER", THREADING_LAYER)
+_layer_chosen_by_user = ("NUMBA_THREADING_LAYER" in os.environ
+                         or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ)
+os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", " ".join(THREADING_LAYER_PRIORITY))
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -69,8 +80,8 @@ from .reference import gaussian_nll_backward, sum_of_squares  # noqa: E402 (not 
 
 if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
     numba.set_num_threads(usable_cpus())
-if not _layer_chosen_by_user and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = THREADING_LAYER  # read when the first parallel kernel runs
+if not _layer_chosen_by_user:  # Numba was imported before us: read when the first kernel runs
+    numba.config.THREADING_LAYER_PRIORITY = list(THREADING_LAYER_PRIORITY)
 
 NAME = "numba"
 ACTIVATIONS = reference.ACTIVATIONS
@@ -553,6 +564,16 @@ def _conv():
     return _conv_kernels
 
 
+def _conv_tasks():
+    """How many blocks of the batch a convolution kernel cuts: one per thread of Numba's pool.
+
+    Not the threads running now (:class:`threads` may run fewer): each block
+    sums its own weight gradient and the blocks are added in order, so a
+    fixed number of blocks gives the same bits on any thread count.
+    """
+    return numba.config.NUMBA_NUM_THREADS
+
+
 def _conv_work(name, shape, dtype):
     return _work(f"{name}{shape}", shape, dtype)
 
@@ -571,10 +592,10 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     out = _empty(out, (B, O, Ho, Wo), W.dtype)
     if not (_same_float(x, W, b, out) and _contiguous(W, out)):
         return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
-    tasks = numba.get_num_threads()
+    tasks = _conv_tasks()
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, code,
-               alpha, out.reshape(B, O, Ho * Wo), cols, _GEMM[W.dtype])
+               alpha, out.reshape(B, O, Ho * Wo), cols, _GEMM[W.dtype], tasks=tasks)
     return out
 
 
@@ -594,13 +615,13 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     K = _conv()
     da = _conv_da(K, dy, y, code, alpha).reshape(B, O, Ho * Wo)
     K.bias_grad(da, db)
-    tasks = numba.get_num_threads()
+    tasks = _conv_tasks()
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     parts = _conv_work("conv.dW", (tasks, O, C * kh * kw), W.dtype)
     _with_blas(K.conv2d_backward, x, W.reshape(O, -1), da, dW.reshape(O, -1), parts, kh, kw,
                sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols,
-               _GEMM[W.dtype])
+               _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
 
 
@@ -629,10 +650,10 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
         return reference.conv_transpose2d_forward(x, W, b, stride, padding, output_padding,
                                                   activation, alpha, out=out)
     x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
-    tasks = numba.get_num_threads()
+    tasks = _conv_tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
     _with_blas(_conv().conv_transpose2d_forward, x.reshape(B, C, H * Wd), W.reshape(C, -1), b,
-               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, _GEMM[W.dtype])
+               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, _GEMM[W.dtype], tasks=tasks)
     return out
 
 
@@ -653,11 +674,11 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     da = _conv_da(K, dy, y, code, alpha)
     K.bias_grad(da.reshape(B, O, -1), db)
     x = np.ascontiguousarray(x)
-    tasks = numba.get_num_threads()
+    tasks = _conv_tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
     parts = _conv_work("conv.dW", (tasks, C, O * kh * kw), W.dtype)
     dx_arg = dx.reshape(B, C, H * Wd) if need_dx else x.reshape(B, C, H * Wd)
     _with_blas(K.conv_transpose2d_backward, x.reshape(B, C, H * Wd), W.reshape(C, -1), da,
                dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, dx_arg, need_dx, cols,
-               _GEMM[W.dtype])
+               _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None

@@ -1,0 +1,115 @@
+"""The training step's thread count (:mod:`numpyvae.threads`): chosen by timing, and harmless.
+
+Whatever thread count the chooser picks, every bit of the results is the
+same (the per-op kernels give each output element to one thread); the
+chooser runs the cheaper count, probes the other less often after each
+probe it loses, and leaves Numba's thread count as it found it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import numba  # noqa: E402
+
+from numpyvae import CVAE, VAE, Adam, train_step  # noqa: E402
+from numpyvae.convnet import conv_vae  # noqa: E402
+from numpyvae.threads import ThreadChooser, chooser_of, step_threads  # noqa: E402
+
+MOST = numba.config.NUMBA_NUM_THREADS
+
+
+def _train(make, k, monkeypatch, labels=False, steps=4):
+    monkeypatch.setattr(ThreadChooser, "pick", lambda self, k=k: k)
+    model = make()
+    opt = Adam(model.params, backend="numba")
+    rng = np.random.default_rng(8)
+    losses = []
+    for _ in range(steps):
+        x = rng.random((9, *model.input_shape), dtype=np.float32)
+        if labels:
+            y = rng.integers(0, 3, size=9)
+            with step_threads(model):
+                result = model.loss_and_grads(x, y)
+                opt.step(result.grads)
+        else:
+            result = train_step(model, opt, x)
+        losses.append(result.loss)
+    return losses, model.flat_params.copy()
+
+
+@pytest.mark.skipif(MOST < 2, reason="needs two usable CPUs to compare thread counts")
+@pytest.mark.parametrize("which", ["mlp", "conv", "cvae"])
+def test_one_thread_and_every_thread_train_to_the_same_bits(which, monkeypatch):
+    make = {
+        "mlp": lambda: VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1),
+        "conv": lambda: conv_vae((8, 8), 3, (2, 3), seed=1, backend="numba", dtype="float32"),
+        "cvae": lambda: CVAE(10, num_classes=3, hidden_dims=(7,), latent_dim=3,
+                             backend="numba", dtype="float32", seed=1),
+    }[which]
+    one = _train(make, 1, monkeypatch, labels=which == "cvae")
+    every = _train(make, MOST, monkeypatch, labels=which == "cvae")
+    assert one[0] == every[0]
+    np.testing.assert_array_equal(one[1], every[1])
+
+
+def test_the_default_step_is_the_per_op_path_and_restores_numbas_thread_count():
+    model = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
+    twin = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
+    opt, twin_opt = Adam(model.params, backend="numba"), Adam(twin.params, backend="numba")
+    calls = []
+    real = model.backend.mlp_step
+    model.backend.mlp_step = lambda *args: calls.append(1) or real(*args)
+    before = numba.get_num_threads()
+    try:
+        x = np.random.default_rng(3).random((6, 10))
+        eps = np.random.default_rng(4).standard_normal((6, 3))
+        for _ in range(5):
+            got = train_step(model, opt, x, eps=eps)
+            want = twin.loss_and_grads(x, eps=eps)
+            twin_opt.step(want.grads)
+            assert got.loss == want.loss
+    finally:
+        model.backend.mlp_step = real
+    assert calls == []
+    assert numba.get_num_threads() == before
+    np.testing.assert_array_equal(model.flat_params, twin.flat_params)
+    chooser = chooser_of(model)
+    assert (chooser is None) == (MOST < 2)
+    if chooser is not None:
+        assert chooser.steps == 5
+
+
+def test_the_numpy_backend_has_no_threads_to_choose():
+    model = VAE(10, (7,), 3, backend="numpy", dtype="float64", seed=1)
+    with step_threads(model):
+        model.loss_and_grads(np.ones((2, 10)))
+    assert chooser_of(model) is None
+
+
+def test_the_chooser_runs_the_cheaper_count_and_probes_less_after_each_lost_probe():
+    chooser = ThreadChooser(2)
+    cost = {1: 1.0, 2: 3.0}  # one thread three times faster: a busy machine
+    picks = []
+    for _ in range(2000):
+        k = chooser.pick()
+        picks.append(k)
+        chooser.record(k, cost[k])
+    assert picks[:2] == [2, 2]  # warm-up on every core, untimed
+    probes = [i for i, k in enumerate(picks) if k == 2 and i > 3]
+    gaps = np.diff(probes)
+    assert len(probes) >= 4  # still probed, in case the machine goes quiet
+    assert list(gaps[:4]) == [64, 128, 256, 512]  # each lost probe doubles the wait
+    assert gaps.max() == ThreadChooser.PROBE_MOST
+    cost = {1: 1.0, 2: 0.5}  # the machine went quiet
+    for _ in range(ThreadChooser.PROBE_MOST + 1):
+        k = chooser.pick()
+        chooser.record(k, cost[k])
+        if chooser.best == 2:
+            break
+    assert chooser.best == 2  # found within one longest wait
+    assert chooser.interval == ThreadChooser.PROBE_EVERY  # a won probe resets the wait
+    assert ThreadChooser(1).pick() == 1
