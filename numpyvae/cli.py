@@ -395,16 +395,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="step through one forward/backward pass node by node, checking each node",
         description="Run one forward and backward pass with the noise held fixed and print "
                     "every node (each layer, the mu/logvar split, the reparameterization, "
-                    "the KL, the likelihood, the loss): shapes, statistics, gradient norms "
-                    "and a central-difference check of its backward in float64. --bug "
+                    "the KL, the likelihood, the loss; for a conditional model also the "
+                    "label joined to x and to z): shapes, statistics, gradient norms "
+                    "and a central-difference check of its backward in float64. A "
+                    "conditional run is inspected on its test images' own labels. --bug "
                     "plants a known-wrong backward formula in one node; the check points at "
                     "it. Exits with 1 if any node's check fails.",
         epilog="examples:\n  numpyvae inspect --tiny                 # a 6-5-3 float64 VAE, "
-               "instant\n  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
+               "instant\n  numpyvae inspect --tiny --conditional   # the same as a CVAE\n"
+               "  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
                "  numpyvae inspect --tiny --bug reparam-dropped-half\n"
                "  numpyvae inspect --list-bugs")
     p.add_argument("run_dir", nargs="?", help="a run folder (or use --tiny)")
     p.add_argument("--tiny", action="store_true", help="a small float64 VAE on random data")
+    p.add_argument("--conditional", action="store_true",
+                   help="with --tiny: a small conditional VAE (2 classes) and random labels")
     p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
     p.add_argument("--beta", type=float, default=None,
                    help="KL weight (default: the run's, or 1 with --tiny)")
@@ -414,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, help="also draw the graph into this PNG")
     p.add_argument("--seed", type=_non_negative, default=0)
     _add_data(p)
+    _add_own_data(p)
     _add_backend(p)
     return parser
 
@@ -539,7 +545,7 @@ def _gradcheck(args):
 
 
 def _inspect(args):
-    from .inspect import inspect, inspect_run, tiny_model
+    from .inspect import inspect, inspect_run, tiny_conditional_model, tiny_model
     from .inspect_catalogue import BUGS
 
     if args.list_bugs:
@@ -548,14 +554,22 @@ def _inspect(args):
         return 0
     if args.tiny == (args.run_dir is not None):
         raise ValueError("give either a run folder or --tiny")
+    if args.conditional and not args.tiny:
+        raise ValueError("--conditional goes with --tiny (a run folder's model is conditional "
+                         "or not as it was trained)")
     if args.tiny:
-        model, x = tiny_model(backend=args.backend)
-        trace = inspect(model, x, beta=1.0 if args.beta is None else args.beta,
-                                  bug=args.bug, bug_node=args.node, seed=args.seed)
+        labels = None
+        if args.conditional:
+            model, x, labels = tiny_conditional_model(backend=args.backend)
+        else:
+            model, x = tiny_model(backend=args.backend)
+        trace = inspect(model, x, beta=1.0 if args.beta is None else args.beta, labels=labels,
+                        bug=args.bug, bug_node=args.node, seed=args.seed)
     else:
         trace = inspect_run(args.run_dir, n=args.n, seed=args.seed, bug=args.bug,
-                                      node=args.node, beta=args.beta, data_dir=args.data_dir,
-                                      download=not args.no_download, backend=args.backend)
+                            node=args.node, beta=args.beta, data_dir=args.data_dir,
+                            download=not args.no_download, backend=args.backend,
+                            data=args.data)
     print(trace)
     if args.figure:
         import matplotlib

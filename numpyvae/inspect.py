@@ -3,7 +3,12 @@
 :func:`inspect` runs a model on a batch with the noise held fixed, as a graph
 of small nodes: each layer of the encoder and the decoder, the split of the
 encoder's output into ``mu`` and ``logvar``, the reparameterization, the KL,
-the likelihood and the loss. For every node it records
+the likelihood and the loss. A conditional model (:class:`~numpyvae.CVAE`)
+has two more: the one-hot label joined to the encoder's input
+(``condition.x``) and to the code ``z`` before the decoder (``condition.z``).
+Every model the library builds is covered: MLP and convolutional VAEs and
+autoencoders, conditional VAEs of either kind, and any network of layers.
+For every node it records
 
 * its name (``"encoder.0"``, ``"posterior.reparameterize"``, ...), its kind
   and its formula (taken from the docstring that derives it);
@@ -199,6 +204,51 @@ class SplitOp(Op):
 
     def backward(self, douts, h):
         return {"h": np.concatenate([douts["mu"], douts["logvar"]], axis=1)}, {}
+
+
+class ConcatLabelOp(Op):
+    """``[a | e_y]``: a conditional model's one-hot label joined to a node's input.
+
+    For a flat input ``a`` of shape (B, n) the label's ``C`` columns are
+    appended, (B, n + C); for an image input (B, n, H, W) the one-hot vector
+    is broadcast to ``C`` constant feature maps and appended as channels,
+    (B, n + C, H, W) (as :meth:`numpyvae.CVAE.encoder_input` does).
+
+    The label ``e_y`` is data, a constant. The backward of a concatenation is
+    the split: since ``[a | e_y]`` copies ``a`` into its first ``n`` columns
+    (or channels), ``da = d[a | e_y][:, :n]``, and the label's part is dropped.
+    Before the decoder ``a = z`` and ``da`` is ``dz``, which flows on into the
+    posterior; before the encoder ``a = x`` is the data, so the model skips
+    this gradient, and the inspector computes it only to check the node (as
+    it checks the first layer's ``dx``).
+    """
+
+    kind = "ConcatLabel"
+    constants = ("y",)
+    outputs = ("out",)
+
+    def __init__(self, input_name, n, num_classes, image=False):
+        super().__init__()
+        self.inputs = (input_name,)
+        a, C = input_name, num_classes
+        part = f"{C} label {'channels' if image else 'columns'}"
+        self.summary = f"out = [{a} | e_y] ({part});  d{a} = dout[:, :{n}]"
+        self.formula = (f"out = [{a} | e_y] with the one-hot label's {part}, "
+                        f"d{a} = dout[:, :{n}] (the label's part dropped)")
+        self.math = self.formula
+
+    def forward(self, y, **inputs):
+        a = inputs[self.inputs[0]]
+        if a.ndim == 2:
+            return {"out": np.concatenate([a, y], axis=1)}
+        maps = np.broadcast_to(y.reshape(*y.shape, *([1] * (a.ndim - 2))),
+                               (a.shape[0], y.shape[1], *a.shape[2:]))
+        return {"out": np.concatenate([a, maps], axis=1)}
+
+    def backward(self, douts, y, **inputs):
+        name = self.inputs[0]
+        n = inputs[name].shape[1]
+        return {name: np.array(douts["out"][:, :n], copy=True)}, {}
 
 
 class ReparameterizeOp(Op):
@@ -532,14 +582,21 @@ class Trace(Mapping):
     Index it by node name (``trace["encoder.0"]``); ``str(trace)`` is the
     table; :meth:`plot` draws the graph. ``model_errors`` holds, per
     parameter, the relative difference between the trace's gradient and the
-    model's own ``loss_and_grads`` (the trace is the model's computation).
+    model's own ``loss_and_grads``, and ``model_loss`` that call's loss (the
+    trace is the model's computation). ``labels`` are a conditional model's
+    class labels (None for any other model); ``notes`` are lines printed
+    under the table (say, what a run was trained on that the trace does not show).
     """
 
-    def __init__(self, nodes, loss, beta, bug=None, model_errors=None, model_dtype=None):
+    def __init__(self, nodes, loss, beta, bug=None, model_errors=None, model_dtype=None,
+                 model_loss=None, labels=None, notes=()):
         self.nodes = {n.name: n for n in nodes}
         self.loss, self.beta, self.bug = float(loss), beta, bug
         self.model_errors = model_errors or {}
         self.model_dtype = model_dtype
+        self.model_loss = model_loss
+        self.labels = labels
+        self.notes = list(notes)
 
     def __getitem__(self, name) -> Node:
         try:
@@ -590,9 +647,11 @@ class Trace(Mapping):
                         "differences (float64)"))
         if self.model_errors:
             worst = max(self.model_errors, key=self.model_errors.get)
-            lines.append(f"trace vs the model's own loss_and_grads ({self.model_dtype}): "
-                         f"largest relative difference {self.model_errors[worst]:.1e} "
-                         f"({worst})")
+            loss = "" if self.model_loss is None else f"loss {self.model_loss:.6g}, "
+            lines.append(f"the model's own loss_and_grads ({self.model_dtype}): {loss}"
+                         f"largest relative gradient difference "
+                         f"{self.model_errors[worst]:.1e} ({worst})")
+        lines.extend(self.notes)
         return "\n".join(lines)
 
     def __str__(self):
@@ -633,14 +692,26 @@ def _has_posterior(model) -> bool:
     return getattr(model, "latent_widths", 1) == 2
 
 
+def _is_conditional(model) -> bool:
+    """A conditional model (:class:`~numpyvae.CVAE`) has a number of classes."""
+    return getattr(model, "num_classes", None) is not None
+
+
 def build_graph(model, beta=1.0):
     """The model's nodes as ``(name, op, wiring)`` in execution order.
 
     ``wiring`` maps each of the op's inputs and constants to ``(node, output)``;
-    ``"data"`` provides ``x`` (the batch) and ``eps`` (the noise).
+    ``"data"`` provides ``x`` (the batch), ``eps`` (the noise) and, for a
+    conditional model, ``y`` (the one-hot labels).
     """
     graph = []
     src = ("data", "x")
+    conditional = _is_conditional(model)
+    if conditional:
+        C, shape = model.num_classes, model.input_shape
+        graph.append(("condition.x", ConcatLabelOp("x", shape[0], C, image=len(shape) > 1),
+                      {"x": src, "y": ("data", "y")}))
+        src = ("condition.x", "out")
     for name, layer in _leaves(model.encoder, "encoder."):
         graph.append((name, LayerOp(layer), {"x": src}))
         src = (name, "out")
@@ -653,6 +724,10 @@ def build_graph(model, beta=1.0):
                       {**halves, "eps": ("data", "eps")}))
         graph.append(("posterior.kl", KLOp(be), dict(halves)))
         src = ("posterior.reparameterize", "z")
+    if conditional:
+        graph.append(("condition.z", ConcatLabelOp("z", model.latent_dim, C),
+                      {"z": src, "y": ("data", "y")}))
+        src = ("condition.z", "out")
     for name, layer in _leaves(model.decoder, "decoder."):
         graph.append((name, LayerOp(layer), {"x": src}))
         src = (name, "out")
@@ -674,21 +749,26 @@ def _likelihood_param_name(model, key):
     return f"likelihood.{key}"
 
 
-def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
+def inspect(model, x, eps=None, beta=1.0, *, labels=None, bug=None, bug_node=None, seed=0,
             check=True, compare_model=True) -> Trace:
     """Run one forward and backward pass of ``model`` on ``x`` and record every node.
 
     Parameters
     ----------
-    model : VAE or Autoencoder
-        Any model with ``encoder`` and ``decoder`` networks of layers; it is
-        not modified (its gradient arrays are restored after the comparison).
+    model : VAE, Autoencoder or CVAE
+        Any model with ``encoder`` and ``decoder`` networks of layers (MLP,
+        convolutional, or any other); it is not modified (its gradient arrays
+        are restored after the comparison).
     x : ndarray
         The batch, shape ``(B, *input_shape)``.
     eps : ndarray, shape (B, latent_dim), optional
         The reparameterization noise, held fixed; drawn from ``seed`` if omitted.
     beta : float
         Weight of the KL term.
+    labels : int array, shape (B,), or int
+        The class of each example: required for a conditional model
+        (:class:`~numpyvae.CVAE`), refused for any other. One int labels
+        every row, as in the CVAE's own methods.
     bug : str, optional
         A name from :data:`numpyvae.inspect_catalogue.BUGS`: that bug's wrong
         backward replaces the correct one in this trace only.
@@ -716,12 +796,13 @@ def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
     """
     from .inspect_catalogue import plant
 
-    if getattr(model, "num_classes", None) is not None:
-        raise ValueError(f"inspect: conditional models ({type(model).__name__}) are not "
-                         f"supported yet; inspect a VAE or an Autoencoder")
     rng = np.random.default_rng(seed)
     x = np.asarray(x)
     x64 = np.array(x, dtype=F64)
+    if x64.ndim < 2:
+        raise ValueError(f"inspect: expected a batch x of shape (B, *input_shape), got shape "
+                         f"{x64.shape}")
+    labels, y = _labels(model, labels, x64.shape[0])
     graph = build_graph(model, beta)
     if _has_posterior(model):
         shape = (x64.shape[0], model.latent_dim)
@@ -733,7 +814,7 @@ def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
         graph, planted_at = plant(graph, bug, bug_node)
         planted = bug
 
-    values = {("data", "x"): x64, ("data", "eps"): eps}
+    values = {("data", "x"): x64, ("data", "eps"): eps, ("data", "y"): y}
     nodes = []
     for name, op, wiring in graph:
         ins = {k: values[wiring[k]] for k in (*op.inputs, *op.constants)}
@@ -759,37 +840,85 @@ def inspect(model, x, eps=None, beta=1.0, *, bug=None, bug_node=None, seed=0,
         for (_, op, _), node in zip(graph, nodes, strict=True):
             node.check = check_vjp(op, node.inputs, rng)
 
-    model_errors = _compare_with_model(model, x, eps, beta, nodes) if compare_model else {}
+    model_errors, model_loss = (_compare_with_model(model, x, eps, beta, labels, nodes)
+                                if compare_model else ({}, None))
     return Trace(nodes, loss, beta, bug=planted, model_errors=model_errors,
-                 model_dtype=str(np.dtype(getattr(model, "dtype", F64))))
+                 model_dtype=str(np.dtype(getattr(model, "dtype", F64))),
+                 model_loss=model_loss, labels=labels)
 
 
-def _compare_with_model(model, x, eps, beta, nodes) -> dict[str, float]:
-    """Relative difference between the trace's parameter gradients and the model's own."""
+def _labels(model, labels, batch):
+    """``(labels, one_hot)`` for a conditional model, checked; ``(None, None)`` for another.
+
+    ``labels`` (B,) class indices, or one int for every row, become (B,) ints
+    and their float64 one-hot rows (B, C).
+    """
+    name = type(model).__name__
+    if not _is_conditional(model):
+        if labels is not None:
+            raise ValueError(f"inspect: labels are for a conditional model (CVAE); this "
+                             f"{name} takes none")
+        return None, None
+    if labels is None:
+        raise ValueError(f"inspect: this {name} is conditional; pass labels=, the class of "
+                         f"each of the {batch} examples (ints in [0, {model.num_classes}))")
+    from .cvae import one_hot
+
+    labels = np.asarray(labels)
+    if labels.ndim == 0:
+        labels = np.full(batch, labels)
+    if labels.shape != (batch,):
+        raise ValueError(f"inspect: expected {batch} labels (one per example of x), got shape "
+                         f"{labels.shape}")
+    try:
+        y = one_hot(labels, model.num_classes, F64)
+    except ValueError as exc:
+        raise ValueError(f"inspect: {exc}") from None
+    return labels.astype(np.int64), y
+
+
+def _compare_with_model(model, x, eps, beta, labels, nodes) -> tuple[dict[str, float], float]:
+    """Per parameter, the relative difference of the trace's gradient from the model's own.
+
+    Runs ``model.loss_and_grads`` with the same batch, noise, ``beta`` and
+    labels, and returns ``(errors, loss)``: the differences by qualified
+    parameter name, and the model's loss.
+    """
     saved = {k: np.array(g, copy=True) for k, g in model.grads.items()}
     try:
         kwargs = {"beta": beta}
         if eps is not None:
             kwargs["eps"] = np.asarray(eps, dtype=model.dtype)
-        model.loss_and_grads(np.asarray(x, dtype=model.dtype), **kwargs)
+        if labels is not None:
+            kwargs["labels"] = labels
+        result = model.loss_and_grads(np.asarray(x, dtype=model.dtype), **kwargs)
         ours = {}
         for n in nodes:
             for k, g in n.dparams.items():
                 qualified = (_likelihood_param_name(model, k) if n.name == "likelihood"
                              else f"{n.name}.{k}")
                 ours[qualified] = g
-        return {k: rel_error(np.asarray(model.grads[k], dtype=F64), ours[k])
-                for k in model.grads if k in ours}
+        errors = {k: rel_error(np.asarray(model.grads[k], dtype=F64), ours[k])
+                  for k in model.grads if k in ours}
+        return errors, float(result.loss)
     finally:
         for k, g in model.grads.items():
             g[...] = saved[k]
 
 
 def inspect_run(run_dir, *, n=4, seed=0, bug=None, node=None, beta=None, data_dir=None,
-                download=True, backend=None):
+                download=True, backend=None, data=None):
     """``numpyvae inspect RUN_DIR``: the trained model of a run on ``n`` of its test images.
 
-    ``beta`` defaults to the run's own. Returns the :class:`Trace`.
+    ``beta`` defaults to the run's own. A conditional run's model is given the
+    test images' own labels. The test set is found as the other run commands
+    find it (:func:`numpyvae.run.run_dataset`; ``data`` is a run's own data
+    file if it has moved). Returns the :class:`Trace`.
+
+    A run trained on the importance-weighted bound (``--iw-train K``) holds a
+    plain VAE: the trace steps through its ELBO (the bound's ``K = 1`` case,
+    with the KL in closed form, :mod:`numpyvae.iwae`), and a note under the
+    table says so.
     """
     from .run import load_run, run_dataset
     from .train import eval_inputs
@@ -797,12 +926,29 @@ def inspect_run(run_dir, *, n=4, seed=0, bug=None, node=None, beta=None, data_di
     if not (isinstance(n, int) and 1 <= n <= 64):
         raise ValueError(f"inspect: n must be an integer from 1 to 64, got {n!r}")
     run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, progress=False)
-    idx = np.random.default_rng(seed).choice(len(dataset.x_test), size=n, replace=False)
-    x = eval_inputs(dataset.x_test[np.sort(idx)], run.options.get("binarize") or "none")
+    dataset = run_dataset(run.config, data_dir, download, progress=False, data=data,
+                          run_dir=run_dir)
+    available = len(dataset.x_test)
+    if available == 0:
+        raise ValueError(f"inspect: {run_dir} has no test images to inspect on")
+    rows = np.sort(np.random.default_rng(seed).choice(available, size=min(n, available),
+                                                      replace=False))
+    x = eval_inputs(dataset.x_test[rows], run.options.get("binarize") or "none")
+    labels = None
+    if _is_conditional(run.model):
+        if dataset.y_test is None:
+            raise ValueError(f"inspect: {run_dir} holds a conditional model but its test "
+                             f"images have no labels")
+        labels = np.asarray(dataset.y_test[rows])
     if beta is None:
         beta = float(run.options.get("beta") or 1.0)
-    return inspect(run.model, x, beta=beta, bug=bug, bug_node=node, seed=seed)
+    trace = inspect(run.model, x, beta=beta, labels=labels, bug=bug, bug_node=node, seed=seed)
+    k = run.options.get("iw_train")
+    if k:
+        trace.notes.append(f"note: this run was trained on the importance-weighted bound "
+                           f"(--iw-train {k}); the trace steps through the same model's ELBO "
+                           f"(the bound's K = 1 case, with the KL in closed form)")
+    return trace
 
 
 def tiny_model(backend=None, likelihood="bernoulli"):
@@ -815,8 +961,21 @@ def tiny_model(backend=None, likelihood="bernoulli"):
     return model, x
 
 
+def tiny_conditional_model(backend=None, likelihood="bernoulli"):
+    """A small float64 CVAE (6 + 2 classes, 5, 3) and a batch of 4 with its labels.
+
+    Returns ``(model, x, labels)``: ``inspect(model, x, labels=labels)``.
+    """
+    from .cvae import CVAE
+
+    model = CVAE(6, num_classes=2, hidden_dims=(5,), latent_dim=3, likelihood=likelihood,
+                 dtype="float64", seed=0, backend=backend)
+    x = np.random.default_rng(1).random((4, 6))
+    return model, x, np.array([0, 1, 1, 0])
+
+
 __all__ = ["inspect", "inspect_run", "Trace", "Node", "Check", "check_vjp", "build_graph",
-           "formula_of", "tiny_model", "TOLERANCE"]
+           "formula_of", "tiny_model", "tiny_conditional_model", "TOLERANCE"]
 
 
 class _CallableModule(types.ModuleType):

@@ -21,7 +21,12 @@ missing-activation-derivative  Linear(activation)   da = dy  (dy ⊙ f′(a))
 relu-inverted-mask             ReLU                 dx = dy·[y ≤ 0]  (dy·[y > 0])
 bernoulli-sign                 Likelihood           dout = x − sigmoid(out)  (sigmoid(out) − x)
 loss-missing-batch-mean        Loss                 dnll = 1, dkl = β  (1/B, β/B)
+concat-wrong-slice             ConcatLabel          dz = d[z|e_y][:, −L:]  (d[z|e_y][:, :L])
 =============================  ===================  ==========================================
+
+The last one is a conditional model's (:class:`~numpyvae.CVAE`): the
+gradient of ``[z | e_y]`` read from the wrong end, its last ``L`` columns
+(partly the label's) instead of its first ``L``.
 """
 
 from __future__ import annotations
@@ -107,6 +112,12 @@ def _loss_missing_mean(op, douts, inputs, correct):
     return {k: g * B for k, g in correct[0].items()}, correct[1]
 
 
+def _concat_wrong_slice(op, douts, inputs, correct):
+    name = op.inputs[0]
+    n = np.shape(inputs[name])[1]
+    return {name: np.array(douts["out"][:, -n:], copy=True)}, correct[1]
+
+
 BUGS: dict[str, Bug] = {b.name: b for b in (
     Bug("reparam-dropped-half", _kind("Reparameterize"),
         "dlogvar = dz * sigma * eps  (correct: dz * sigma * eps / 2)", _reparam_dropped_half),
@@ -135,6 +146,9 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
         "dout = x - sigmoid(out)  (correct: sigmoid(out) - x)", _bernoulli_sign),
     Bug("loss-missing-batch-mean", _kind("Loss"),
         "dnll = 1, dkl = beta  (correct: 1/B and beta/B)", _loss_missing_mean),
+    Bug("concat-wrong-slice", _kind("ConcatLabel"),
+        "dz = d[z | e_y][:, -L:], the last L columns  (correct: the first L, [:, :L])",
+        _concat_wrong_slice),
 )}
 
 

@@ -4,7 +4,11 @@ One box per node (name, kind, output shape; green when its backward check
 passed, red when it failed), arrows for the values flowing forward, each
 labelled with the value's shape and the norm of the gradient flowing back
 along it. Columns follow the order of computation; nodes that run side by
-side (the reparameterization and the KL) share a column. No graphviz needed.
+side (the reparameterization and the KL) share a column. A conditional
+model's data box is "data x, y": its one arrow carries the batch and the
+one-hot labels into ``condition.x``; the labels' second use, in
+``condition.z``, is a constant and drawn without an arrow, as the noise is.
+No graphviz needed.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def plot_trace(trace, ax=None):
         edges: dict[str, list[str]] = {}  # one arrow per source, however many values
         for inp, (src, _) in node.wiring.items():
             if src == "data" and (inp == "eps" or node.name != first):
-                continue  # the noise is a constant; the data's one arrow goes to the encoder
+                continue  # the noise is a constant; the data's one arrow goes to the first node
             edges.setdefault(src, []).append(inp)
         for src, inputs in edges.items():
             (x0, y0), (x1, y1) = xy(src), xy(node.name)
@@ -69,7 +73,10 @@ def plot_trace(trace, ax=None):
             ax.text(x0 + 0.8 + t * (x1 - x0 - 1.6), y0 + t * (y1 - y0) + 0.1, label,
                     ha="center", va="bottom", fontsize=7, color="#333333",
                     bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8))
-    ax.text(*xy("data"), "data x", ha="center", va="center", fontsize=8,
+    labelled = any(src == ("data", "y") for n in trace.nodes.values()
+                   for src in n.wiring.values())
+    ax.text(*xy("data"), "data x, y" if labelled else "data x", ha="center", va="center",
+            fontsize=8,
             bbox=dict(boxstyle="round", fc=NEUTRAL, ec="#888888"))
     for node in trace.nodes.values():
         color = NEUTRAL if node.check is None else (PASS if node.check.passed else FAIL)

@@ -601,6 +601,10 @@ def build_model(config: dict, backend=None):
     config = dict(config)
     config.pop("format", None)
     kind = config.pop("kind", "vae")
+    if kind == "cvae":
+        # The conditional VAE registers its kind when its module is first imported
+        # (it subclasses VAE, so this module cannot import it at the top).
+        from . import cvae  # noqa: F401
     if kind not in MODEL_KINDS:
         raise ModelFileError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
     cls = MODEL_KINDS[kind]

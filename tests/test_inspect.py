@@ -1,6 +1,7 @@
 """The step-through inspector: every node recorded and checked, and planted bugs found.
 
-Clean runs must pass at every node, on both backends and every model kind; each
+Clean runs must pass at every node, on both backends and every model kind (the
+conv and conditional models are in ``test_inspect_models.py``); each
 bug of the catalogue must fail the check of exactly the node it was planted in
 (and no other), by a clear margin; and planting a bug must change nothing outside
 that one trace.
@@ -13,7 +14,15 @@ import pytest
 
 import numpyvae
 from numpyvae.cli import main
-from numpyvae.inspect import TOLERANCE, Trace, check_vjp, formula_of, inspect, tiny_model
+from numpyvae.inspect import (
+    TOLERANCE,
+    Trace,
+    check_vjp,
+    formula_of,
+    inspect,
+    tiny_conditional_model,
+    tiny_model,
+)
 from numpyvae.inspect_catalogue import BUGS, plant
 from numpyvae.layers import Linear, ReLU, Sequential, Tanh
 
@@ -145,14 +154,17 @@ def test_each_planted_bug_fails_exactly_its_node(backend_name, bug):
             [Linear(3, 5, **kw), Linear(5, 6, **kw)])
     else:
         model = _vae(backend_name)
-    x = _batch()
-    trace = inspect(model, x, bug=bug)
+    x, given = _batch(), {}
+    if bug == "concat-wrong-slice":  # a conditional model's node
+        model, x, labels = tiny_conditional_model(backend=backend_name)
+        given = {"labels": labels}
+    trace = inspect(model, x, bug=bug, **given)
     planted = [n.name for n in trace.values() if n.bug]
     assert len(planted) == 1
     assert trace.failed == planted, trace.table()
     assert trace[planted[0]].check.max_error > 1e-3, trace.table()
     # The bug lived in that trace only: a clean run afterwards passes everywhere.
-    assert inspect(model, x).passed
+    assert inspect(model, x, **given).passed
 
 
 def test_bug_can_be_placed_in_a_chosen_node():
@@ -271,15 +283,6 @@ def test_cli_run_dir(tmp_path, capsys):
     assert main(["inspect", str(run), "-n", "3", "--backend", "numpy"]) == 0
     out = capsys.readouterr().out
     assert "encoder.0" in out and "(3,784)" in out.replace(" ", "")
-
-
-def test_conditional_models_are_refused_with_a_clear_error():
-    from numpyvae.cvae import CVAE
-
-    model = CVAE(6, hidden_dims=(5,), latent_dim=3, num_classes=2, dtype="float64",
-                 backend="numpy")
-    with pytest.raises(ValueError, match="conditional models"):
-        inspect(model, _batch())
 
 
 def test_the_package_attribute_is_callable_as_the_issue_spells_it(backend_name):
