@@ -48,7 +48,7 @@ else:
 t_data = time.perf_counter()
 model = numpyvae.VAE(784, (400,), 20, backend="numba")
 opt = numpyvae.Adam(model.params, backend="numba")
-numpyvae.train_step(model, opt, x)  # as the training loop runs it (the fused step)
+numpyvae.train_step(model, opt, x)  # as the training loop runs it
 t_step = time.perf_counter()
 print(json.dumps({{"import_s": t_import - t_start, "numba_imported_by_import": numba_imported,
                   "backend_import_s": t_backend - t_import, "data_s": t_data - t_backend,

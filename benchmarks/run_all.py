@@ -152,7 +152,7 @@ def summary_markdown(peers, startup, memory, kernels=None):
                               for k, v in sorted(info["step_s_by_threads"].items()))
             chooser.append(f"{what}: {times}, chose {info['chosen_threads']}")
     if chooser:
-        lines.append("The fused step's own timing at batch 128 (its thread chooser's running "
+        lines.append("The training step's own timing at batch 128 (its thread chooser's running "
                      "figures at the end of each condition): " + "; ".join(chooser) + ".")
     reg = peers.get("regression") or {}
     if len(reg) > 1:
@@ -170,7 +170,8 @@ def summary_markdown(peers, startup, memory, kernels=None):
     thr = peers.get("threading") or {}
     if thr:
         names = list(next(iter(thr.values())))
-        lines += ["", "Numba threading layers (numpyvae's fused and per-op steps):", "",
+        lines += ["", "Numba threading layers (numpyvae's training step; beside it on TBB, the "
+                  "whole-step kernel and the per-op path on every thread):", "",
                   "| | " + " | ".join(thr) + " |", "|---|" + "---:|" * len(thr)]
         for name in names:
             lines.append(f"| {name} | " + " | ".join(_cell(t.get(name)) for t in thr.values())

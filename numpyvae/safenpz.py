@@ -75,12 +75,7 @@ class _Problem(Exception):
 
 
 def _read(path: Path, what: str) -> dict:
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise _Problem("file not found") from None
-    except OSError as exc:
-        raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+    f = _open(path)
     with f:
         try:
             head = f.read(4)
@@ -103,7 +98,7 @@ def _read(path: Path, what: str) -> dict:
             arrays = {}
             for info in entries:
                 try:
-                    arrays[info.filename[:-4]] = _read_entry(archive, info)
+                    arrays[info.filename[:-4]] = _read_entry(archive, info, what)
                 except _ZIP_ERRORS as exc:
                     raise _Problem(f"entry {info.filename!r} is damaged ({_say(exc)})") from None
     return arrays
@@ -135,42 +130,93 @@ def _check_directory(archive) -> list:
     return entries
 
 
-def _read_entry(archive, info) -> np.ndarray:
-    name = info.filename
+def _read_entry(archive, info, what) -> np.ndarray:
     with archive.open(info) as stream:
-        try:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream, MAX_HEADER)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream, MAX_HEADER)
-            else:
-                raise ValueError(f".npy format version {version[0]}.{version[1]} is not "
-                                 f"supported (1.0 and 2.0 are)")
-        except (ValueError, TypeError, SyntaxError, KeyError, RecursionError,
-                OverflowError) as exc:
-            raise _Problem(f"entry {name!r} is not a valid .npy array ({_say(exc)})") from None
-        if dtype.hasobject or dtype.kind not in _KINDS:
-            raise _Problem(f"entry {name!r} holds {dtype} data; numpyvae files hold numbers or "
-                           f"text (pickled objects are never loaded)")
-        nbytes = math.prod(shape) * dtype.itemsize
-        header_size = stream.tell()  # decompressed bytes read so far: the header's
-        if header_size + nbytes != info.file_size:
-            raise _Problem(f"entry {name!r}: its .npy header announces shape {shape} of {dtype} "
-                           f"({nbytes} bytes) but the zip directory gives it "
-                           f"{info.file_size - header_size} bytes of data")
-        buffer = bytearray(nbytes)
-        view, done = memoryview(buffer), 0
-        while done < nbytes:
-            chunk = stream.read(min(_CHUNK, nbytes - done))
-            if not chunk:
-                raise _Problem(f"entry {name!r} is truncated ({done} of {nbytes} bytes)")
-            view[done:done + len(chunk)] = chunk
-            done += len(chunk)
-        if stream.read(1):  # also makes zipfile check the CRC
-            raise _Problem(f"entry {name!r} holds more data than its header announces")
+        return _read_array(stream, f"entry {info.filename!r}", info.file_size, "zip directory",
+                           what)
+
+
+def _read_array(stream, name: str, declared: int, declarer: str, what: str = "numpyvae file"):
+    """The ``.npy`` array in ``stream``: its header checked, then exactly its bytes read.
+
+    ``declared``: how many bytes the stream holds, as ``declarer`` (the zip
+    directory, the file system) says; the header's shape must fill exactly
+    that, so nothing bigger than the file is ever allocated.
+    """
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream, MAX_HEADER)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream, MAX_HEADER)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not "
+                             f"supported (1.0 and 2.0 are)")
+    except (ValueError, TypeError, SyntaxError, KeyError, RecursionError,
+            OverflowError, EOFError) as exc:
+        raise _Problem(f"{name} is not a valid .npy array ({_say(exc)})") from None
+    if dtype.hasobject or dtype.kind not in _KINDS:
+        raise _Problem(f"{name} holds {dtype} data; {what}s hold numbers or text (pickled "
+                       f"objects are never loaded)")
+    nbytes = math.prod(shape) * dtype.itemsize
+    header_size = stream.tell()  # bytes read so far: the header's
+    if header_size + nbytes != declared:
+        raise _Problem(f"{name}: its .npy header announces shape {shape} of {dtype} "
+                       f"({nbytes} bytes) but the {declarer} gives it "
+                       f"{declared - header_size} bytes of data")
+    reason = excess(nbytes)
+    if reason is not None:
+        raise _Problem(f"{name} would need {reason}")
+    buffer = bytearray(nbytes)
+    view, done = memoryview(buffer), 0
+    while done < nbytes:
+        chunk = stream.read(min(_CHUNK, nbytes - done))
+        if not chunk:
+            raise _Problem(f"{name} is truncated ({done} of {nbytes} bytes)")
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    if stream.read(1):  # also makes zipfile check the CRC
+        raise _Problem(f"{name} holds more data than its header announces")
     array = np.frombuffer(buffer, dtype=dtype)
     return array.reshape(shape, order="F" if fortran else "C")
+
+
+def read_npy(path, error: type[Exception] = ValueError, what: str = "array file") -> np.ndarray:
+    """The array of the ``.npy`` file ``path``, read as :func:`read_npz` reads each entry.
+
+    The header is checked first (a numeric, boolean or text dtype, never a
+    pickle; a shape whose bytes fill exactly the file and fit the memory
+    budget), then exactly those bytes are read. Every problem raises
+    ``error`` naming ``path``.
+    """
+    path = Path(path)
+    try:
+        f = _open(path)
+        with f:
+            try:
+                size = f.seek(0, 2)
+                f.seek(0)
+            except OSError as exc:
+                raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+            if size == 0:
+                raise _Problem(f"the file is empty; not a readable {what}")
+            try:
+                return _read_array(f, "the file", size, "file's size", what)
+            except OSError as exc:
+                raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+    except _Problem as exc:
+        raise error(f"{path}: {exc}") from None
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise _Problem("file not found") from None
+    except IsADirectoryError:
+        raise _Problem("a folder, not a file") from None
+    except OSError as exc:
+        raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
 
 
 def _say(exc) -> str:

@@ -27,12 +27,11 @@ decoding image files (:mod:`numpyvae.data.imagefolder`).
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..safenpz import read_npy, read_npz
 from .datasets import Dataset
 from .idx import DataFileError, DataNotFoundError
 
@@ -151,16 +150,14 @@ def to_unit(x) -> np.ndarray:
 
 def read_array_file(path: Path) -> dict:
     """The arrays of a ``.npy``/``.npz`` file: ``x`` and maybe ``y``, ``x_test``, ``y_test``."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        else:
-            arrays = {"x": loaded}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation,
-            NotImplementedError, RuntimeError) as exc:
-        raise DataFileError(f"{path}: not a readable NumPy array file ({exc})") from exc
+    # Read as model files are (numpyvae.safenpz): the header checked before any data, never a
+    # pickle, never more memory than the file's own size and the budget allow.
+    if path.suffix.lower() == ".npz":
+        arrays = read_npz(path, DataFileError, "NumPy array file")
+        if not arrays:
+            raise DataFileError(f"{path}: the archive holds no arrays")
+    else:
+        arrays = {"x": read_npy(path, DataFileError, "NumPy array file")}
     x_key = _one_of(arrays, X_KEYS)
     if x_key is None:
         if len(arrays) != 1:
