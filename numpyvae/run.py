@@ -22,6 +22,7 @@ import numpy as np
 
 from . import evaluate, latent, latent_plots, plots, runfolder
 from .backend import get_backend
+from .cvae import CVAE
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
 from .model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
@@ -221,7 +222,7 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
         if not num_classes:
             raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist or "
                              "shapes)")
-        cls, extra = MODEL_KINDS["cvae"], {"num_classes": int(num_classes)}
+        cls, extra = CVAE, {"num_classes": int(num_classes)}
     if options.get("gaussian_var") is not None:
         extra["gaussian_var"] = options["gaussian_var"]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
