@@ -583,7 +583,12 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                     _figure_path(run_dir, "transfer.png"), seed=seed))
     if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
-        plots.manifold(model, shape, n=20, path=path)
+        given = {}
+        if _conditional(model):  # the decoder's grid for one class: the first
+            name = (dataset.label_names or ["0"])[0]
+            given = {"labels": 0, "title": f"the decoder over a grid of the 2-D latent space "
+                                           f"(N(0, I) quantiles), as class {name}"}
+        plots.manifold(model, shape, n=20, path=path, **given)
         paths.append(path)
     if isinstance(model, VAE):
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
