@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "against posterior collapse (default: 0, off)")
     p.add_argument("--conditional", action="store_true", default=None,
                    help="a conditional VAE: encoder q(z|x,y) and decoder p(x|z,y) see the "
-                        "one-hot class label (mnist, fashion-mnist, shapes by shape)")
+                        "one-hot class label (mnist, fashion-mnist, shapes by shape, or your "
+                        "own labelled data); with --arch conv the label enters the encoder "
+                        "as constant channels")
     p.add_argument("--iw-train", type=_positive, metavar="K", default=None,
                    help="train on the importance-weighted bound (IWAE) with K samples per "
                         "example instead of the ELBO (default: off)")

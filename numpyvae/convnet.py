@@ -14,6 +14,13 @@ For single-channel images of height ``H`` and width ``W`` (both divisible by
         ConvTranspose2d(C2 -> C1, k4, s2, p1) ReLU  -> (B, C1, H/2, W/2)
         ConvTranspose2d(C1 -> 1, k4, s2, p1)        -> (B, 1, H, W), logits
 
+The conditional VAE (:func:`conv_cvae`, ``numpyvae train --arch conv
+--conditional``) has the same networks with room for a one-hot label of
+``C`` classes: the encoder's first convolution takes ``1 + C`` channels, the
+image and ``C`` constant label maps (``Conv2d(1 + C -> C1, ...)``), and the
+decoder's ``Linear`` takes ``[z | e_y]``, ``L + C`` values
+(:mod:`numpyvae.cvae` derives why nothing else changes).
+
 A kernel of 4 with stride 2 and padding 1 halves a side exactly,
 ``(n + 2 - 4) // 2 + 1 = n / 2`` for even ``n``, and the transposed
 convolution doubles it back, ``(n - 1) 2 - 2 + 4 = 2 n``. The ReLUs are fused
@@ -28,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conv import Conv2d, ConvTranspose2d
-from .layers import Flatten, Linear, Reshape, Sequential
+from .layers import Flatten, LabelChannels, Linear, Reshape, Sequential
 
 #: The default widths of the two convolutions.
 DEFAULT_CHANNELS = (32, 64)
@@ -46,39 +53,52 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
 
 
 def conv_networks(image_shape=(28, 28), latent_dim=20, channels=DEFAULT_CHANNELS, *,
-                  encoder_width=None, flat=False, rng=None, dtype="float32", backend=None):
+                  encoder_width=None, num_classes=0, flat=False, rng=None, dtype="float32",
+                  backend=None):
     """The encoder and decoder above, as two :class:`~numpyvae.layers.Sequential`.
 
     ``encoder_width`` is the encoder's output width: ``2 * latent_dim`` for a
     VAE ([mu | logvar], the default), ``latent_dim`` for an autoencoder.
+    ``num_classes`` ``C > 0`` gives the conditional VAE's networks: the
+    encoder takes ``(1 + C, H, W)`` (the image and its label maps) and the
+    decoder ``(latent_dim + C,)`` (the code and the one-hot label).
     ``flat=True`` adds a ``Reshape(1, H, W)`` in front of the encoder and a
     ``Flatten`` after the decoder, so the networks take and give rows of
     ``H W`` pixels, as the MLP's do (what the command line uses: data sets,
-    figures and evaluation all hold images as rows).
+    figures and evaluation all hold images as rows); with ``C > 0`` the
+    encoder's rows are ``[x | e_y]``, ``H W + C`` values, and
+    :class:`~numpyvae.layers.LabelChannels` takes the ``Reshape``'s place.
     """
     _, H, W = check_image_shape(image_shape)
     c1, c2 = (int(c) for c in channels)
     if min(c1, c2) < 1:
         raise ValueError(f"channels must be positive, got {tuple(channels)}")
+    C = num_classes
+    if not (isinstance(C, (int, np.integer)) and not isinstance(C, bool) and C >= 0):
+        raise ValueError(f"num_classes must be an integer >= 0 (0: not conditional), got "
+                         f"{num_classes!r}")
+    C = int(C)
     rng = np.random.default_rng() if rng is None else rng
     width = 2 * latent_dim if encoder_width is None else int(encoder_width)
     h, w = H // 4, W // 4
     n_flat = c2 * h * w
     common = dict(rng=rng, dtype=dtype, backend=backend)
     encoder = Sequential(
-        Conv2d(1, c1, 4, 2, 1, activation="relu", **common),
+        Conv2d(1 + C, c1, 4, 2, 1, activation="relu", **common),
         Conv2d(c1, c2, 4, 2, 1, activation="relu", **common),
         Flatten(backend=backend),
         Linear(n_flat, width, **common),
     )
     decoder = Sequential(
-        Linear(latent_dim, n_flat, "relu", **common),
+        Linear(latent_dim + C, n_flat, "relu", **common),
         Reshape(c2, h, w, backend=backend),
         ConvTranspose2d(c2, c1, 4, 2, 1, activation="relu", **common),
         ConvTranspose2d(c1, 1, 4, 2, 1, **common),
     )
     if flat:
-        encoder = Sequential(Reshape(1, H, W, backend=backend), *encoder.children)
+        front = (LabelChannels((1, H, W), C, backend=backend) if C else
+                 Reshape(1, H, W, backend=backend))
+        encoder = Sequential(front, *encoder.children)
         decoder = Sequential(*decoder.children, Flatten(backend=backend))
     return encoder, decoder
 
@@ -104,17 +124,49 @@ def conv_vae(image_shape=(28, 28), latent_dim=20, channels=DEFAULT_CHANNELS, *, 
                **model_options)
 
 
+def conv_cvae(image_shape, latent_dim, num_classes, channels=DEFAULT_CHANNELS, *, seed=0,
+              dtype="float32", backend=None, flat=False, **model_options):
+    """The conditional convolutional VAE: a :class:`~numpyvae.CVAE` of :func:`conv_networks`.
+
+    The encoder's first convolution takes ``1 + num_classes`` channels and
+    the decoder's first ``Linear`` ``latent_dim + num_classes`` inputs. The
+    model takes batches of shape ``(B, 1, H, W)`` (the CVAE appends the label
+    maps), or ``(B, H W)`` with ``flat=True`` (the CVAE appends the one-hot
+    columns, and the encoder's :class:`~numpyvae.layers.LabelChannels` turns
+    them into the same maps); every method takes the labels,
+    ``loss_and_grads(x, labels)``, ``sample(n, labels=...)``, ... Weights are
+    drawn from ``numpy.random.default_rng(seed)``; other keyword arguments
+    (``likelihood``, ``free_bits``, ...) go to the model.
+
+    >>> import numpyvae
+    >>> model = numpyvae.conv_cvae((28, 28), latent_dim=8, num_classes=10, channels=(4, 8))
+    >>> model.sample(3, labels=7).shape                  # three draws of class 7
+    (3, 1, 28, 28)
+    """
+    from .cvae import CVAE
+
+    if not (isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+            and num_classes >= 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    encoder, decoder = conv_networks(image_shape, latent_dim, channels,
+                                     num_classes=num_classes, flat=flat,
+                                     rng=np.random.default_rng(seed), dtype=dtype,
+                                     backend=backend)
+    return CVAE(encoder, decoder, num_classes=num_classes, latent_dim=latent_dim, seed=seed,
+                backend=backend, **model_options)
 
 
 def conv_checks(backend=None, seed: int = 0):
-    """Gradient checks of the conv layers and the conv VAE and autoencoder (``numpyvae gradcheck``).
+    """Gradient checks of the conv layers and the conv models (``numpyvae gradcheck``).
 
     In float64 with small sizes: ``Conv2d`` and ``ConvTranspose2d`` with
     unequal kernel sides, strides and paddings (and a fused activation),
-    then the convolutional VAE and autoencoder on 8 x 12 images, end to end
-    with the noise held fixed. The whole models are checked with step
-    ``h = 1e-4``: their loss is a sum of ~100 terms, and with a smaller step
-    the rounding of that sum, not the gradient, sets the error.
+    then the convolutional VAE and autoencoder on 8 x 12 images, and the
+    conditional one on the same images as rows (as the command line trains
+    it, through ``LabelChannels``), end to end with the noise held fixed. The
+    whole models are checked with step ``h = 1e-4``: their loss is a sum of
+    ~100 terms, and with a smaller step the rounding of that sum, not the
+    gradient, sets the error.
     """
     from .gradcheck import check_layer, check_model
 
@@ -137,7 +189,13 @@ def conv_checks(backend=None, seed: int = 0):
         name = "Autoencoder" if autoencoder else "VAE"
         reports.append(check_model(model, x, rng=rng, h=1e-4,
                                    title=f"conv {name} (8 x 12 images, channels 2 3, latent 3)"))
+    model = conv_cvae((8, 12), 3, 4, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
+                      flat=True)
+    reports.append(check_model(model, x.reshape(2, -1), labels=np.array([3, 1]), rng=rng,
+                               h=1e-4, title="conv CVAE (8 x 12 images as rows, 4 classes, "
+                                             "channels 2 3, latent 3)"))
     return reports
 
 
-__all__ = ["DEFAULT_CHANNELS", "check_image_shape", "conv_checks", "conv_networks", "conv_vae"]
+__all__ = ["DEFAULT_CHANNELS", "check_image_shape", "conv_checks", "conv_cvae",
+           "conv_networks", "conv_vae"]

@@ -13,6 +13,12 @@ The label enters both networks as a one-hot vector :math:`e_y \\in \\{0, 1\\}^C`
   architecture (a convolutional decoder starts with a ``Linear`` from the
   code).
 
+A convolutional encoder that takes rows of pixels (as the command line's
+models do) gets ``[x | e_y]`` columns and turns them into the same image and
+label channels with its first layer, :class:`~numpyvae.layers.LabelChannels`.
+:func:`numpyvae.convnet.conv_cvae` builds the conditional convolutional VAE
+of ``numpyvae train --arch conv --conditional`` either way.
+
 The loss is the VAE's with everything conditioned on ``y``,
 
 .. math:: \\mathcal L(x, y) = -\\log p(x \\mid z, y)
@@ -38,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_backend
-from .layers import as_float_dtype, mlp
+from .layers import append_label_maps, as_float_dtype, mlp
 from .model import MODEL_KINDS, VAE, LossResult, _positive_int
 
 __all__ = ["CVAE", "one_hot"]
@@ -180,9 +186,7 @@ class CVAE(VAE):
         y = self.one_hot(labels, x.shape[0])
         if x.ndim == 2:
             return np.concatenate([x, y], axis=1)
-        maps = np.broadcast_to(y.reshape(*y.shape, *([1] * (x.ndim - 2))),
-                               (x.shape[0], self.num_classes, *x.shape[2:]))
-        return np.concatenate([x, maps], axis=1)
+        return append_label_maps(x, y)
 
     def decoder_input(self, z, labels) -> np.ndarray:
         """``[z | e_y]``, shape (B, L + C)."""

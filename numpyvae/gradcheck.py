@@ -165,18 +165,22 @@ def check_layer(layer, x: np.ndarray, dout: np.ndarray | None = None, *, rng=Non
 
 
 def check_model(model, x: np.ndarray, eps: np.ndarray | None = None, beta: float = 1.0, *,
-                rng=None, h: float = 1e-5, tol: float = 1e-7, title: str | None = None
-                ) -> GradReport:
-    """Check ``model.loss_and_grads`` for every parameter, with the noise ``eps`` held fixed."""
+                labels=None, rng=None, h: float = 1e-5, tol: float = 1e-7,
+                title: str | None = None) -> GradReport:
+    """Check ``model.loss_and_grads`` for every parameter, with the noise ``eps`` held fixed.
+
+    ``labels`` (B,): the classes of ``x``, for a conditional model (:class:`~numpyvae.CVAE`).
+    """
     rng = np.random.default_rng(0) if rng is None else rng
     latent = getattr(model, "latent_dim", None)
     if eps is None and latent is not None:
         eps = rng.standard_normal((x.shape[0], latent)).astype(model.dtype)
-    result = model.loss_and_grads(x, eps=eps, beta=beta)
+    given = {} if labels is None else {"labels": labels}
+    result = model.loss_and_grads(x, eps=eps, beta=beta, **given)
     grads = {k: np.array(g, dtype=np.float64) for k, g in result.grads.items()}
 
     def f():
-        return model.loss_and_grads(x, eps=eps, beta=beta).loss
+        return model.loss_and_grads(x, eps=eps, beta=beta, **given).loss
 
     report = GradReport(title or repr(model))
     for name, p in model.params.items():
@@ -188,17 +192,27 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     """Check every layer type, and both models end to end, in float64 (``numpyvae gradcheck``).
 
     One report each for: ``Linear`` with every activation, every activation
-    layer, ``Flatten`` and ``Reshape`` on image-shaped data, a ``Sequential``,
-    the VAE with a Bernoulli, a fixed-variance Gaussian and a learned-variance
-    Gaussian likelihood (and with free bits), the autoencoder, and a VAE of
-    composed networks (a three-hidden-layer tanh encoder over images, a
-    softplus decoder back to images), then the convolution layers and the
-    convolutional VAE and autoencoder (:func:`numpyvae.convnet.conv_checks`).
+    layer, ``Flatten``, ``Reshape`` and ``LabelChannels`` on image-shaped
+    data, a ``Sequential``, the VAE with a Bernoulli, a fixed-variance
+    Gaussian and a learned-variance Gaussian likelihood (and with free bits),
+    the autoencoder, the conditional VAE, and a VAE of composed networks (a
+    three-hidden-layer tanh encoder over images, a softplus decoder back to
+    images), then the convolution layers and the convolutional VAE,
+    autoencoder and conditional VAE (:func:`numpyvae.convnet.conv_checks`).
     Sizes are small, so the whole suite takes seconds.
     """
     from .backend.reference import ACTIVATIONS
+    from .cvae import CVAE
     from .distributions import GaussianLearnedVariance
-    from .layers import ACTIVATION_LAYERS, Flatten, Linear, Reshape, Sequential, Tanh
+    from .layers import (
+        ACTIVATION_LAYERS,
+        Flatten,
+        LabelChannels,
+        Linear,
+        Reshape,
+        Sequential,
+        Tanh,
+    )
     from .model import VAE, Autoencoder
 
     rng = np.random.default_rng(seed)
@@ -215,6 +229,9 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     for layer in (Flatten(backend=backend), Reshape(3, 4, backend=backend)):
         reports.append(check_layer(layer, rng.standard_normal((6, 2, 3, 2)), rng=rng,
                                    title=f"{layer!r} on (6, 2, 3, 2)"))
+    layer = LabelChannels((2, 3, 2), 4, backend=backend)  # the label's columns: random too
+    reports.append(check_layer(layer, rng.standard_normal((6, 2 * 3 * 2 + 4)), rng=rng,
+                               title=f"{layer!r} on (6, 16)"))
     seq = Sequential(Linear(5, 4, rng=rng, dtype=f64, backend=backend), Tanh(backend=backend),
                      Linear(4, 3, activation="sigmoid", rng=rng, dtype=f64, backend=backend))
     reports.append(check_layer(seq, rng.standard_normal((6, 5)), rng=rng,
@@ -234,6 +251,11 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
                     backend=backend, **kwargs)
         title = f"{cls.__name__}(6, hidden 5, latent 3, {act}), {kwargs['likelihood']}{note}"
         reports.append(check_model(model, x, beta=beta, rng=rng, title=title))
+    model = CVAE(6, num_classes=4, hidden_dims=(5,), latent_dim=3, activation="tanh",
+                 dtype=f64, seed=seed, backend=backend)
+    reports.append(check_model(model, x, beta=0.5, labels=np.array([2, 0, 3, 2]), rng=rng,
+                               title="CVAE(6, 4 classes, hidden 5, latent 3, tanh), "
+                                     "bernoulli, beta 0.5"))
 
     def linear(n_in, n_out, activation="identity"):
         return Linear(n_in, n_out, activation, rng=rng, dtype=f64, backend=backend)

@@ -1,5 +1,5 @@
 """Layers with explicit ``forward`` and ``backward``: Layer, Linear, activations,
-Flatten, Reshape, Sequential.
+Flatten, Reshape, LabelChannels, Sequential.
 
 A layer owns ``params`` and ``grads`` (dicts with identical keys). ``forward(x)``
 keeps one cache of what ``backward`` needs (overwritten on each call);
@@ -452,6 +452,107 @@ class Reshape(Layer):
 
     def __repr__(self):
         return f"Reshape({', '.join(str(d) for d in self.shape)})"
+
+
+def append_label_maps(images, onehot, out=None) -> np.ndarray:
+    """Images with the label as channels: ``(B, c, H, W)`` and ``(B, C)`` -> ``(B, c + C, H, W)``.
+
+    Channel ``c + k`` of example ``b`` is the constant map ``onehot[b, k]``:
+    the one-hot vector broadcast to every position, so a convolution sees the
+    label wherever it looks (the usual way of conditioning a convolutional
+    network on a class). Any number of spatial axes works. ``out``, if given,
+    is written into and returned.
+    """
+    B, c = images.shape[:2]
+    if out is None:
+        out = np.empty((B, c + onehot.shape[1], *images.shape[2:]),
+                       dtype=np.result_type(images, onehot))
+    out[:, :c] = images
+    out[:, c:] = onehot.reshape(*onehot.shape, *([1] * (images.ndim - 2)))
+    return out
+
+
+class LabelChannels(Layer):
+    """Rows ``[x | e_y]`` -> images with the label as channels: ``(B, D + C) -> (B, c + C, H, W)``.
+
+    The first layer of a conditional convolutional encoder that takes rows of
+    pixels (as the command line's models do): the first ``D = c H W`` columns
+    of a row are an image, reshaped to ``(c, H, W)``; the last ``C``, the
+    one-hot label, each become a constant ``H x W`` map
+    (:func:`append_label_maps`). So the conditional VAE's ``[x | e_y]`` rows
+    reach the first convolution as exactly what an image batch with its label
+    maps would be.
+
+    No parameters. The backward splits the same way: the image's columns get
+    their channels' gradient, reshaped back; a broadcast's gradient is the sum
+    over the positions it was broadcast to, so label column ``k`` of a row
+    gets (for a loss :math:`\\ell` and the output :math:`o`)
+
+    .. math:: \\frac{\\partial \\ell}{\\partial e_k}
+              = \\sum_{h, w} \\frac{\\partial \\ell}{\\partial o_{c + k, h, w}} .
+
+    In a model the label is data and this part is dropped; it is computed so
+    that the layer is a correct layer on its own, checked like every other.
+    """
+
+    def __init__(self, image_shape, num_classes, backend=None):
+        super().__init__(backend)
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else ()
+        if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and not
+                                      isinstance(d, bool) and d >= 1 for d in shape):
+            raise ValueError(f"LabelChannels: image_shape must be three positive sizes "
+                             f"(channels, height, width), got {image_shape!r}")
+        if not (isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+                and num_classes >= 1):
+            raise ValueError(f"LabelChannels: num_classes must be a positive integer, got "
+                             f"{num_classes!r}")
+        self.image_shape = tuple(int(d) for d in shape)
+        self.num_classes = int(num_classes)
+        self._batch = None  # the batch size forward was given
+
+    @property
+    def in_features(self) -> int:
+        """``D + C``: the pixels of one image and the label's columns."""
+        return math.prod(self.image_shape) + self.num_classes
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"{self!r}: expected rows of {math.prod(self.image_shape)} pixels "
+                             f"and {self.num_classes} label columns, shape "
+                             f"({self.in_features},), got {tuple(input_shape)}")
+        c, H, W = self.image_shape
+        return (c + self.num_classes, H, W)
+
+    def spec(self):
+        return {"type": "LabelChannels", "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes}
+
+    def forward(self, x):
+        """x: (B, D + C) rows ``[image | one-hot]`` -> (B, c + C, H, W)."""
+        self._check_input(x, (self.in_features,), None)
+        B, D = x.shape[0], self.in_features - self.num_classes
+        self._batch = B
+        out = self._buffer("out", (B, *self.output_shape(x.shape[1:])), x.dtype)
+        return append_label_maps(x[:, :D].reshape(B, *self.image_shape), x[:, D:], out=out)
+
+    def backward(self, dout):
+        """dout: (B, c + C, H, W) -> dx: (B, D + C), the label's columns summed over positions."""
+        if self._batch is None:
+            raise RuntimeError("LabelChannels.backward called before forward")
+        self._check_input(dout, self.output_shape((self.in_features,)), None,
+                          what="upstream gradient")
+        self._check_batch(dout, self._batch)
+        B, c, D = dout.shape[0], self.image_shape[0], self.in_features - self.num_classes
+        dx = self._buffer("dx", (B, self.in_features), dout.dtype)
+        if dx is None:
+            dx = np.empty((B, self.in_features), dtype=dout.dtype)
+        dx[:, :D] = dout[:, :c].reshape(B, D)
+        dx[:, D:] = dout[:, c:].sum(axis=(2, 3))
+        return dx
+
+    def __repr__(self):
+        return (f"LabelChannels(image_shape={self.image_shape}, "
+                f"num_classes={self.num_classes})")
 
 
 class Sequential(Layer):

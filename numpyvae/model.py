@@ -596,15 +596,23 @@ class Autoencoder(_EncoderDecoder):
 MODEL_KINDS = {"vae": VAE, "autoencoder": Autoencoder}
 
 
+def _register_kinds_and_layers() -> None:
+    """Import the modules that add to :data:`MODEL_KINDS` and the layer types.
+
+    :mod:`numpyvae.cvae` (the ``"cvae"`` kind) and :mod:`numpyvae.conv`
+    (``Conv2d``, ``ConvTranspose2d``) build on this module, so they cannot be
+    imported at its top; a model file may name them all the same, so a fresh
+    process that only called :func:`load` must know them.
+    """
+    from . import conv, cvae  # noqa: F401  (imported for what they register)
+
+
 def build_model(config: dict, backend=None):
     """Construct an untrained model from a :meth:`~VAE.config` or :meth:`~VAE.architecture` dict."""
+    _register_kinds_and_layers()
     config = dict(config)
     config.pop("format", None)
     kind = config.pop("kind", "vae")
-    if kind == "cvae":
-        # The conditional VAE registers its kind when its module is first imported
-        # (it subclasses VAE, so this module cannot import it at the top).
-        from . import cvae  # noqa: F401
     if kind not in MODEL_KINDS:
         raise ModelFileError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
     cls = MODEL_KINDS[kind]

@@ -323,7 +323,7 @@ def best_factor(codes, factors: dict):
     return name, np.asarray(factors[name])
 
 
-def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure:
+def manifold(model, image_shape=(28, 28), n=20, path=None, title=None, labels=None) -> Figure:
     """The decoder's mean image over an ``n`` x ``n`` grid of a 2-D latent space.
 
     The grid points are the standard normal's quantiles at evenly spaced
@@ -331,6 +331,8 @@ def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure
     prior get equal room. ``z[0]`` grows from left to right and ``z[1]`` from
     bottom to top, as on a plot, and the axes are labelled with the values of
     ``z`` at the tiles' centres; a thin grey gap separates the tiles.
+    ``labels``: for a conditional model, the class (an int) every tile is
+    decoded as.
     """
     if getattr(model, "latent_dim", None) != 2:
         raise ValueError(f"manifold needs a model with a 2-D latent space, got latent_dim="
@@ -341,7 +343,8 @@ def manifold(model, image_shape=(28, 28), n=20, path=None, title=None) -> Figure
     q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.5 / n, 1 - 0.5 / n, n)])
     zx, zy = np.meshgrid(q, q[::-1])  # z[1] grows upwards, as on a plot
     z = np.stack([zx.ravel(), zy.ravel()], axis=1)
-    images = model.decode(z.astype(model.dtype))
+    images = model.decode(z.astype(model.dtype),
+                          **({} if labels is None else {"labels": labels}))
     title = title or "the decoder over a grid of the 2-D latent space (N(0, I) quantiles)"
     pad = 1
     grid = tile(images, image_shape, n, pad=pad, pad_value=0.3)   # a thin grey gap

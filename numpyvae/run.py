@@ -200,35 +200,37 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
     for images of ``image_shape`` (height and width divisible by 4), taking
     and giving rows of pixels like the MLP; ``hidden`` and ``activation``
     then do not apply. With ``options["conditional"]``, a
-    :class:`~numpyvae.CVAE` for ``num_classes`` classes.
+    :class:`~numpyvae.CVAE` for ``num_classes`` classes, of either
+    architecture (the conv one from :func:`numpyvae.convnet.conv_cvae`).
     """
-    if options.get("arch", "mlp") == "conv":
-        from .convnet import conv_vae
-
-        if options.get("conditional"):
-            raise ValueError("--conditional works with --arch mlp only")
-        if image_shape is None:
-            raise ValueError("the convolutional VAE needs the images' shape")
-        return conv_vae(tuple(image_shape), options["latent_dim"], tuple(options["channels"]),
-                        seed=options["seed"], dtype=options["dtype"], backend=backend,
-                        autoencoder=options["model"] == "autoencoder", flat=True,
-                        likelihood=_likelihood(options["likelihood"]),
-                        free_bits=options.get("free_bits") or 0.0)
-    cls = MODEL_KINDS[options["model"]]
     extra = {}
     if options.get("conditional"):
         if options["model"] != "vae":
             raise ValueError(f"--conditional needs --model vae, not {options['model']}")
         if not num_classes:
-            raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist or "
-                             "shapes)")
-        cls, extra = CVAE, {"num_classes": int(num_classes)}
+            raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist, "
+                             "shapes, or your own data with labels)")
+        extra["num_classes"] = int(num_classes)
     if options.get("gaussian_var") is not None:
         extra["gaussian_var"] = options["gaussian_var"]
+    common = dict(seed=options["seed"], dtype=options["dtype"], backend=backend,
+                  free_bits=options.get("free_bits") or 0.0, **extra)
+    if options.get("arch", "mlp") == "conv":
+        from .convnet import conv_cvae, conv_vae
+
+        if image_shape is None:
+            raise ValueError("the convolutional VAE needs the images' shape")
+        shape, channels = tuple(image_shape), tuple(options["channels"])
+        likelihood = _likelihood(options["likelihood"])
+        if options.get("conditional"):
+            return conv_cvae(shape, options["latent_dim"], common.pop("num_classes"), channels,
+                             flat=True, likelihood=likelihood, **common)
+        return conv_vae(shape, options["latent_dim"], channels, flat=True,
+                        autoencoder=options["model"] == "autoencoder", likelihood=likelihood,
+                        **common)
+    cls = CVAE if options.get("conditional") else MODEL_KINDS[options["model"]]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
-               likelihood=options["likelihood"], activation=options["activation"],
-               dtype=options["dtype"], seed=options["seed"], backend=backend,
-               free_bits=options.get("free_bits") or 0.0, **extra)
+               likelihood=options["likelihood"], activation=options["activation"], **common)
 
 
 def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None,
@@ -583,7 +585,12 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                     _figure_path(run_dir, "transfer.png"), seed=seed))
     if model.latent_dim == 2 and images:
         path = _figure_path(run_dir, "manifold.png")
-        plots.manifold(model, shape, n=20, path=path)
+        given = {}
+        if _conditional(model):  # the decoder's grid for one class: the first
+            name = (dataset.label_names or ["0"])[0]
+            given = {"labels": 0, "title": f"the decoder over a grid of the 2-D latent space "
+                                           f"(N(0, I) quantiles), as class {name}"}
+        plots.manifold(model, shape, n=20, path=path, **given)
         paths.append(path)
     if isinstance(model, VAE):
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)

@@ -130,9 +130,11 @@ def test_gradcheck(capsys, backend_name):
                   "VAE(6, hidden 5, latent 3, relu), bernoulli",
                   "gaussian (learned variance)", "Autoencoder(", "Flatten() on", "Reshape(3, 4)",
                   "VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear", "Conv2d(3, 4",
-                  "ConvTranspose2d(3, 2", "conv VAE (8 x 12 images", "conv Autoencoder ("):
+                  "ConvTranspose2d(3, 2", "conv VAE (8 x 12 images", "conv Autoencoder (",
+                  "LabelChannels(image_shape=(2, 3, 2), num_classes=4) on", "CVAE(6, 4 classes",
+                  "conv CVAE (8 x 12 images as rows"):
         assert title in out
-    assert "all 25 checks passed" in out and "FAIL" not in out
+    assert "all 28 checks passed" in out and "FAIL" not in out
 
 
 def test_gradcheck_failure_exits_1(monkeypatch, capsys):
@@ -147,7 +149,7 @@ def test_gradcheck_failure_exits_1(monkeypatch, capsys):
 
     monkeypatch.setattr(gradcheck, "standard_checks", broken)
     assert main(["gradcheck"]) == 1
-    assert "FAILED: 1 of 25 checks" in capsys.readouterr().out
+    assert "FAILED: 1 of 28 checks" in capsys.readouterr().out
 
 
 def test_real_fashion_mnist_from_the_command_line(fashion_mnist_dir, tmp_path, capsys):

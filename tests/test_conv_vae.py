@@ -125,6 +125,7 @@ def test_conv_checks_pass_and_cover_layers_and_models(backend_name):
     assert any(t.startswith("Conv2d") for t in titles)
     assert any(t.startswith("ConvTranspose2d") for t in titles)
     assert any("conv VAE" in t for t in titles) and any("conv Autoencoder" in t for t in titles)
+    assert any("conv CVAE" in t for t in titles)
     assert all(r.passed for r in reports), "\n".join(str(r) for r in reports)
 
 
@@ -156,4 +157,4 @@ def test_gradcheck_command_includes_the_conv_layers_and_models(capsys):
     assert main(["gradcheck", "--backend", "numpy"]) == 0
     out = capsys.readouterr().out
     assert "Conv2d(" in out and "ConvTranspose2d(" in out
-    assert "conv VAE" in out and "conv Autoencoder" in out
+    assert "conv VAE" in out and "conv Autoencoder" in out and "conv CVAE" in out
