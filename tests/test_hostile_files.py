@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 import numpyvae
 from numpyvae import VAE, ModelFileError
 from numpyvae.cli import main
-from numpyvae.data import DataFileError, DataNotFoundError, read_idx, write_idx
+from numpyvae.data import DataFileError, DataNotFoundError, load_data, read_idx, write_idx
 from numpyvae.limits import MEMORY_ENV
 from numpyvae.run import evaluate_run, load_run, train_run
 from numpyvae.runfolder import (
@@ -505,3 +505,110 @@ def test_an_idx_header_beyond_the_memory_budget_is_refused_before_reading(tmp_pa
 def test_zlib_stream_of_the_bomb_is_what_it_claims():
     data = gzip_of([], 16 * MiB)
     assert len(zlib.decompress(data, 31)) == 16 * MiB
+
+
+# ---------------------------------------------------------------------------- your own data files
+#
+# ``--data FILE`` / ``numpyvae.load_data`` read a user's .npy/.npz through the same checked
+# reader as model files: whatever the bytes, only DataFileError (naming the file) escapes,
+# and nothing larger than the file itself is ever allocated.
+
+
+def own_data_error_or_dataset(path):
+    try:
+        ds = load_data(path)
+    except DataFileError as exc:
+        assert str(path) in str(exc)
+        return None
+    assert len(ds.x_train) + len(ds.x_test) >= 1
+    assert np.all(np.isfinite(ds.x_train)) and ds.x_train.dtype.kind == "f"
+    return ds
+
+
+def npy_bytes(header: dict, body: bytes = b"", version=(1, 0)) -> bytes:
+    out = io.BytesIO()
+    write = (np.lib.format.write_array_header_1_0 if version == (1, 0)
+             else np.lib.format.write_array_header_2_0)
+    write(out, header)  # the magic string, then the header
+    return out.getvalue() + body
+
+
+@given(raw=st.binary(max_size=400), suffix=st.sampled_from([".npy", ".npz"]),
+       prefix=st.sampled_from([b"", b"\x93NUMPY\x01\x00", b"PK\x03\x04"]))
+def test_random_bytes_as_own_data_raise_only_data_file_errors(raw, suffix, prefix):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"mine{suffix}"
+        path.write_bytes(prefix + raw)
+        assert own_data_error_or_dataset(path) is None or len(prefix + raw) > 0
+
+
+@given(shape=st.lists(st.integers(0, 2**40), max_size=5),
+       descr=st.sampled_from(["<f4", "<f8", "|u1", ">i8", "|b1", "<c8", "|O", "|V8", "<U3",
+                              "<M8[s]"]),
+       fortran=st.booleans(), body=st.binary(max_size=256), version=st.sampled_from([(1, 0),
+                                                                                    (2, 0)]))
+def test_edited_npy_headers_raise_only_data_file_errors_in_bounded_memory(shape, descr, fortran,
+                                                                        body, version):
+    data = npy_bytes({"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}, body,
+                     version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mine.npy"
+        path.write_bytes(data)
+        tracemalloc.start()
+        try:
+            own_data_error_or_dataset(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * MiB, peak
+
+
+@given(data=st.data())
+def test_edits_of_an_own_npz_raise_only_data_file_errors(data):
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x_train=rng.integers(0, 256, (12, 4, 4), dtype=np.uint8),
+                        y_train=np.arange(12) % 3, label_names=np.array(["a", "b", "c"]))
+    original = buf.getvalue()
+    edited = data.draw(zip_edits(original))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mine.npz"
+        path.write_bytes(edited)
+        own_data_error_or_dataset(path)
+
+
+@given(arrays=st.dictionaries(
+    st.sampled_from(["x_train", "x", "images", "y_train", "labels", "x_test", "y_test",
+                     "label_names", "other"]),
+    st.tuples(st.sampled_from(["uint8", "float32", "float64", "int64", "bool", "<U2"]),
+              st.lists(st.integers(0, 5), max_size=4)),
+    min_size=1, max_size=4))
+def test_any_small_arrays_in_an_own_npz_load_or_say_what_is_wrong(arrays):
+    rng = np.random.default_rng(1)
+    content = {}
+    for name, (dtype, shape) in arrays.items():
+        values = rng.integers(0, 3, size=tuple(shape))
+        content[name] = values.astype(dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mine.npz"
+        np.savez(path, **content)
+        own_data_error_or_dataset(path)
+
+
+def test_an_own_npy_header_beyond_the_memory_budget_is_refused_before_reading(tmp_path,
+                                                                              monkeypatch):
+    path = tmp_path / "big.npy"
+    path.write_bytes(npy_bytes({"descr": "|u1", "fortran_order": False,
+                                "shape": (200000, 28, 28)}, bytes(200000 * 28 * 28)))
+    monkeypatch.setenv(MEMORY_ENV, "64M")
+    with pytest.raises(DataFileError, match=r"big\.npy: the file would need 156.8 MB, more "
+                                            r"than the"):
+        load_data(path)
+
+
+def test_a_pickled_own_npy_is_never_unpickled(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataFileError, match=r"objects\.npy: the file holds object data.*never "
+                                            r"loaded"):
+        load_data(path)
