@@ -12,11 +12,12 @@ CPU-bound process, one thread ~20,000 against two threads' ~17,000 (and
 goes on (a notebook starts next door, a course server empties), so the step
 measures it, all the time.
 
-:class:`ThreadChooser` keeps a running cost (an exponential average of step
-times) per thread count, runs the cheaper one, and now and then probes the
-other once. A probe that loses costs one slow step, so the interval between
-probes doubles after each lost probe (from :attr:`ThreadChooser.PROBE_EVERY`
-up to :attr:`ThreadChooser.PROBE_MOST`) and is reset when a probe wins.
+:class:`ThreadChooser` runs one count and now and then probes the other
+for a few steps; the probe takes over when its median step time beats the
+median of the count in use by a margin. A probe that loses costs a few slow
+steps, so the interval between probes doubles after each lost probe (from
+:attr:`ThreadChooser.PROBE_EVERY` up to :attr:`ThreadChooser.PROBE_MOST`)
+and is reset when a probe wins.
 
 :func:`step_threads` is the ``with`` block a training loop wraps each step
 in: one chooser per model, kept as long as the model lives.
@@ -37,51 +38,69 @@ __all__ = ["ThreadChooser", "step_threads"]
 
 
 class ThreadChooser:
-    """The thread count of the next step, among ``1`` and ``most``, by measured step time."""
+    """The thread count of the next step, among ``1`` and ``most``, by measured step time.
+
+    Step times are noisy (another process wakes, the cache is cold), so
+    one fast step proves nothing: the count in use is judged by the median
+    of its last :attr:`WINDOW` steps, a probe of the other count runs
+    :attr:`PROBE_STEPS` steps in a row and is judged by their median, and
+    the probe must be faster by :attr:`MARGIN` to take over.
+    """
 
     PROBE_EVERY = 32  # steps between probes of the other count, at first
     PROBE_MOST = 512  # ... doubling after every probe that loses, up to this
-    SMOOTHING = 0.3
+    PROBE_STEPS = 3  # steps a probe runs, in a row
+    WINDOW = 9  # recent steps of the count in use that judge it
+    MARGIN = 0.1  # a probe must be this much faster (as a fraction) to take over
     WARMUP = 2  # the first steps compile or load kernels: not timed
 
     def __init__(self, most: int):
         self.candidates = sorted({1, max(1, int(most))})
-        self.cost: dict[int, float] = {}
-        self.steps = 0
         self.best = self.candidates[-1]
+        self.steps = 0
         self.interval = self.PROBE_EVERY
-        self._next_probe = self.PROBE_EVERY
-        self._probing = False
+        self.cost: dict[int, float] = {}  # the median step time of each count, last measured
+        self._recent: list[float] = []  # the count in use: its last WINDOW step times
+        self._probe: list[float] = []  # the probe running now: its step times so far
+        self._next_probe = self.WARMUP + self.PROBE_STEPS + 1  # try the other count early
 
     def pick(self) -> int:
         """The thread count to run the next step on (call :meth:`record` after it)."""
         self.steps += 1
-        self._probing = False
         if len(self.candidates) == 1 or self.steps <= self.WARMUP:
             return self.best
-        untried = [k for k in self.candidates if k not in self.cost]
-        if untried:
-            return untried[0]
-        if self.steps >= self._next_probe:
-            self._probing = True
-            return next(k for k in self.candidates if k != self.best)
+        if self._probe or self.steps >= self._next_probe:
+            return self._other()
         return self.best
 
     def record(self, k: int, seconds: float) -> None:
         """The step that :meth:`pick` chose ran on ``k`` threads and took ``seconds``."""
-        if self.steps <= self.WARMUP:
+        if self.steps <= self.WARMUP or len(self.candidates) == 1:
             return
-        old = self.cost.get(k)
-        if old is None or k != self.best:  # a probe: the old figure is stale, take the new one
-            self.cost[k] = seconds
-        else:
-            self.cost[k] = old + self.SMOOTHING * (seconds - old)
-        previous = self.best
-        self.best = min(self.cost, key=self.cost.get)
-        if self._probing:  # a lost probe waits twice as long before the next one
-            won = self.best != previous
-            self.interval = self.PROBE_EVERY if won else min(2 * self.interval, self.PROBE_MOST)
-            self._next_probe = self.steps + self.interval
+        if k == self.best:
+            self._recent = (self._recent + [seconds])[-self.WINDOW:]
+            self.cost[k] = _median(self._recent)
+            return
+        self._probe.append(seconds)
+        if len(self._probe) < self.PROBE_STEPS:
+            return
+        probe, self._probe = _median(self._probe), []
+        self.cost[k] = probe
+        if not self._recent or probe < (1 - self.MARGIN) * _median(self._recent):
+            self.best, self._recent = k, []
+            self.interval = self.PROBE_EVERY
+        else:  # a lost probe waits twice as long before the next one
+            self.interval = min(2 * self.interval, self.PROBE_MOST)
+        self._next_probe = self.steps + self.interval
+
+    def _other(self) -> int:
+        return next(c for c in self.candidates if c != self.best)
+
+
+def _median(values) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
 _CHOOSERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

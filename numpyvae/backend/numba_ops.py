@@ -163,11 +163,23 @@ _GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
 BLAS = NB.BLAS
 
 
+def _tasks():
+    """How many blocks a kernel cuts its work into: one per thread of Numba's pool.
+
+    Not the threads running now (:class:`threads` may run fewer, and a
+    training step is timed on one and on all): the blocks are the same
+    whatever the thread count, so every BLAS call and every sum is the same
+    and the results do not change by a bit (``tests/test_threads.py``).
+    Fewer threads take several blocks each.
+    """
+    return numba.config.NUMBA_NUM_THREADS
+
+
 def _with_blas(kernel, *args, tasks=None):
     """Call a kernel that uses BLAS, BLAS single-threaded, with ``tasks`` parallel tasks.
 
-    ``tasks`` defaults to one per Numba thread; without a way to switch
-    BLAS's own threads off, the kernel runs as one task.
+    ``tasks`` defaults to :func:`_tasks`; without a way to switch BLAS's own
+    threads off, the kernel runs as one task.
     """
     if _BLAS_THREADS is None:
         kernel(*args, 1)
@@ -176,7 +188,7 @@ def _with_blas(kernel, *args, tasks=None):
     n = get()
     set_(1)
     try:
-        kernel(*args, numba.get_num_threads() if tasks is None else tasks)
+        kernel(*args, _tasks() if tasks is None else tasks)
     finally:
         set_(n)
 
@@ -243,7 +255,7 @@ def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
     else:
         T = W.dtype.type
         _hand_matmul(T(1), x, W, T(0), out)
-        K.bias_activation(out, b, code, alpha, numba.get_num_threads())
+        K.bias_activation(out, b, code, alpha, _tasks())
     return out
 
 
@@ -261,7 +273,7 @@ def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=N
                    _GEMM[W.dtype])
     else:
         T = W.dtype.type
-        K.bias_gradient(dy, y, code, alpha, da, db, numba.get_num_threads())
+        K.bias_gradient(dy, y, code, alpha, da, db, _tasks())
         _hand_matmul(T(1), x.T, da, T(1), dW)
         if need_dx:
             _hand_matmul(T(1), da, W.T, T(0), dx)
@@ -564,16 +576,6 @@ def _conv():
     return _conv_kernels
 
 
-def _conv_tasks():
-    """How many blocks of the batch a convolution kernel cuts: one per thread of Numba's pool.
-
-    Not the threads running now (:class:`threads` may run fewer): each block
-    sums its own weight gradient and the blocks are added in order, so a
-    fixed number of blocks gives the same bits on any thread count.
-    """
-    return numba.config.NUMBA_NUM_THREADS
-
-
 def _conv_work(name, shape, dtype):
     return _work(f"{name}{shape}", shape, dtype)
 
@@ -592,7 +594,7 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     out = _empty(out, (B, O, Ho, Wo), W.dtype)
     if not (_same_float(x, W, b, out) and _contiguous(W, out)):
         return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
-    tasks = _conv_tasks()
+    tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, code,
                alpha, out.reshape(B, O, Ho * Wo), cols, _GEMM[W.dtype], tasks=tasks)
@@ -615,7 +617,7 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     K = _conv()
     da = _conv_da(K, dy, y, code, alpha).reshape(B, O, Ho * Wo)
     K.bias_grad(da, db)
-    tasks = _conv_tasks()
+    tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     parts = _conv_work("conv.dW", (tasks, O, C * kh * kw), W.dtype)
@@ -650,7 +652,7 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
         return reference.conv_transpose2d_forward(x, W, b, stride, padding, output_padding,
                                                   activation, alpha, out=out)
     x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
-    tasks = _conv_tasks()
+    tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
     _with_blas(_conv().conv_transpose2d_forward, x.reshape(B, C, H * Wd), W.reshape(C, -1), b,
                kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, _GEMM[W.dtype], tasks=tasks)
@@ -674,7 +676,7 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     da = _conv_da(K, dy, y, code, alpha)
     K.bias_grad(da.reshape(B, O, -1), db)
     x = np.ascontiguousarray(x)
-    tasks = _conv_tasks()
+    tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
     parts = _conv_work("conv.dW", (tasks, C, O * kh * kw), W.dtype)
     dx_arg = dx.reshape(B, C, H * Wd) if need_dx else x.reshape(B, C, H * Wd)
