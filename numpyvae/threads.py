@@ -44,7 +44,10 @@ class ThreadChooser:
     one fast step proves nothing: the count in use is judged by the median
     of its last :attr:`WINDOW` steps, a probe of the other count runs
     :attr:`PROBE_STEPS` steps in a row and is judged by their median, and
-    the probe must be faster by :attr:`MARGIN` to take over.
+    the probe must be faster by :attr:`MARGIN` to take over. When the count
+    in use runs slower by :attr:`SLOWDOWN` than its figure at the last probe
+    for two windows in a row (another program started), the other count is
+    probed at once, whatever the interval had grown to.
     """
 
     PROBE_EVERY = 32  # steps between probes of the other count, at first
@@ -52,6 +55,7 @@ class ThreadChooser:
     PROBE_STEPS = 3  # steps a probe runs, in a row
     WINDOW = 9  # recent steps of the count in use that judge it
     MARGIN = 0.1  # a probe must be this much faster (as a fraction) to take over
+    SLOWDOWN = 0.3  # the count in use this much slower than at the last probe: probe now
     WARMUP = 2  # the first steps compile or load kernels: not timed
 
     def __init__(self, most: int):
@@ -62,7 +66,9 @@ class ThreadChooser:
         self.cost: dict[int, float] = {}  # the median step time of each count, last measured
         self._recent: list[float] = []  # the count in use: its last WINDOW step times
         self._probe: list[float] = []  # the probe running now: its step times so far
-        self._next_probe = self.WARMUP + self.PROBE_STEPS + 1  # try the other count early
+        self._reference = None  # the median of the count in use when the last probe ended
+        self._slow_windows = 0  # windows in a row in which that count ran slower than it
+        self._next_probe = self.WARMUP + self.WINDOW + 1  # try the other count early
 
     def pick(self) -> int:
         """The thread count to run the next step on (call :meth:`record` after it)."""
@@ -80,6 +86,15 @@ class ThreadChooser:
         if k == self.best:
             self._recent = (self._recent + [seconds])[-self.WINDOW:]
             self.cost[k] = _median(self._recent)
+            if self._reference is not None and self.steps % self.WINDOW == 0:
+                # judged once a window, and only two slow windows in a row count: a burst of
+                # slow steps is noise, a lasting slowdown is another program
+                slow = self.cost[k] > (1 + self.SLOWDOWN) * self._reference
+                self._slow_windows = self._slow_windows + 1 if slow else 0
+                if self._slow_windows >= 2:
+                    self._reference, self._slow_windows = None, 0
+                    self.interval = self.PROBE_EVERY
+                    self._next_probe = self.steps + 1
             return
         self._probe.append(seconds)
         if len(self._probe) < self.PROBE_STEPS:
@@ -87,9 +102,10 @@ class ThreadChooser:
         probe, self._probe = _median(self._probe), []
         self.cost[k] = probe
         if not self._recent or probe < (1 - self.MARGIN) * _median(self._recent):
-            self.best, self._recent = k, []
+            self.best, self._recent, self._reference = k, [], probe
             self.interval = self.PROBE_EVERY
         else:  # a lost probe waits twice as long before the next one
+            self._reference = _median(self._recent)
             self.interval = min(2 * self.interval, self.PROBE_MOST)
         self._next_probe = self.steps + self.interval
 

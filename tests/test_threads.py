@@ -129,3 +129,31 @@ def test_one_fast_step_of_the_other_count_does_not_take_over():
         chooser.record(k, base * (3.0 if rng.random() < 0.1 else 1.0))
     assert chooser.best == 2
     assert picks[10:].count(1) < 0.04 * len(picks[10:])  # the probes, and little else
+
+
+def test_a_sudden_slowdown_is_answered_at_once_whatever_the_interval():
+    chooser = ThreadChooser(2)
+    cost = {1: 4.7, 2: 3.2}  # idle: two threads faster; the probe interval grows to its most
+    for _ in range(3000):
+        k = chooser.pick()
+        chooser.record(k, cost[k])
+    assert chooser.best == 2 and chooser.interval == ThreadChooser.PROBE_MOST
+    cost = {1: 6.6, 2: 14.7}  # two busy processes start: one thread is now twice as fast
+    waited = 0
+    while chooser.best != 1 and waited < 100:
+        k = chooser.pick()
+        chooser.record(k, cost[k])
+        waited += 1
+    assert chooser.best == 1
+    assert waited <= 3 * ThreadChooser.WINDOW + ThreadChooser.PROBE_STEPS + 1
+
+
+def test_a_steady_machine_is_not_probed_more_often():
+    chooser = ThreadChooser(2)
+    rng = np.random.default_rng(1)
+    picks = []
+    for _ in range(5000):
+        k = chooser.pick()
+        picks.append(k)
+        chooser.record(k, (1.0 if k == 2 else 1.5) * rng.uniform(0.9, 1.1))
+    assert picks[1000:].count(1) <= 9 * ThreadChooser.PROBE_STEPS  # a probe per 512 steps
