@@ -67,6 +67,21 @@ def one_hot(labels, num_classes, dtype=np.float64) -> np.ndarray:
     return out
 
 
+def batch_labels(labels, batch, who="", per="row") -> np.ndarray:
+    """``labels`` as (batch,) class indices: one int labels every row; a wrong count is refused.
+
+    ``who`` starts the error message (the caller's name), ``per`` names what
+    each label belongs to.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 0:
+        labels = np.full(batch, labels)
+    if labels.shape != (batch,):
+        raise ValueError(f"{who}expected {batch} labels (one per {per}), got shape "
+                         f"{labels.shape}")
+    return labels
+
+
 class CVAE(VAE):
     """A conditional VAE: the encoder and the decoder both see the one-hot label.
 
@@ -173,12 +188,7 @@ class CVAE(VAE):
 
     def one_hot(self, labels, batch) -> np.ndarray:
         """The labels' one-hot rows (batch, C), in the model's dtype; an int labels all rows."""
-        labels = np.asarray(labels)
-        if labels.ndim == 0:
-            labels = np.full(batch, labels)
-        if labels.shape != (batch,):
-            raise ValueError(f"{type(self).__name__}: expected {batch} labels (one per row), "
-                             f"got shape {labels.shape}")
+        labels = batch_labels(labels, batch, f"{type(self).__name__}: ", "row")
         return one_hot(labels, self.num_classes, self.dtype)
 
     def encoder_input(self, x, labels) -> np.ndarray:

@@ -862,14 +862,9 @@ def _labels(model, labels, batch):
     if labels is None:
         raise ValueError(f"inspect: this {name} is conditional; pass labels=, the class of "
                          f"each of the {batch} examples (ints in [0, {model.num_classes}))")
-    from .cvae import one_hot
+    from .cvae import batch_labels, one_hot
 
-    labels = np.asarray(labels)
-    if labels.ndim == 0:
-        labels = np.full(batch, labels)
-    if labels.shape != (batch,):
-        raise ValueError(f"inspect: expected {batch} labels (one per example of x), got shape "
-                         f"{labels.shape}")
+    labels = batch_labels(labels, batch, "inspect: ", "example of x")
     try:
         y = one_hot(labels, model.num_classes, F64)
     except ValueError as exc:

@@ -77,14 +77,12 @@ class _Problem(Exception):
 def _read(path: Path, what: str) -> dict:
     f = _open(path)
     with f:
+        size = _size(f, what)
         try:
             head = f.read(4)
-            size = f.seek(0, 2)
             f.seek(0)
         except OSError as exc:
             raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
-        if size == 0:
-            raise _Problem(f"the file is empty; not a readable {what}")
         if not head.startswith(b"PK"):
             raise _Problem(f"not a readable {what} (an .npz archive starts with the zip signature "
                            f"'PK'; this file of {size} bytes starts with {head!r})")
@@ -193,19 +191,25 @@ def read_npy(path, error: type[Exception] = ValueError, what: str = "array file"
     try:
         f = _open(path)
         with f:
-            try:
-                size = f.seek(0, 2)
-                f.seek(0)
-            except OSError as exc:
-                raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
-            if size == 0:
-                raise _Problem(f"the file is empty; not a readable {what}")
+            size = _size(f, what)
             try:
                 return _read_array(f, "the file", size, "file's size", what)
             except OSError as exc:
                 raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
     except _Problem as exc:
         raise error(f"{path}: {exc}") from None
+
+
+def _size(f, what: str) -> int:
+    """The open file's size in bytes, read from its start again; an empty file is refused."""
+    try:
+        size = f.seek(0, 2)
+        f.seek(0)
+    except OSError as exc:
+        raise _Problem(f"cannot read the file ({exc.strerror or exc})") from None
+    if size == 0:
+        raise _Problem(f"the file is empty; not a readable {what}")
+    return size
 
 
 def _open(path: Path):

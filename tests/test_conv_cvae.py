@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from torch_conv_twin import assert_gradients_equal, twin
 
 import numpyvae
 from numpyvae import CVAE
@@ -94,29 +95,13 @@ def test_backends_agree_on_the_loss_and_every_gradient():
 
 def test_loss_and_every_gradient_equal_torch(backend_name):
     torch = pytest.importorskip("torch")
-    nn, F = torch.nn, torch.nn.functional
+    F = torch.nn.functional
     torch.set_num_threads(1)
     model = small(backend_name)
     x, y, eps = batch(seed=4)
     result = model.loss_and_grads(x, y, eps=eps)
 
-    c1, c2 = CHANNELS
-    h, w = SHAPE[0] // 4, SHAPE[1] // 4
-    enc = nn.Sequential(nn.Conv2d(1 + C, c1, 4, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, 4, 2, 1),
-                        nn.ReLU(), nn.Flatten(), nn.Linear(c2 * h * w, 2 * LATENT)).double()
-    dec = nn.Sequential(nn.Linear(LATENT + C, c2 * h * w), nn.ReLU(),
-                        nn.Unflatten(1, (c2, h, w)), nn.ConvTranspose2d(c2, c1, 4, 2, 1),
-                        nn.ReLU(), nn.ConvTranspose2d(c1, 1, 4, 2, 1)).double()
-    ours = {"encoder.0": model.encoder[0], "encoder.1": model.encoder[1],
-            "encoder.3": model.encoder[3], "decoder.0": model.decoder[0],
-            "decoder.2": model.decoder[2], "decoder.3": model.decoder[3]}
-    theirs = {"encoder.0": enc[0], "encoder.1": enc[2], "encoder.3": enc[5],
-              "decoder.0": dec[0], "decoder.2": dec[3], "decoder.3": dec[5]}
-    with torch.no_grad():
-        for key, layer in ours.items():
-            W = layer.params["W"]
-            theirs[key].weight.copy_(torch.tensor(W.T if W.ndim == 2 else W))
-            theirs[key].bias.copy_(torch.tensor(layer.params["b"]))
+    enc, dec, theirs = twin(torch, model, SHAPE, LATENT, CHANNELS, extra_in=C)
     xt = torch.tensor(x)
     e = F.one_hot(torch.tensor(y), C).double()                      # (B, C)
     maps = e[:, :, None, None].expand(B, C, *SHAPE)                 # C constant maps
@@ -130,11 +115,7 @@ def test_loss_and_every_gradient_equal_torch(backend_name):
     loss.backward()
 
     assert abs(result.loss - loss.item()) <= 1e-10 * abs(loss.item())
-    for key, layer in theirs.items():
-        gW = result.grads[f"{key}.W"]
-        want = layer.weight.grad.numpy()
-        assert rel_error(gW.T if gW.ndim == 2 else gW, want) <= 1e-10, key
-        assert rel_error(result.grads[f"{key}.b"], layer.bias.grad.numpy()) <= 1e-10, key
+    assert_gradients_equal(result, theirs, tol=1e-10)
 
 
 @pytest.mark.parametrize("flat", FORMS.values(), ids=FORMS.keys())
