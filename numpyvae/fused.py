@@ -28,10 +28,10 @@ generator; the tests hold the two paths to each other and to the NumPy
 reference.
 
 It is not the default because it measured slower (``benchmarks/bench_peers.py``,
-two cores, default VAE, TBB threading layer): idle, 32,400 samples/s against
-the per-op path's 35,900 at batch 128 and 10,300 against 15,100 at batch
-32; with one competing process, 15,200 against the per-op path's 20,300
-(on the thread count :mod:`numpyvae.threads` chooses). Each thread's
+its threading table in ``benchmarks/results/summary.md``: two cores, default
+VAE, TBB threading layer): idle, 34,600 samples/s against the per-op path's
+38,600 at batch 128 and 14,300 against 18,900 at batch 32; with one
+competing process, 19,600 against 23,000 at batch 128. Each thread's
 products on half the batch run BLAS less efficiently than the whole batch
 split by columns, and once the threading layer's threads sleep instead of
 spinning (TBB), the barriers it saves cost little. It stays for the

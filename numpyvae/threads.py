@@ -4,13 +4,14 @@ On an idle machine every core helps: the Numba backend's kernels split each
 matrix product and each elementwise pass between its threads. When another
 process keeps a core busy, a kernel on two threads waits at its end for
 whichever thread the scheduler has set aside, at every one of the step's
-twenty-odd kernels, and one thread is faster. Measured on the default VAE at
-batch 128 on two cores (``benchmarks/bench_peers.py``): idle, two threads
-~36,000 samples/s against one thread's ~23,000; with one competing
-CPU-bound process, one thread ~20,000 against two threads' ~17,000 (and
-~3,000 on OpenMP's spinning threads). Which is faster changes while a run
-goes on (a notebook starts next door, a course server empties), so the step
-measures it, all the time.
+twenty-odd kernels, and one thread can be faster. Measured on the default
+VAE at batch 128 on two cores (``benchmarks/bench_peers.py``): idle, two
+threads ~36,000 samples/s against one thread's ~23,000; with one competing
+CPU-bound process, in one run one thread ~20,000 against two threads'
+~17,000 on TBB (in others the two within 10%), and ~3,000 on OpenMP's
+spinning threads, which one thread escapes. Which is faster changes while a
+run goes on (a notebook starts next door, a course server empties), so the
+step measures it, all the time.
 
 :class:`ThreadChooser` runs one count and now and then probes the other
 for a few steps; the probe takes over when its median step time beats the
