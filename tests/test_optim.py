@@ -173,6 +173,34 @@ def test_flat_and_per_parameter_paths_agree(backend_name, config):
         np.testing.assert_allclose(p, copies.params[name], rtol=1e-15, atol=1e-16)
 
 
+@pytest.mark.parametrize("config", ["sgd-momentum", "sgd-nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_running_averages_decaying_below_the_normal_range_become_zero(backend_name, config,
+                                                                      dtype):
+    # A gradient that stays zero makes momentum (and Adam's m) shrink by 0.9 a
+    # step, down through the subnormal numbers below np.finfo(dtype).tiny, on
+    # which arithmetic is slow. Started at 5 * tiny, 30 such steps would leave
+    # 0.2 * tiny: a subnormal. It becomes zero instead, on passing below tiny.
+    problem, model = flat_problem(dtype, backend_name)
+    optimizer = make_optimizer(config, problem.params, backend_name)
+    problem.fill_grads(0)
+    optimizer.step(problem.grads)
+    tiny = np.finfo(dtype).tiny
+    first = optimizer.slots[0]  # velocity, or Adam's m
+    for name, a in optimizer.state[first].items():
+        a[...] = 5 * tiny * np.where(np.arange(a.size).reshape(a.shape) % 2, 1, -1)
+    for g in problem.grads.values():
+        g[...] = 0
+    for _ in range(30):
+        optimizer.step(problem.grads)
+    for slot, arrays in optimizer.state.items():
+        for name, a in arrays.items():
+            assert a.dtype == dtype
+            assert np.all((a == 0) | (np.abs(a) >= tiny)), (slot, name)
+    assert all(np.all(a == 0) for a in optimizer.state[first].values())
+    assert np.all(np.isfinite(model.flat_params))
+
+
 @pytest.mark.parametrize("config", ["sgd-momentum", "adamw"])
 def test_gradients_are_matched_to_parameters_by_name_not_position(backend_name, config):
     """Gradients given in another order, or tiling another buffer, still pair up by name."""

@@ -87,6 +87,7 @@ from .numba_math import (  # noqa: F401 (the activation codes are re-exported)
     activation_slope,
     bernoulli_nll_term,
     exp_neg,
+    flush_subnormal,
     gaussian_nll_term,
     kl_grad_logvar,
     kl_term,
@@ -569,17 +570,21 @@ def adam_update(param, grad, m, v, beta1, beta2, eps, weight_decay, decoupled, s
     eps, wd, shrink, step, sqrt_bias2 = T(eps), T(weight_decay), T(shrink), T(step), T(sqrt_bias2)
     for i in prange(param.shape[0]):
         param[i], m[i], v[i] = adam_element(param[i], grad[i], m[i], v[i], b1, c1, b2, c2, eps,
-                                            wd, decoupled, shrink, step, sqrt_bias2)
+                                            wd, decoupled, shrink, step, sqrt_bias2, T)
 
 
-def adam_element(p, g, m, v, b1, c1, b2, c2, eps, wd, decoupled, shrink, step, sqrt_bias2):
-    """One parameter's Adam/AdamW step: ``(p, m, v)`` after it (every scalar of one float type)."""
+def adam_element(p, g, m, v, b1, c1, b2, c2, eps, wd, decoupled, shrink, step, sqrt_bias2, T):
+    """One parameter's Adam/AdamW step: ``(p, m, v)`` after it (every scalar of type ``T``).
+
+    ``m`` and ``v`` are flushed to zero once they fall below the normal
+    range (see ``reference.adam_update``).
+    """
     if decoupled:
         p = p * shrink
     elif wd != 0:
         g = g + wd * p
-    m = b1 * m + c1 * g
-    v = b2 * v + c2 * (g * g)
+    m = flush_subnormal(b1 * m + c1 * g, T)
+    v = flush_subnormal(b2 * v + c2 * (g * g), T)
     return p - step * m / (math.sqrt(v) / sqrt_bias2 + eps), m, v
 
 
@@ -590,7 +595,7 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     for i in prange(param.shape[0]):
         g = grad[i] + wd * param[i] if wd != T(0) else grad[i]
         if mom != T(0):
-            vi = mom * velocity[i] + g
+            vi = flush_subnormal(mom * velocity[i] + g, T)
             velocity[i] = vi
             g = g + mom * vi if nesterov else vi
         param[i] -= lr * g

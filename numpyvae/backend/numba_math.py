@@ -15,7 +15,9 @@ each is computed stably and fast:
   N(0, 1) and its gradient in ``logvar``; :func:`gaussian_nll_term`: one
   pixel's Gaussian negative log-likelihood, with :data:`LOG_2PI`;
 * :func:`activate` and :func:`activation_slope`: every activation and its
-  derivative, by code (:data:`IDENTITY` ... :data:`SOFTPLUS`).
+  derivative, by code (:data:`IDENTITY` ... :data:`SOFTPLUS`);
+* :func:`flush_subnormal`: zero in place of a number below the normal range
+  (the optimizers' running averages; see ``reference.flush_subnormal``).
 
 Every function takes the float type ``T`` (``np.float32`` or ``np.float64``)
 and writes each constant as ``T(...)``, so a float32 kernel never meets a
@@ -199,10 +201,15 @@ def activation_slope(y, act, alpha, T):
     return T(1)
 
 
+def flush_subnormal(a, T):
+    """``a``, or zero if ``|a|`` is below the smallest normal number of ``T`` (a subnormal)."""
+    return a if abs(a) >= T(np.finfo(T).tiny) else T(0)
+
+
 reassoc_add = numba.njit(fastmath={"reassoc", "nsz"}, **SERIAL)(reassoc_add)
 jit_kernels(globals(), {
     "exp_neg": False, "log1p_small": False, "sigmoid_given_exp": False,
     "softplus_given_exp": False, "bernoulli_nll_term": False, "kl_term": False,
     "kl_grad_logvar": False, "gaussian_nll_term": False, "activate": False,
-    "activation_slope": False,
+    "activation_slope": False, "flush_subnormal": False,
 })
