@@ -19,8 +19,7 @@ Conditions, all float32, the default recipe (784-400-20, Adam):
 * ``threading``: numpyvae's training step at batch 32 and 128, idle and with
   one competing process, on each Numba threading layer (TBB, numpyvae's
   default; OpenMP; OpenMP with passive waiting; workqueue), and beside it on
-  TBB the whole-step kernel (``train_step(fused=True)``) and the per-op path
-  on every thread (no thread chooser);
+  TBB the per-op path on every thread (no thread chooser, no one-call step);
 * ``regression``: numpyvae against an older commit of itself
   (``--baseline``, 4e52964 by default), numba at batch 32 and 128 (float32)
   and batch 128 float64, and the numpy backend at batch 128; the older
@@ -422,8 +421,8 @@ def threading_layers(files, rounds, block, pause, say):
     for batch in (32, 128):
         specs = [{"impl": "numba", "batch": batch, "env": env, "label": f"numba, {name}"}
                  for name, env in THREADING.items()]
-        specs += [{"impl": impl, "batch": batch, "label": f"{impl}, tbb (default)"}
-                  for impl in ("numba fused", "numba per-op")]
+        specs.append({"impl": "numba per-op", "batch": batch,
+                      "label": "numba per-op, tbb (default)"})
         workers = start_workers(specs, files, say)
         try:
             say(f"threading layers, batch {batch}, idle")

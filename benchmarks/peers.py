@@ -25,9 +25,9 @@ The peers:
   on the device once and each batch sliced inside the program.
 
 numpyvae runs through its public API: ``numpyvae.train_step`` (as
-``numpyvae train`` does), ``train_step(..., fused=True)`` (the whole-step
-kernel) or ``loss_and_grads`` + ``optimizer.step`` (the per-op path on
-every thread).
+``numpyvae train`` does: the forward and backward pass in one kernel call)
+or ``loss_and_grads`` + ``optimizer.step`` (the per-op path on every
+thread).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class NumpyvaeStep:
     """numpyvae's public API, one of three ways (``how``).
 
     ``"train_step"``: :func:`numpyvae.train_step`, what ``numpyvae train``
-    runs (the per-op path on the thread count it measures to be fastest);
-    ``"fused"``: ``train_step(..., fused=True)``, the whole-step kernel;
-    ``"per-op"``: ``loss_and_grads`` + ``optimizer.step`` on every thread.
+    runs (forward and backward in one kernel call, on the thread count it
+    measures to be fastest); ``"per-op"``: ``loss_and_grads`` +
+    ``optimizer.step`` on every thread.
     A numpyvae without ``train_step`` (an older commit) runs the per-op path.
     """
 
@@ -69,12 +69,11 @@ class NumpyvaeStep:
         self.n_batches = len(data) // batch
         train_step = getattr(numpyvae, "train_step", None)
         self.use_train_step = how != "per-op" and train_step is not None
-        self._kwargs = {"fused": True} if how == "fused" else {}
         self._train_step = train_step
 
     def step_with(self, x, eps):
         if self.use_train_step:
-            return self._train_step(self.model, self.optimizer, x, eps=eps, **self._kwargs).loss
+            return self._train_step(self.model, self.optimizer, x, eps=eps).loss
         result = self.model.loss_and_grads(x, eps=eps)
         self.optimizer.step(result.grads)
         return result.loss
@@ -83,7 +82,7 @@ class NumpyvaeStep:
         k = i % self.n_batches
         x = self.data[k * self.batch:(k + 1) * self.batch]
         if self.use_train_step:
-            return self._train_step(self.model, self.optimizer, x, **self._kwargs).loss
+            return self._train_step(self.model, self.optimizer, x).loss
         result = self.model.loss_and_grads(x)
         self.optimizer.step(result.grads)
         return result.loss
@@ -221,12 +220,9 @@ class JaxStep:
 
 
 def make(name, data, batch, init, dtype="float32", threads=None):
-    """An implementation by name: numba, numba fused, numba per-op, numpy, torch, torch.compile,
-    jax."""
+    """An implementation by name: numba, numba per-op, numpy, torch, torch.compile, jax."""
     if name == "numba":
         return NumpyvaeStep(data, batch, init, "numba", dtype)
-    if name == "numba fused":
-        return NumpyvaeStep(data, batch, init, "numba", dtype, how="fused")
     if name == "numba per-op":
         return NumpyvaeStep(data, batch, init, "numba", dtype, how="per-op")
     if name == "numpy":

@@ -171,7 +171,7 @@ def summary_markdown(peers, startup, memory, kernels=None):
     if thr:
         names = list(next(iter(thr.values())))
         lines += ["", "Numba threading layers (numpyvae's training step; beside it on TBB, the "
-                  "whole-step kernel and the per-op path on every thread):", "",
+                  "per-op path on every thread):", "",
                   "| | " + " | ".join(thr) + " |", "|---|" + "---:|" * len(thr)]
         for name in names:
             lines.append(f"| {name} | " + " | ".join(_cell(t.get(name)) for t in thr.values())

@@ -1,6 +1,6 @@
 """One training step, ``loss_and_grads`` then ``optimizer.step``, on the fastest thread count.
 
-:func:`train_step` is what a training loop calls. By default it is
+:func:`train_step` is what a training loop calls. What it computes is
 exactly::
 
     with step_threads(model):   # numpyvae.threads: 1 or all usable threads, by timing
@@ -9,43 +9,35 @@ exactly::
             optimizer.step(result.grads)
 
 (a batch whose loss overflowed is not stepped on: the caller sees the loss
-and decides), which is the path to read: every layer's forward and backward,
-one backend op at a time.
+and decides), and with ``fused=False`` that is the code it runs: every
+layer's forward and backward, one backend op at a time, the path to read
+and to step through.
 
-**The whole-step kernel** (``train_step(..., fused=True)``). When the
-backend offers one (the Numba backend's
-:func:`~numpyvae.backend.numba_ops.mlp_step`) and the model is one it
-covers — a :class:`~numpyvae.model.VAE` or
+**The one-call forward and backward** (the default). When the backend
+offers it (the Numba backend's :func:`~numpyvae.backend.numba_ops.mlp_step`)
+and the model is one it covers — a :class:`~numpyvae.model.VAE` or
 :class:`~numpyvae.model.Autoencoder` whose networks are made of
-:class:`~numpyvae.layers.Linear` layers, without free bits — the same step
-runs as two kernel calls: the forward and backward of the whole network,
-data-parallel over chunks of the batch (each thread runs its rows through
-every layer with single-threaded BLAS), then the sum of the chunks'
-gradients fused with the optimizer's update. Two thread barriers per step
-instead of twenty-odd. Same loss, same gradients (to rounding: the batch's
-gradient is summed in two halves), same noise drawn from the same
-generator; the tests hold the two paths to each other and to the NumPy
-reference.
+:class:`~numpyvae.layers.Linear` layers, without free bits — the forward
+and backward pass runs as one call into jitted code
+(:mod:`numpyvae.backend.numba_step`), the same kernels in the same order,
+without the Python between them; the optimizer's step follows. Same loss,
+same gradients (to rounding), same noise drawn from the same generator;
+the tests hold the two paths to each other and to the NumPy reference.
+Measured on two cores (``benchmarks/bench_peers.py``), it runs the default
+VAE's step about 15% faster than the per-op path at batches 32 and 128,
+where the Python between the kernels is a large part of the step, and at
+the same speed at batch 512.
 
-It is not the default because it measured slower (``benchmarks/bench_peers.py``,
-its threading table in ``benchmarks/results/summary.md``: two cores, default
-VAE, TBB threading layer): idle, 34,600 samples/s against the per-op path's
-38,600 at batch 128 and 14,300 against 18,900 at batch 32; with one
-competing process, 19,600 against 23,000 at batch 128. Each thread's
-products on half the batch run BLAS less efficiently than the whole batch
-split by columns, and once the threading layer's threads sleep instead of
-spinning (TBB), the barriers it saves cost little. It stays for the
-benchmarks and for reading: the data-parallel design, measured.
+Any other model, backend or input takes the per-op path, which also
+raises the errors that explain bad input.
 
 This module only describes a model to the kernel (a table of layers and
-offsets into the flat parameter buffer) and keeps the work buffers; the
-arithmetic is in :mod:`numpyvae.backend.numba_step`.
+offsets into the flat parameter buffer) and keeps the work buffers.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -54,11 +46,11 @@ import numpy as np
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import Linear, Sequential
 from .model import VAE, Autoencoder, LossResult
-from .threads import ThreadChooser, step_threads
+from .threads import step_threads
 
 
 def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
-               fused=False) -> LossResult:
+               fused=True) -> LossResult:
     """One optimizer step on batch ``x``: the loss before the step, and the gradients.
 
     Parameters are as :meth:`numpyvae.VAE.loss_and_grads`'s; ``optimizer``
@@ -67,9 +59,9 @@ def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
     the loss is not finite the parameters are left as they were.
 
     The step runs on the thread count that :func:`numpyvae.threads.step_threads`
-    measures to be fastest. ``fused=True`` runs the whole-step kernel when the
-    model is one it covers (see the module docstring; measured slower than
-    the per-op path on this library's machines, so not the default).
+    measures to be fastest. The forward and backward pass run as one kernel
+    call when the model is one it covers; ``fused=False`` runs the per-op
+    path, one layer op at a time (see the module docstring).
     """
     plan = _plan_for(model, optimizer) if fused else None
     xc = None if plan is None else plan.batch(model, x)
@@ -214,39 +206,37 @@ class _Plan:
             return None
         return np.ascontiguousarray(x, dtype=self.dtype)
 
-    def _work(self, B, tasks):
-        """Buffers for a batch of ``B`` cut into ``tasks`` chunks, made once and kept."""
-        key = (B, tasks)
-        buffers = self._buffers.get(key)
+    def _work(self, B):
+        """Buffers for a batch of ``B``, made once and kept (for the last batch size asked)."""
+        buffers = self._buffers.get(B)
         if buffers is not None:
             return buffers
-        R = -(-B // tasks)  # the most rows any chunk holds
         L, dt = self.latent_dim, self.dtype
         layers = self.layers.copy()
         offset = 0
-        for row in layers:  # each layer's output: R x O
+        for row in layers:  # each layer's output: B x O
             row[5] = offset
-            offset += R * int(row[3])
+            offset += B * int(row[3])
         z_off = offset
-        offset += R * L if self.vae else 0
+        offset += B * L if self.vae else 0
         wide = max(int(layers[:, 2].max()), int(layers[:, 3].max()), 2 * L)
-        pingpong = np.array([offset, offset + R * wide], dtype=np.int64)
-        offset += 2 * R * wide
+        pingpong = np.array([offset, offset + B * wide], dtype=np.int64)
+        offset += 2 * B * wide
         buffers = {
             "layers": layers, "z_off": z_off, "pingpong": pingpong,
-            "work": np.empty((tasks, offset), dt),
-            "parts": np.empty((tasks, self.n_params), dt),
+            "work": np.empty(offset, dt),
             "nll": np.empty(B, dt), "kl": np.zeros(B, dt), "dkl": np.empty(B, dt),
             "eps": np.zeros((B, L), dt), "inv_var": np.empty(self.logvar.shape, dt),
-            "threads": ThreadChooser(tasks),
         }
-        self._buffers = {key: buffers}  # keep one batch size: the last one asked for
+        if len(self._buffers) >= 4:  # a few sizes: an epoch's full batches and its last one
+            self._buffers.pop(next(iter(self._buffers)))
+        self._buffers[B] = buffers
         return buffers
 
     def step(self, model, optimizer, x, eps, beta, rng):
         """The fused step on a checked batch ``x``; see :func:`train_step`."""
         B = x.shape[0]
-        buf = self._work(B, max(1, min(self.backend.max_threads(), B)))
+        buf = self._work(B)
         if self.vae:
             if eps is None:
                 rng = model.rng if rng is None else rng
@@ -260,20 +250,14 @@ class _Plan:
         else:
             eps = buf["eps"]
         nll, kl = buf["nll"], buf["kl"]
-        chooser = buf["threads"]
-        k = chooser.pick()
-        t0 = time.perf_counter()
-        with self.backend.threads(k):
-            self.backend.mlp_step(model.flat_params, buf["parts"], buf["layers"], self.alphas,
+        with step_threads(model):
+            self.backend.mlp_step(model.flat_params, model.flat_grads, buf["layers"], self.alphas,
                                   self.n_enc, self.vae, x, eps, buf["dkl"], self.likelihood,
                                   self.logvar, buf["inv_var"], self.logvar_off, 1.0 / B, nll,
                                   kl, buf["work"], buf["pingpong"], buf["z_off"])
             recon = float(nll.mean())
             kl_value = float(kl.mean()) if self.vae else 0.0
             loss = recon + beta * kl_value
-            if math.isfinite(loss):
-                optimizer.step_summed(buf["parts"], model.flat_grads, model.grads)
-            else:  # leave the parameters; the gradients are the batch's, as on the per-op path
-                self.backend.sum_parts(buf["parts"], model.flat_grads)
-        chooser.record(k, time.perf_counter() - t0)
+            if math.isfinite(loss):  # else leave the parameters, as the per-op path does
+                optimizer.step(model.grads)
         return LossResult(loss, recon, kl_value, model.grads)

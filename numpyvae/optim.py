@@ -120,27 +120,6 @@ class Optimizer:
                                  f"parameter has {p.shape}")
             self._update(p, g, {s: self.state[s][name] for s in self.slots})
 
-    def step_summed(self, parts: np.ndarray, flat_grad: np.ndarray,
-                    grads: Mapping[str, np.ndarray]) -> None:
-        """:meth:`step` for gradients that arrive as copies to be summed (a fused training step).
-
-        ``parts`` (copies, P) are per-thread gradients; their sum is written
-        to ``flat_grad`` (P,), the buffer that ``grads`` (name -> array)
-        tile, and the update follows. Optimizers with a fused kernel for it
-        do both in one pass.
-        """
-        if hasattr(self.backend, "sum_parts"):
-            self.backend.sum_parts(parts, flat_grad)
-        else:
-            np.sum(parts, axis=0, out=flat_grad)
-        self.step(grads)
-
-    def _fused_flat(self, flat_grad, grads) -> bool:
-        """Whether ``flat_grad`` is exactly the gradients of the flat parameters, in order."""
-        return (self._flat is not None and flat_grad.shape == self._flat.shape
-                and flat_span(grads[name] for name in self.params) is flat_grad
-                and all(grads[name].shape == p.shape for name, p in self.params.items()))
-
     def _update(self, param, grad, state):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -224,17 +203,6 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         self.backend.adam_update(param, grad, state["m"], state["v"], self.lr, b1, b2, self.eps,
                                  self.weight_decay, self.step_count, self.decoupled)
-
-    def step_summed(self, parts, flat_grad, grads):
-        """Sum the gradient copies and step, in one pass when the backend can (see base class)."""
-        fused = getattr(self.backend, "adam_update_parts", None)
-        if fused is None or grads.keys() != self.params.keys() or not self._fused_flat(
-                flat_grad, grads):
-            return super().step_summed(parts, flat_grad, grads)
-        self.step_count += 1
-        b1, b2 = self.betas
-        fused(self._flat, parts, flat_grad, self._flat_state["m"], self._flat_state["v"],
-              self.lr, b1, b2, self.eps, self.weight_decay, self.step_count, self.decoupled)
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,

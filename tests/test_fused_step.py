@@ -1,13 +1,14 @@
-"""The whole-step kernel (``numpyvae.train_step(..., fused=True)``) against the per-op path.
+"""The one-call forward and backward (``numpyvae.train_step``'s default) against the per-op path.
 
-The fused step runs the whole forward and backward of an MLP VAE as one
-data-parallel kernel and sums the threads' gradients inside the optimizer's
-update. It must be the same training step: after several Adam steps the
-losses, parameters and gradients equal those of ``loss_and_grads`` +
-``optimizer.step`` on the NumPy reference backend (float64 to 1e-12, float32
-to 1e-5 relative), for every likelihood, the VAE and the autoencoder, any
-thread count (more threads than examples too), given or drawn noise; and
-models it does not cover take the per-op path.
+The fused step runs the forward and backward pass of an MLP VAE as one
+call into jitted code (:mod:`numpyvae.backend.numba_step`). It must be the
+same training step: after several Adam steps the losses, parameters and
+gradients equal those of ``loss_and_grads`` + ``optimizer.step`` on the
+NumPy reference backend (float64 to 1e-12, float32 to 1e-5 relative), for
+every likelihood, the VAE and the autoencoder, layers small enough to run
+on one thread and large enough to be split, any thread count (more threads
+than examples too), given or drawn noise; and models it does not cover take
+the per-op path.
 """
 
 from __future__ import annotations
@@ -20,15 +21,9 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 from numpyvae import SGD, VAE, Adam, AdamW, Autoencoder  # noqa: E402
-from numpyvae.fused import ThreadChooser  # noqa: E402
-from numpyvae.fused import train_step as _train_step  # noqa: E402
+from numpyvae.fused import train_step  # noqa: E402
 from numpyvae.gradcheck import rel_error  # noqa: E402
-
-
-def train_step(*args, **kwargs):
-    """The step with the whole-step kernel asked for (the default is the per-op path)."""
-    return _train_step(*args, fused=True, **kwargs)
-
+from numpyvae.threads import ThreadChooser  # noqa: E402
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
 LIKELIHOODS = [("bernoulli", {}), ("gaussian", {"gaussian_var": 0.5}),
@@ -100,6 +95,26 @@ def test_fused_step_takes_the_fused_path_and_draws_the_same_noise():
     _assert_same(fast, slow, 1e-12, "drawn noise")
 
 
+@pytest.mark.parametrize("batch", [3, 16, 40])
+def test_products_large_enough_to_split_between_threads(batch, threads):
+    # 784-400-20: the big layers' products (batch * 784 * 400 multiply-adds)
+    # are cut into one block per thread of Numba's pool at every batch here;
+    # the latent layer's (batch * 400 * 40) only at batch 40 and above.
+    from numpyvae.backend.numba_step import SMALL_PRODUCT
+    assert 3 * 784 * 400 < SMALL_PRODUCT <= 16 * 784 * 400 and 40 * 400 * 40 < SMALL_PRODUCT
+    fast = VAE(784, (400,), 20, backend="numba", dtype="float64", seed=2)
+    slow = VAE(784, (400,), 20, backend="numpy", dtype="float64", seed=2)
+    fast_opt, slow_opt = Adam(fast.params, backend="numba"), Adam(slow.params, backend="numpy")
+    rng = np.random.default_rng(12)
+    for _ in range(2):
+        x, eps = rng.random((batch, 784)), rng.standard_normal((batch, 20))
+        got = train_step(fast, fast_opt, x, eps=eps)
+        want = slow.loss_and_grads(x, eps=eps)
+        slow_opt.step(want.grads)
+        assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    _assert_same(fast, slow, 1e-11, f"784-400-20, batch {batch}")
+
+
 @pytest.mark.parametrize("batch", [1, 2, 3])
 def test_more_threads_than_examples(batch):
     fast, fast_opt, slow, slow_opt = _pair(VAE, "gaussian", {"gaussian_var": "learned"},
@@ -114,7 +129,7 @@ def test_more_threads_than_examples(batch):
 
 
 @pytest.mark.parametrize("optimizer", [AdamW, SGD])
-def test_other_optimizers_get_the_summed_gradient(optimizer):
+def test_other_optimizers_get_the_same_gradient(optimizer):
     fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64", optimizer=optimizer)
     rng = np.random.default_rng(4)
     for _ in range(3):
@@ -125,7 +140,7 @@ def test_other_optimizers_get_the_summed_gradient(optimizer):
 
 
 def test_models_the_kernel_does_not_cover_take_the_per_op_path():
-    # Free bits need the whole batch's KL per dimension: not data-parallel.
+    # Free bits: the kernel's latent layer has none.
     fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64", free_bits=0.1)
     real = fast.backend.mlp_step
     fast.backend.mlp_step = None  # would fail if called

@@ -187,7 +187,7 @@ def test_running_averages_decaying_below_the_normal_range_become_zero(backend_na
     optimizer.step(problem.grads)
     tiny = np.finfo(dtype).tiny
     first = optimizer.slots[0]  # velocity, or Adam's m
-    for name, a in optimizer.state[first].items():
+    for a in optimizer.state[first].values():
         a[...] = 5 * tiny * np.where(np.arange(a.size).reshape(a.shape) % 2, 1, -1)
     for g in problem.grads.values():
         g[...] = 0

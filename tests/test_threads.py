@@ -42,11 +42,12 @@ def _train(make, k, monkeypatch, labels=False, batches=(9, 48, 8, 9)):
 
 
 @pytest.mark.skipif(MOST < 2, reason="needs two usable CPUs to compare thread counts")
-@pytest.mark.parametrize("which", ["mlp", "mlp 784-32-4", "conv", "cvae"])
+@pytest.mark.parametrize("which", ["mlp", "mlp 784-32-4", "mlp 784-400-8", "conv", "cvae"])
 def test_one_thread_and_every_thread_train_to_the_same_bits(which, monkeypatch):
     make = {
         "mlp": lambda: VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1),
         "mlp 784-32-4": lambda: VAE(784, (32,), 4, backend="numba", dtype="float32", seed=1),
+        "mlp 784-400-8": lambda: VAE(784, (400,), 8, backend="numba", dtype="float32", seed=1),
         "conv": lambda: conv_vae((8, 8), 3, (2, 3), seed=1, backend="numba", dtype="float32"),
         "cvae": lambda: CVAE(10, num_classes=3, hidden_dims=(7,), latent_dim=3,
                              backend="numba", dtype="float32", seed=1),
@@ -57,7 +58,10 @@ def test_one_thread_and_every_thread_train_to_the_same_bits(which, monkeypatch):
     np.testing.assert_array_equal(one[1], every[1])
 
 
-def test_the_default_step_is_the_per_op_path_and_restores_numbas_thread_count():
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_step_takes_the_path_asked_for_and_restores_numbas_thread_count(fused):
+    # The default runs forward and backward as one kernel call (mlp_step);
+    # fused=False runs the per-op path. Both on the chooser's thread count.
     model = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
     twin = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
     opt, twin_opt = Adam(model.params, backend="numba"), Adam(twin.params, backend="numba")
@@ -69,15 +73,17 @@ def test_the_default_step_is_the_per_op_path_and_restores_numbas_thread_count():
         x = np.random.default_rng(3).random((6, 10))
         eps = np.random.default_rng(4).standard_normal((6, 3))
         for _ in range(5):
-            got = train_step(model, opt, x, eps=eps)
+            got = train_step(model, opt, x, eps=eps, fused=fused)
             want = twin.loss_and_grads(x, eps=eps)
             twin_opt.step(want.grads)
-            assert got.loss == want.loss
+            assert got.loss == pytest.approx(want.loss, rel=1e-13)
     finally:
         model.backend.mlp_step = real
-    assert calls == []
+    assert calls == ([1] * 5 if fused else [])
     assert numba.get_num_threads() == before
-    np.testing.assert_array_equal(model.flat_params, twin.flat_params)
+    np.testing.assert_allclose(model.flat_params, twin.flat_params, rtol=1e-12, atol=1e-14)
+    if not fused:
+        np.testing.assert_array_equal(model.flat_params, twin.flat_params)
     chooser = chooser_of(model)
     assert (chooser is None) == (MOST < 2)
     if chooser is not None:

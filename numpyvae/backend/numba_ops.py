@@ -480,7 +480,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
 
 
 # --------------------------------------------------------------------------
-# A whole training step in two kernel calls (used by numpyvae.fused)
+# The forward and backward pass in one kernel call (used by numpyvae.fused)
 # --------------------------------------------------------------------------
 #
 # Not operations of OPS (the reference has no such thing: it is the sum of
@@ -513,33 +513,17 @@ class threads:
         numba.set_num_threads(self.before)
 
 
-def mlp_step(params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
+def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off):
-    """Loss and per-chunk gradients of a batch; see :func:`numba_step.mlp_step`.
+    """Loss terms and gradients of a batch in one call; see :func:`numba_step.mlp_step`.
 
-    One chunk of the batch per row of ``parts``, shared out between the
-    threads that :class:`threads` allows; BLAS runs single-threaded inside.
+    Each product is cut into one block per thread of Numba's pool, shared
+    out between the threads that :class:`threads` allows; BLAS runs
+    single-threaded inside.
     """
-    _with_blas(S.mlp_step, params, parts, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
+    _with_blas(S.mlp_step, params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
                logvar, inv_var, logvar_off, float(scale), nll, kl, work, pingpong, z_off,
-               _GEMM[params.dtype], tasks=parts.shape[0])
-
-
-def adam_update_parts(param, parts, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
-                      decoupled):
-    """``grad = parts.sum(0)`` and one Adam step, in one pass (see :func:`adam_update`)."""
-    shrink = 1 - lr * weight_decay
-    step_size = lr / (1 - beta1**step)
-    sqrt_bias2 = float(np.sqrt(1 - beta2**step))
-    S.adam_update_parts(param, parts, grad, m, v, float(beta1), float(beta2), float(eps),
-                        float(weight_decay), bool(decoupled), float(shrink), float(step_size),
-                        sqrt_bias2)
-
-
-def sum_parts(parts, grad):
-    """``grad = parts.sum(0)`` for parts: (tasks, P), grad: (P,), summed in row order."""
-    S.sum_parts(parts, grad)
-    return grad
+               _GEMM[params.dtype])
 
 
 __all__ = [
