@@ -219,26 +219,24 @@ def bias_gradient_block(dy, y, act, alpha, da, db, j0, j1):
     """Columns ``j0:j1`` of dy, y, da: (B, O), db: (O,); ``da = dy f'(y)``, ``db += sum_n da[n]``.
 
     For the identity, ``da`` is ``dy`` itself and is not written. ReLU has a
-    loop of its own, as in :func:`bias_activation_block`.
+    loop of its own, as in :func:`bias_activation_block`. Each row is two
+    loops, ``da`` first and then its sum into ``db``: one loop doing both
+    (``da`` may be ``dy`` itself) measured 1.4 times slower at batch 512.
     """
     T = db.dtype.type
     alpha = T(alpha)
     grad = db[j0:j1]
     for n in range(dy.shape[0]):
         dy_row, y_row, da_row = dy[n, j0:j1], y[n, j0:j1], da[n, j0:j1]
-        if act == IDENTITY:
+        if act == RELU:
             for j in range(grad.shape[0]):
-                grad[j] += dy_row[j]
-        elif act == RELU:
+                da_row[j] = dy_row[j] * (T(1) if y_row[j] > T(0) else T(0))
+        elif act != IDENTITY:
             for j in range(grad.shape[0]):
-                g = dy_row[j] * (T(1) if y_row[j] > T(0) else T(0))
-                da_row[j] = g
-                grad[j] += g
-        else:
-            for j in range(grad.shape[0]):
-                g = dy_row[j] * activation_slope(y_row[j], act, alpha, T)
-                da_row[j] = g
-                grad[j] += g
+                da_row[j] = dy_row[j] * activation_slope(y_row[j], act, alpha, T)
+        summed = dy_row if act == IDENTITY else da_row
+        for j in range(grad.shape[0]):
+            grad[j] += summed[j]
 
 
 def bias_activation(out, b, act, alpha, tasks):
@@ -259,18 +257,32 @@ def bias_gradient(dy, y, act, alpha, da, db, tasks):
         bias_gradient_block(dy, y, act, alpha, da, db, j0, j1)
 
 
+def split_rows(M, N, tasks):
+    """Whether a (M, N) product is cut between ``tasks`` threads by rows (else by columns).
+
+    By rows when every thread gets at least 128 of them, or the rows are
+    the longer side. Measured on the default VAE's products, two threads:
+    a weight gradient (400 x 784 from 32 examples) took 0.12 ms cut by rows
+    against 0.24 ms by columns; a forward product of 32 or 128 examples is
+    faster by columns (0.13 against 0.18 ms at 32), one of 512 by rows
+    (1.30 against 1.40 ms).
+    """
+    return M >= 128 * tasks or M > N
+
+
 def gemm_parallel(alpha, a, b, beta, c, blas, tasks):
     """``c = alpha a @ b + beta c`` by BLAS, one block of ``c`` per thread. a: (M, K), b: (K, N).
 
-    The longer side of ``c`` is cut into ``tasks`` blocks (rows of ``c`` are
-    rows of ``a``; columns of ``c`` are columns of ``b``), and each thread
+    ``c`` is cut into ``tasks`` blocks of rows (rows of ``a``) or of columns
+    (columns of ``b``), as :func:`split_rows` says, and each thread
     multiplies its block with a single-threaded BLAS call. The backend runs
     BLAS single-threaded while it calls these kernels, so that one pool of
     threads (Numba's) does all the work and none waits for another.
     """
     M, N = c.shape
+    rows = split_rows(M, N, tasks)
     for t in prange(tasks):
-        if N >= M:
+        if not rows:
             j0, j1 = block(N, tasks, t)
             if j1 > j0:
                 gemm_blas(alpha, a, b[:, j0:j1], beta, c[:, j0:j1], blas)
@@ -284,14 +296,15 @@ def linear_forward(x, W, b, act, alpha, out, blas, tasks):
     """x: (B, I), W: (I, O), b: (O,), out: (B, O); ``out = f(x W + b)``, BLAS for the product.
 
     Each thread takes a block of the output, of features (columns) or of
-    examples (rows), whichever side is longer: it multiplies its block with
-    BLAS, then adds the bias and applies the activation there, while the
-    block is still in its cache.
+    examples (rows), as :func:`split_rows` says: it multiplies its block
+    with BLAS, then adds the bias and applies the activation there, while
+    the block is still in its cache.
     """
     B, O = out.shape
     T = out.dtype.type
+    rows = split_rows(B, O, tasks)
     for t in prange(tasks):
-        if O >= B:
+        if not rows:
             j0, j1 = block(O, tasks, t)
             if j1 > j0:
                 gemm_blas(T(1), x, W[:, j0:j1], T(0), out[:, j0:j1], blas)
@@ -469,13 +482,21 @@ def bernoulli_nll_and_grad(logits, x, scale, nll, dlogits):
 
 
 def bernoulli_nll_and_grad_row(logits, x, scale, dlogits):
-    """logits, x, dlogits: (D,). One example's NLL (returned) and ``dlogits``, as above."""
+    """logits, x, dlogits: (D,). One example's NLL (returned) and ``dlogits``, as above.
+
+    Two passes: ``e = exp(-|l|)`` into ``dlogits`` first, then the loss and
+    the gradient from it (written over ``e``). The same arithmetic as one
+    pass, to the bit, and 1.6 times faster measured: each loop is simpler
+    for the compiler to vectorise.
+    """
     T = dlogits.dtype.type
+    for d in range(logits.shape[0]):
+        dlogits[d] = exp_neg(abs(logits[d]), T)
     s = T(0)
     for d in range(logits.shape[0]):
         v = logits[d]
         xv = x[d]
-        e = exp_neg(abs(v), T)
+        e = dlogits[d]
         s = reassoc_add(s, bernoulli_nll_term(v, xv, e, T))
         dlogits[d] = scale * (sigmoid_given_exp(v, e, T) - xv)
     return s
@@ -610,7 +631,7 @@ KERNELS = {
     "matmul_loops": True, "matmul_tiled": True,
     "activation_forward": True, "activation_backward": True, "block": False,
     "bias_activation_block": False, "bias_gradient_block": False, "bias_activation": True,
-    "gemm_parallel": True, "linear_forward": True,
+    "split_rows": False, "gemm_parallel": True, "linear_forward": True,
     "bias_gradient": True, "linear_backward": False,
     "reparameterize": False, "reparameterize_backward": False, "gaussian_kl": False,
     "gaussian_kl_backward": False, "latent_forward": False, "latent_backward": False,

@@ -399,6 +399,8 @@ def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
     dlogits = _empty(dlogits, logits.shape, logits.dtype)
     if logits.ndim != 2 or not _same_float(logits, nll, dlogits):
         return reference.bernoulli_nll_and_grad(logits, x, scale, nll=nll, dlogits=dlogits)
+    if np.may_share_memory(logits, dlogits):  # the kernel writes dlogits before it is done
+        logits = logits.copy()                # reading logits
     K.bernoulli_nll_and_grad(logits, _like(x, logits), scale, nll, dlogits)
     return nll, dlogits
 
