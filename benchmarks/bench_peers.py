@@ -48,11 +48,13 @@ ROOT = HERE.parent
 BASELINE = "4e52964"
 PEERS = ("torch", "torch.compile", "jax")
 OURS = "numba"
+#: numpyvae's numba backend on NumPy's OpenBLAS instead of MKL: measured beside it, not a peer.
+OURS_OPENBLAS = "numba openblas"
 VALIDATION_STEPS = 20
 VALIDATION_RTOL = 1e-4
 #: Thread settings of the calling shell that the workers do not inherit (each library chooses).
 STRIPPED = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER",
-            "NUMBA_THREADING_LAYER_PRIORITY")
+            "NUMBA_THREADING_LAYER_PRIORITY", "NUMPYVAE_BLAS")
 #: The threading choices compared for numpyvae's defaults (labels: environment of the worker).
 THREADING = {"tbb (default)": {}, "omp": {"NUMBA_THREADING_LAYER": "omp"},
              "omp, passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"},
@@ -204,6 +206,13 @@ def available(impl):
 
     return importlib.util.find_spec(module) is not None and (
         impl != "jax" or importlib.util.find_spec("optax") is not None)
+
+
+def mkl_installed():
+    """Whether numpyvae's numba backend finds Intel MKL (the ``mkl`` extra)."""
+    from numpyvae.backend.numba_blas import _mkl_library
+
+    return _mkl_library() is not None
 
 
 def start_workers(specs, files, say):
@@ -361,7 +370,11 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
 def idle_group(result, impls, batch, files, rounds, block, pause, quick, say):
     """Validate and time every implementation at ``batch``; at 128 also under contention."""
     say(f"batch {batch}, float32, idle")
-    workers = start_workers([{"impl": i, "batch": batch} for i in impls], files, say)
+    specs = [{"impl": i, "batch": batch} for i in impls]
+    if OURS in impls and mkl_installed():  # and beside it, the same on NumPy's OpenBLAS
+        specs.insert(1, {"impl": OURS, "batch": batch, "label": OURS_OPENBLAS,
+                         "env": {"NUMPYVAE_BLAS": "openblas"}})
+    workers = start_workers(specs, files, say)
     try:
         report = validate(workers, OURS, say)
         result["validation"][str(batch)] = report
@@ -439,6 +452,11 @@ def threading_layers(files, rounds, block, pause, say):
     return out
 
 
+def is_peer(label):
+    """Whether a result's label is a peer's (not numpyvae's, on either BLAS)."""
+    return label not in (OURS, OURS_OPENBLAS)
+
+
 def _rate(table, label):
     return (table or {}).get(label, {}).get("samples_per_s")
 
@@ -447,7 +465,7 @@ def summarise(result):
     """Ratios the targets are stated in: ours over the best peer, contended over idle."""
     summary = {}
     for batch, table in result["idle"].items():
-        peers_here = {k: v["samples_per_s"] for k, v in table.items() if k != OURS}
+        peers_here = {k: v["samples_per_s"] for k, v in table.items() if is_peer(k)}
         if OURS in table and peers_here:
             best = max(peers_here, key=peers_here.get)
             summary[f"idle batch {batch}"] = {
@@ -456,7 +474,7 @@ def summarise(result):
                 "ratio": table[OURS]["samples_per_s"] / peers_here[best]}
     idle128 = result["idle"].get("128", {})
     for k, table in result["contended"].items():
-        peers_here = {p: v["samples_per_s"] for p, v in table.items() if p != OURS}
+        peers_here = {p: v["samples_per_s"] for p, v in table.items() if is_peer(p)}
         if OURS not in table or not peers_here:
             continue
         best = max(peers_here, key=peers_here.get)
@@ -467,7 +485,7 @@ def summarise(result):
             "kept_of_idle": {p: v["samples_per_s"] / _rate(idle128, p)
                              for p, v in table.items() if _rate(idle128, p)}}
     one = result.get("one_core") or {}
-    peers_here = {p: v["samples_per_s"] for p, v in one.items() if p != OURS}
+    peers_here = {p: v["samples_per_s"] for p, v in one.items() if is_peer(p)}
     if OURS in one and peers_here:
         best = max(peers_here, key=peers_here.get)
         summary["one core batch 128"] = {

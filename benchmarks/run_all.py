@@ -28,7 +28,9 @@ import bench_memory  # noqa: E402
 import bench_peers  # noqa: E402
 import bench_startup  # noqa: E402
 
-PEER_LABELS = {"numba": "numpyvae (numba backend)", "torch": "PyTorch eager (fused Adam)",
+PEER_LABELS = {"numba": "numpyvae (numba backend, MKL)",
+               "numba openblas": "numpyvae (numba backend, NumPy's OpenBLAS)",
+               "torch": "PyTorch eager (fused Adam)",
                "torch.compile": "torch.compile (Inductor)", "jax": "JAX jit (whole step, optax)"}
 TARGET = 1.2  # times the best peer
 KEEP = 0.45  # of its own idle throughput, with one competing process
@@ -74,7 +76,7 @@ def targets(peers, startup, memory):
         rows.append(("cached start: first step within 2 s of launch", f"{t:.2f} s", t <= 2.0))
     rss = s.get("peak_rss_mib")
     if rss:
-        others = {k: v for k, v in rss.items() if k != "numba"}
+        others = {k: v for k, v in rss.items() if bench_peers.is_peer(k)}
         lowest = min(others, key=others.get)
         rows.append(("peak memory below every peer's (same data, batch 128)",
                      f"{rss['numba']:.0f} MiB vs {lowest} {others[lowest]:.0f} MiB",
@@ -111,7 +113,7 @@ def summary_markdown(peers, startup, memory, kernels=None):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     ratios = []
     for _, table in cols:
-        others = {k: v["samples_per_s"] for k, v in table.items() if k != "numba"}
+        others = {k: v["samples_per_s"] for k, v in table.items() if bench_peers.is_peer(k)}
         if "numba" in table and others:
             best = max(others, key=others.get)
             ratios.append(f"{table['numba']['samples_per_s'] / others[best]:.2f}x ({best})")

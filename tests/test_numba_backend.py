@@ -37,6 +37,7 @@ from numpyvae.gradcheck import check_model, rel_error  # noqa: E402
 
 N = get_backend("numba")
 SCIPY_GEMM = NB.scipy_blas()[0]  # the fallback BLAS (32-bit integers), tested alongside
+NUMPY_GEMM = (NB.numpy_blas() or (SCIPY_GEMM,))[0]  # NumPy's OpenBLAS (64-bit integers)
 
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -183,7 +184,8 @@ def test_gemm_kernels_compute_alpha_ab_plus_beta_c_for_any_layout(m, k, n, dtype
     T = np.dtype(dtype).type
     kernels = [K.matmul_tiled, K.matmul_loops]
     if all(NB.blas_layout.py_func(arr)[0] for arr in (a, b, with_layout(c0, lc))):
-        for blas in (N._GEMM[np.dtype(dtype)], SCIPY_GEMM[np.dtype(dtype)]):  # either library
+        for blas in {N._GEMM[np.dtype(dtype)], NUMPY_GEMM[np.dtype(dtype)],
+                     SCIPY_GEMM[np.dtype(dtype)]}:  # every library: MKL, OpenBLAS, SciPy's
             tasks = data.draw(st.integers(1, 3))  # blocks of c, one per thread, even uneven
             kernels.append(lambda *args, blas=blas: NB.gemm_blas(*args, blas))
             kernels.append(lambda *args, blas=blas, t=tasks: K.gemm_parallel(*args, blas, t))
@@ -211,6 +213,41 @@ def test_the_blas_library_is_found_with_its_thread_switch():
     before = get()
     N._with_blas(lambda *args: None)  # switches to one thread and back
     assert get() == before
+
+
+def test_the_blas_is_chosen_by_numpyvae_blas_and_a_bad_choice_is_named(monkeypatch):
+    assert "OpenBLAS" in NB.choose_blas("openblas")[2] or "SciPy" in NB.choose_blas("openblas")[2]
+    assert NB.choose_blas("")[2] == (NB.mkl_blas() or NB.choose_blas("openblas"))[2]
+    with pytest.raises(ImportError, match=r"NUMPYVAE_BLAS='atlas': expected 'mkl' or 'openblas'"):
+        NB.choose_blas("atlas")
+    monkeypatch.setattr(NB, "mkl_blas", lambda: None)  # as if MKL were not installed
+    with pytest.raises(ImportError, match=r"NUMPYVAE_BLAS=mkl, but Intel MKL.*pip install"):
+        NB.choose_blas("mkl")
+    assert NB.choose_blas("")[2] == NB.choose_blas("openblas")[2]
+
+
+def test_openblas_and_the_default_blas_train_to_the_same_losses():
+    # In fresh processes, as NUMPYVAE_BLAS is read when the backend is imported.
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, numpy as np, numpyvae\n"
+        "from numpyvae.backend import numba_ops\n"
+        "m = numpyvae.VAE(784, (400,), 8, backend='numba', dtype='float64', seed=3)\n"
+        "opt = numpyvae.Adam(m.params, backend='numba')\n"
+        "rng = np.random.default_rng(4)\n"
+        "losses = [numpyvae.train_step(m, opt, rng.random((40, 784))).loss for _ in range(3)]\n"
+        "print(json.dumps([numba_ops.BLAS, losses]))\n")
+    runs = {}
+    for choice in ("", "openblas"):
+        env = {**os.environ, "NUMPYVAE_BLAS": choice}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=300, check=True).stdout
+        runs[choice] = json.loads(out.strip().splitlines()[-1])
+    assert "MKL" not in runs["openblas"][0]
+    np.testing.assert_allclose(runs[""][1], runs["openblas"][1], rtol=1e-12)
 
 
 def test_blas_layout_accepts_what_blas_can_stride_and_nothing_else():

@@ -9,12 +9,21 @@ kept apart from the arithmetic:
   (used when the JIT is disabled) that an ``overload`` replaces in jitted code;
 * :func:`gemm_blas`: ``c = alpha a @ b + beta c`` for row- or column-major
   views, with :func:`blas_layout` saying how BLAS can read an array;
-* which BLAS library is found (:data:`GEMM`, :data:`BLAS`): the OpenBLAS
-  inside NumPy (64-bit integers; measured 14% faster here than SciPy's copy,
-  and it spares importing scipy.linalg), or else SciPy's, through the
-  documented ``scipy.linalg.cython_blas``; and :data:`THREAD_SWITCH`, the
-  library's own thread count, which the backend sets to one while its
-  kernels call BLAS (see :mod:`numpyvae.backend.numba_ops`).
+* which BLAS library is found (:data:`GEMM`, :data:`BLAS`): Intel MKL when
+  it is installed (``pip install "numpyvae[mkl]"``, x86-64), loaded through
+  its single dynamic library ``libmkl_rt`` and switched to its sequential
+  layer; else the OpenBLAS inside NumPy (64-bit integers; measured 14%
+  faster here than SciPy's copy, and it spares importing scipy.linalg), or
+  else SciPy's, through the documented ``scipy.linalg.cython_blas``; and
+  :data:`THREAD_SWITCH`, the library's own thread count, which the backend
+  sets to one while its kernels call BLAS (see
+  :mod:`numpyvae.backend.numba_ops`). ``NUMPYVAE_BLAS=openblas`` skips MKL;
+  ``NUMPYVAE_BLAS=mkl`` insists on it.
+
+  Why MKL: on the products of the default VAE, one thread each, its
+  ``sgemm`` measured 1.2 to 1.7 times as fast as OpenBLAS 0.3.31 for 32
+  examples and 1.0 to 1.25 times for 128 (``benchmarks/bench_peers.py``
+  has the whole training step with each).
 
 What does not live here: how matrices are split between threads
 (:func:`numpyvae.backend.numba_kernels.gemm_parallel`), the other matmul
@@ -24,6 +33,10 @@ kernels, and choosing between them.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -263,7 +276,84 @@ def scipy_blas():
     return gemm, switch, "SciPy's BLAS (scipy.linalg.cython_blas)"
 
 
-GEMM, THREAD_SWITCH, BLAS = numpy_blas() or scipy_blas()
+#: MKL's codes (mkl_service.h): its sequential threading layer; its integer widths.
+MKL_THREADING_SEQUENTIAL, MKL_INTERFACE_LP64, MKL_INTERFACE_ILP64 = 1, 0, 1
+#: The environment variable that chooses the BLAS: "mkl", "openblas", or unset (MKL if found).
+BLAS_ENV = "NUMPYVAE_BLAS"
+
+
+def _mkl_library():
+    """``libmkl_rt`` (the pip or conda package's lib folder, else the system's), or None."""
+    names = ("libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.2.dylib", "mkl_rt.2.dll")
+    folders = dict.fromkeys(Path(p) / sub for p in (sys.prefix, sys.base_prefix)
+                            for sub in ("lib", "Library/bin"))
+    candidates = [str(f / n) for f in folders for n in names if (f / n).is_file()]
+    found = ctypes.util.find_library("mkl_rt")
+    for path in [*candidates, *([found] if found else [])]:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+def _no_threads():
+    """A :data:`THREAD_SWITCH` for a sequential BLAS: one thread, nothing to switch."""
+    return (lambda: 1), (lambda n: None)
+
+
+def mkl_blas():
+    """Intel MKL, sequential: ``(gemm by dtype, switch, name)``, or None if absent or threaded.
+
+    MKL runs on its sequential layer (no threads of its own: the kernels cut
+    the work between Numba's threads). If MKL was already set to a threaded
+    layer in this process (by another library), it is not used.
+    """
+    library = _mkl_library()
+    if library is None:
+        return None
+    try:
+        set_layer, set_interface = library.MKL_Set_Threading_Layer, library.MKL_Set_Interface_Layer
+        sgemm, dgemm = (_function_address(library, n) for n in ("sgemm_", "dgemm_"))
+    except AttributeError:
+        return None
+    set_layer.restype = set_interface.restype = ctypes.c_int
+    if set_layer(ctypes.c_int(MKL_THREADING_SEQUENTIAL)) != MKL_THREADING_SEQUENTIAL:
+        return None
+    interface = set_interface(ctypes.c_int(MKL_INTERFACE_LP64)) & 1
+    if not (sgemm and dgemm):
+        return None
+    gemm = {np.dtype(np.float32): (sgemm, interface), np.dtype(np.float64): (dgemm, interface)}
+    version = ""
+    try:
+        get_version = library.MKL_Get_Version_String
+        buffer = ctypes.create_string_buffer(200)
+        get_version(buffer, ctypes.c_int(len(buffer)))
+        words = buffer.value.decode(errors="replace").split()
+        version = " " + words[words.index("Version") + 1].split("-")[0]
+    except (AttributeError, OSError, ValueError, IndexError):
+        pass
+    ints = "ILP64" if interface == MKL_INTERFACE_ILP64 else "LP64"
+    return gemm, _no_threads(), f"Intel MKL{version} (sequential, {ints})"
+
+
+def choose_blas(choice=None):
+    """The BLAS the kernels call: ``(gemm by dtype, switch, name)``; see the module docstring.
+
+    ``choice`` (default ``$NUMPYVAE_BLAS``): ``"mkl"``, ``"openblas"``, or
+    empty for MKL when it is installed, else OpenBLAS.
+    """
+    choice = (os.environ.get(BLAS_ENV, "") if choice is None else choice).strip().lower()
+    if choice not in ("", "mkl", "openblas"):
+        raise ImportError(f"{BLAS_ENV}={choice!r}: expected 'mkl' or 'openblas' (or unset)")
+    mkl = mkl_blas() if choice != "openblas" else None
+    if choice == "mkl" and mkl is None:
+        raise ImportError(f"{BLAS_ENV}=mkl, but Intel MKL's libmkl_rt was not found, or another "
+                          'library set it to a threaded layer (pip install "numpyvae[mkl]")')
+    return mkl or numpy_blas() or scipy_blas()
+
+
+GEMM, THREAD_SWITCH, BLAS = choose_blas()
 """``GEMM[dtype]`` is the ``blas`` argument of :func:`gemm_blas`; ``THREAD_SWITCH`` is
 ``(get, set)`` of OpenBLAS's thread count, or None; ``BLAS`` names the library."""
 
