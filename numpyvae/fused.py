@@ -46,6 +46,7 @@ import numpy as np
 from .distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from .layers import Linear, Sequential
 from .model import VAE, Autoencoder, LossResult
+from .optim import Adam, AdamW
 from .threads import step_threads
 
 
@@ -176,7 +177,19 @@ def _describe(model, backend):
                  alphas=np.array(alphas, dtype=flat.dtype), n_enc=len(encoder),
                  vae=kind == "vae", likelihood=backend.STEP_LIKELIHOODS[lik_name],
                  logvar=logvar, logvar_off=logvar_off, input_dim=encoder[0].in_features,
-                 latent_dim=model.latent_dim, n_params=flat.size, dtype=flat.dtype)
+                 latent_dim=model.latent_dim, n_params=flat.size, dtype=flat.dtype,
+                 covers_all=_covers_all(rows, logvar_off, logvar.size, flat.size))
+
+
+def _covers_all(rows, logvar_off, logvar_size, n_params):
+    """Whether the layers' weights and biases (and a learned logvar) tile all ``n_params``."""
+    spans = [(w, i * o) for w, _, i, o, _, _ in rows] + [(b, o) for _, b, _, o, _, _ in rows]
+    if logvar_off >= 0:
+        spans.append((logvar_off, logvar_size))
+    covered = np.zeros(n_params, dtype=np.int64)
+    for start, size in spans:
+        covered[start:start + size] += 1
+    return bool(np.all(covered == 1))
 
 
 @dataclass
@@ -195,6 +208,7 @@ class _Plan:
     latent_dim: int
     n_params: int
     dtype: np.dtype
+    covers_all: bool  # the layers (and learned variance) are every parameter
     _buffers: dict = field(default_factory=dict)
 
     def batch(self, model, x):
@@ -233,6 +247,23 @@ class _Plan:
         self._buffers[B] = buffers
         return buffers
 
+    def _adam(self, model, optimizer):
+        """Adam's arguments for a step inside the kernel call, or None to step after it.
+
+        Inside when the optimizer is exactly :class:`~numpyvae.optim.Adam` or
+        :class:`~numpyvae.optim.AdamW` on the model's flat parameter buffer,
+        on this backend, and the kernel's layers (and learned variance) are
+        all of its parameters. Same arithmetic as ``optimizer.step``, done
+        layer by layer while each gradient is still in cache.
+        """
+        if (type(optimizer) not in (Adam, AdamW) or optimizer.backend is not self.backend
+                or optimizer._flat is not model.flat_params or not self.covers_all):
+            return None
+        b1, b2 = optimizer.betas
+        return (optimizer._flat_state["m"], optimizer._flat_state["v"], optimizer.lr, b1, b2,
+                optimizer.eps, optimizer.weight_decay, optimizer.step_count + 1,
+                optimizer.decoupled)
+
     def step(self, model, optimizer, x, eps, beta, rng):
         """The fused step on a checked batch ``x``; see :func:`train_step`."""
         B = x.shape[0]
@@ -250,14 +281,18 @@ class _Plan:
         else:
             eps = buf["eps"]
         nll, kl = buf["nll"], buf["kl"]
+        adam = self._adam(model, optimizer)
         with step_threads(model):
-            self.backend.mlp_step(model.flat_params, model.flat_grads, buf["layers"], self.alphas,
-                                  self.n_enc, self.vae, x, eps, buf["dkl"], self.likelihood,
-                                  self.logvar, buf["inv_var"], self.logvar_off, 1.0 / B, nll,
-                                  kl, buf["work"], buf["pingpong"], buf["z_off"])
-            recon = float(nll.mean())
-            kl_value = float(kl.mean()) if self.vae else 0.0
+            stepped = self.backend.mlp_step(
+                model.flat_params, model.flat_grads, buf["layers"], self.alphas, self.n_enc,
+                self.vae, x, eps, buf["dkl"], self.likelihood, self.logvar, buf["inv_var"],
+                self.logvar_off, 1.0 / B, nll, kl, buf["work"], buf["pingpong"], buf["z_off"],
+                adam)
+            recon = float(nll.mean(dtype=np.float64))
+            kl_value = float(kl.mean(dtype=np.float64)) if self.vae else 0.0
             loss = recon + beta * kl_value
-            if math.isfinite(loss):  # else leave the parameters, as the per-op path does
+            if adam is not None:
+                optimizer.step_count += stepped
+            elif math.isfinite(loss):  # else leave the parameters, as the per-op path does
                 optimizer.step(model.grads)
         return LossResult(loss, recon, kl_value, model.grads)

@@ -251,3 +251,26 @@ def test_free_bits_switched_on_later_take_the_per_op_path():
         slow_opt.step(want.grads)
         assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
     _assert_same(fast, slow, 1e-11, "free bits later")
+
+
+def test_adam_steps_inside_the_kernel_call_and_other_optimizers_after_it(monkeypatch):
+    # Adam or AdamW on the model's own flat buffer: each layer's step is taken in
+    # the kernel call (optimizer.step is not called); any other optimizer steps
+    # after it. Same results as the per-op path on the reference, either way.
+    from numpyvae.optim import Optimizer
+
+    real_step = Optimizer.step
+    for optimizer in (Adam, AdamW, SGD):
+        calls = []
+        monkeypatch.setattr(Optimizer, "step",
+                            lambda self, grads, c=calls: c.append(1) or real_step(self, grads))
+        fast, fast_opt, slow, slow_opt = _pair(VAE, "gaussian", {"gaussian_var": "learned"},
+                                               "float64", optimizer=optimizer)
+        rng = np.random.default_rng(13)
+        for _ in range(3):
+            x, eps = rng.random((8, 10)), rng.standard_normal((8, 3))
+            train_step(fast, fast_opt, x, eps=eps)
+            slow_opt.step(slow.loss_and_grads(x, eps=eps).grads)
+        assert fast_opt.step_count == slow_opt.step_count == 3
+        assert len(calls) == (3 if optimizer is SGD else 0) + 3  # the slow twin's 3 steps
+        _assert_same(fast, slow, 1e-11, optimizer.__name__)

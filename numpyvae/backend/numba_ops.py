@@ -515,17 +515,39 @@ class threads:
         numba.set_num_threads(self.before)
 
 
+_NO_ADAM = np.zeros(0)
+
+
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
-             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off):
+             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, adam=None):
     """Loss terms and gradients of a batch in one call; see :func:`numba_step.mlp_step`.
 
     Each product is cut into one block per thread of Numba's pool, shared
     out between the threads that :class:`threads` allows; BLAS runs
-    single-threaded inside.
+    single-threaded inside. ``adam``: None, or ``(m, v, lr, beta1, beta2,
+    eps, weight_decay, step, decoupled)`` (as :func:`adam_update` takes them)
+    for Adam's step inside the same call. Returns whether that step was taken.
     """
-    _with_blas(S.mlp_step, params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
-               logvar, inv_var, logvar_off, float(scale), nll, kl, work, pingpong, z_off,
-               _GEMM[params.dtype])
+    if adam is None:
+        m = v = params[:0]
+        scalars = _NO_ADAM
+    else:
+        m, v, lr, beta1, beta2, eps_, weight_decay, step, decoupled = adam
+        scalars = np.array([beta1, beta2, eps_, weight_decay, float(bool(decoupled)),
+                            1 - lr * weight_decay, lr / (1 - beta1**step),
+                            float(np.sqrt(1 - beta2**step))])
+    get, set_ = _BLAS_THREADS if _BLAS_THREADS is not None else (None, None)
+    n = get() if get else None
+    if set_:
+        set_(1)
+    try:
+        return bool(S.mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
+                               likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl,
+                               work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype],
+                               _tasks() if set_ else 1))
+    finally:
+        if set_:
+            set_(n)
 
 
 __all__ = [

@@ -44,9 +44,12 @@ The network is described to the kernel by plain arrays, not objects:
 
 from __future__ import annotations
 
+import math
+
 from .numba_blas import gemm_blas
 from .numba_jit import jit_kernels
 from .numba_kernels import (
+    adam_update,
     bernoulli_nll_and_grad,
     bias_activation_block,
     bias_gradient,
@@ -110,9 +113,29 @@ def layer_backward(dy, inp, W, y, dW, db, act, alpha, dx, need_dx, blas, tasks):
             gemm_parallel(T(1), dy, W.T, T(0), dx, blas, tasks)
 
 
+def adam_span(params, grads, m, v, adam, start, size):
+    """Adam on ``params[start : start + size]`` (and ``m``, ``v``) from ``grads``, in place.
+
+    ``adam``: (8,) float64, the scalars of :func:`~.numba_kernels.adam_update`:
+    ``[beta1, beta2, eps, weight_decay, decoupled, shrink, step_size, sqrt_bias2]``.
+    """
+    end = start + size
+    adam_update(params[start:end], grads[start:end], m[start:end], v[start:end], adam[0],
+                adam[1], adam[2], adam[3], adam[4] != 0.0, adam[5], adam[6], adam[7])
+
+
+def all_finite(a):
+    """Whether every element of the 1-D ``a`` is finite."""
+    for i in range(a.shape[0]):
+        if not math.isfinite(a[i]):
+            return False
+    return True
+
+
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
-             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, blas, tasks):
-    """Loss terms and gradients of a batch, every layer in turn.
+             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, m, v, adam, blas,
+             tasks):
+    """Loss terms and gradients of a batch, every layer in turn; and Adam's step, if asked.
 
     params, grads: (P,); layers: (n_layers, 6), encoder layers first
     (``n_enc`` of them); alphas: (n_layers,); x: (B, D); eps: (B, L) and
@@ -124,6 +147,15 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     likelihood gradient's weight (``1 / B``); nll, kl: (B,) per-example
     outputs (kl unused unless ``vae``); work: (S,), laid out as the module
     docstring says; tasks: blocks per product (Numba's pool size).
+
+    Adam: with ``m``, ``v`` like ``params`` and ``adam`` (8,) its scalars
+    (:func:`adam_span`; an empty ``adam`` for none), each layer's weights
+    take their Adam step as soon as the layer's backward is done (its
+    gradient is still in cache, and the layers below need only their own
+    weights), the learned variance's last. The parameters must be exactly
+    the layers' and that variance. No step is taken unless every ``nll``
+    and ``kl`` is finite (the per-op path does not step on such a batch
+    either). Returns whether the step was taken.
     """
     B = x.shape[0]
     T = x.dtype.type
@@ -154,6 +186,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             for d in range(D):
                 dlogvar[d] = T(0)
         gaussian_nll_and_grad(inp, logvar, x, scale, inv_var, dlogvar, learned, nll, dy)
+    step = adam.shape[0] > 0 and all_finite(nll) and (not vae or all_finite(kl))
     # Backward, in reverse; ``side`` says which ping-pong buffer holds dy.
     side = 0
     for k in range(n_layers - 1, -1, -1):
@@ -176,10 +209,16 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         dx = view2d(work, pingpong[1 - side], B, layer[IN])
         layer_backward(dy, inp, W, y, dW, db, layer[ACT], alphas[k], dx, k > 0, blas,
                        layer_tasks(B, layer, tasks))
+        if step:
+            adam_span(params, grads, m, v, adam, layer[W_OFF], layer[IN] * layer[OUT])
+            adam_span(params, grads, m, v, adam, layer[B_OFF], layer[OUT])
         dy, side = dx, 1 - side
+    if step and likelihood == GAUSSIAN and logvar_off >= 0:
+        adam_span(params, grads, m, v, adam, logvar_off, D)
+    return step
 
 
 jit_kernels(globals(), {
     "view2d": False, "layer_tasks": False, "layer_forward": False, "layer_backward": False,
-    "mlp_step": False,
+    "adam_span": False, "all_finite": False, "mlp_step": False,
 })
