@@ -240,6 +240,7 @@ class _Plan:
             "layers": layers, "z_off": z_off, "pingpong": pingpong,
             "work": np.empty(offset, dt),
             "nll": np.empty(B, dt), "kl": np.zeros(B, dt), "dkl": np.empty(B, dt),
+            "sums": np.zeros(2),
             "eps": np.zeros((B, L), dt), "inv_var": np.empty(self.logvar.shape, dt),
         }
         if len(self._buffers) >= 4:  # a few sizes: an epoch's full batches and its last one
@@ -286,10 +287,10 @@ class _Plan:
             stepped = self.backend.mlp_step(
                 model.flat_params, model.flat_grads, buf["layers"], self.alphas, self.n_enc,
                 self.vae, x, eps, buf["dkl"], self.likelihood, self.logvar, buf["inv_var"],
-                self.logvar_off, 1.0 / B, nll, kl, buf["work"], buf["pingpong"], buf["z_off"],
-                adam)
-            recon = float(nll.mean(dtype=np.float64))
-            kl_value = float(kl.mean(dtype=np.float64)) if self.vae else 0.0
+                self.logvar_off, 1.0 / B, nll, kl, buf["sums"], buf["work"], buf["pingpong"],
+                buf["z_off"], adam)
+            recon = float(buf["sums"][0]) / B
+            kl_value = float(buf["sums"][1]) / B
             loss = recon + beta * kl_value
             if adam is not None:
                 optimizer.step_count += stepped

@@ -509,17 +509,19 @@ class threads:
 
     def __enter__(self):
         self.before = numba.get_num_threads()
-        numba.set_num_threads(self.k)
+        if self.before != self.k:  # setting costs about 10 us: only when it changes
+            numba.set_num_threads(self.k)
 
     def __exit__(self, *exc):
-        numba.set_num_threads(self.before)
+        if self.before != self.k:
+            numba.set_num_threads(self.before)
 
 
 _NO_ADAM = np.zeros(0)
 
 
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
-             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, adam=None):
+             inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, adam=None):
     """Loss terms and gradients of a batch in one call; see :func:`numba_step.mlp_step`.
 
     Each product is cut into one block per thread of Numba's pool, shared
@@ -543,7 +545,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     try:
         return bool(S.mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
                                likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl,
-                               work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype],
+                               sums, work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype],
                                _tasks() if set_ else 1))
     finally:
         if set_:

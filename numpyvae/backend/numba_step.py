@@ -124,17 +124,17 @@ def adam_span(params, grads, m, v, adam, start, size):
                 adam[1], adam[2], adam[3], adam[4] != 0.0, adam[5], adam[6], adam[7])
 
 
-def all_finite(a):
-    """Whether every element of the 1-D ``a`` is finite."""
+def total(a):
+    """The sum of the 1-D ``a``, in float64 (finite if and only if every element is)."""
+    s = 0.0
     for i in range(a.shape[0]):
-        if not math.isfinite(a[i]):
-            return False
-    return True
+        s += float(a[i])
+    return s
 
 
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
-             inv_var, logvar_off, scale, nll, kl, work, pingpong, z_off, m, v, adam, blas,
-             tasks):
+             inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, m, v, adam,
+             blas, tasks):
     """Loss terms and gradients of a batch, every layer in turn; and Adam's step, if asked.
 
     params, grads: (P,); layers: (n_layers, 6), encoder layers first
@@ -145,7 +145,8 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     ``exp(-logvar)``) and, when the variance is learned, its gradient at
     ``logvar_off`` in ``grads`` (``logvar_off < 0``: fixed); scale: the
     likelihood gradient's weight (``1 / B``); nll, kl: (B,) per-example
-    outputs (kl unused unless ``vae``); work: (S,), laid out as the module
+    outputs (kl unused unless ``vae``), and sums: (2,) float64, their totals
+    over the batch; work: (S,), laid out as the module
     docstring says; tasks: blocks per product (Numba's pool size).
 
     Adam: with ``m``, ``v`` like ``params`` and ``adam`` (8,) its scalars
@@ -186,7 +187,9 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             for d in range(D):
                 dlogvar[d] = T(0)
         gaussian_nll_and_grad(inp, logvar, x, scale, inv_var, dlogvar, learned, nll, dy)
-    step = adam.shape[0] > 0 and all_finite(nll) and (not vae or all_finite(kl))
+    sums[0] = total(nll)
+    sums[1] = total(kl) if vae else 0.0
+    step = adam.shape[0] > 0 and math.isfinite(sums[0]) and math.isfinite(sums[1])
     # Backward, in reverse; ``side`` says which ping-pong buffer holds dy.
     side = 0
     for k in range(n_layers - 1, -1, -1):
@@ -220,5 +223,5 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
 
 jit_kernels(globals(), {
     "view2d": False, "layer_tasks": False, "layer_forward": False, "layer_backward": False,
-    "adam_span": False, "all_finite": False, "mlp_step": False,
+    "adam_span": False, "total": False, "mlp_step": False,
 })
