@@ -1,4 +1,4 @@
-"""The forward and backward pass of an MLP VAE (or autoencoder) in one kernel call.
+"""The forward and backward pass of an MLP VAE (or autoencoder), and Adam, in one kernel call.
 
 The per-op path (:mod:`numpyvae.backend.numba_ops`) runs each layer's
 forward and backward as its own kernel, called from Python: about twenty
@@ -24,6 +24,11 @@ differences, each measured:
   written over ``dy`` (each element is read before it is written, by the
   thread that writes it), so two buffers of gradients ping-pong back
   through the network.
+
+With Adam (or AdamW) as the optimizer, each layer's weights take their
+step as soon as that layer's backward is done, while the gradient is still
+in cache (:func:`adam_span`, the per-op path's Adam kernel on the layer's
+slice of the flat buffers): the step is then one call in all.
 
 The blocks depend on the shapes and the pool size only, never on how many
 threads run, so the step gives the same bits on one thread or on all
