@@ -224,7 +224,7 @@ class _Plan:
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _work(self, B):
-        """Buffers for a batch of ``B``, made once and kept (for the last batch size asked)."""
+        """Buffers for a batch of ``B``, made once and kept (for the last few batch sizes)."""
         buffers = self._buffers.get(B)
         if buffers is not None:
             return buffers
