@@ -180,7 +180,7 @@ def _describe(model, backend):
                  alphas=np.array(alphas, dtype=flat.dtype), n_enc=len(encoder),
                  vae=kind == "vae", likelihood=backend.STEP_LIKELIHOODS[lik_name],
                  logvar=logvar, logvar_off=logvar_off, input_dim=encoder[0].in_features,
-                 latent_dim=model.latent_dim, n_params=flat.size, dtype=flat.dtype,
+                 latent_dim=model.latent_dim, dtype=flat.dtype,
                  covers_all=_covers_all(rows, logvar_off, logvar.size, flat.size))
 
 
@@ -209,7 +209,6 @@ class _Plan:
     logvar_off: int
     input_dim: int
     latent_dim: int
-    n_params: int
     dtype: np.dtype
     covers_all: bool  # the layers (and learned variance) are every parameter
     _buffers: dict = field(default_factory=dict)

@@ -11,6 +11,7 @@ file; bombs are read in bounded memory, measured with tracemalloc.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import io
@@ -60,6 +61,19 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                 max_size=3),
     max_leaves=6)
+
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """``with peak_memory() as peak:`` traces allocations; then ``peak[0]`` is the peak, bytes."""
+    peak = [0]
+    tracemalloc.start()
+    try:
+        yield peak
+        peak[0] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def json_paths(obj, prefix=()):
@@ -251,15 +265,11 @@ def test_an_npz_entry_claiming_more_than_the_budget_is_refused_from_the_director
     small_npz(path, np.zeros(10))
     path.write_bytes(set_zip_field(path.read_bytes(), "size", 2**30))
     monkeypatch.setenv(MEMORY_ENV, "100M")
-    tracemalloc.start()
-    try:
-        with pytest.raises(ValueError, match=r"claims\.npz: the archive's entries claim 1\.1 GB, "
-                                             r"more than the 104\.9 MB"):
-            read_npz(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < MiB, peak
+    with peak_memory() as peak, pytest.raises(
+            ValueError, match=r"claims\.npz: the archive's entries claim 1\.1 GB, "
+                              r"more than the 104\.9 MB"):
+        read_npz(path)
+    assert peak[0] < MiB, peak[0]
 
 
 def test_an_npz_bomb_is_never_decompressed_beyond_its_declared_size(tmp_path):
@@ -275,14 +285,9 @@ def test_an_npz_bomb_is_never_decompressed_beyond_its_declared_size(tmp_path):
     data = path.read_bytes()
     assert len(data) < MiB
     path.write_bytes(set_zip_field(data, "size", len(header)))  # the directory lies
-    tracemalloc.start()
-    try:
-        with pytest.raises(ValueError, match=r"bomb\.npz: entry 'a\.npy'"):
-            read_npz(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 2 * MiB, peak
+    with peak_memory() as peak, pytest.raises(ValueError, match=r"bomb\.npz: entry 'a\.npy'"):
+        read_npz(path)
+    assert peak[0] < 2 * MiB, peak[0]
 
 
 # ---------------------------------------------------------------------------- trainer state
@@ -479,17 +484,13 @@ def test_a_decompression_bomb_is_read_in_bounded_memory(tmp_path, kind):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip_of(parts, 256 * MiB))
     assert path.stat().st_size < 2 * MiB
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
+    with peak_memory() as peak:
+        start = time.perf_counter()
         with pytest.raises(DataFileError, match="not an IDX file" if kind == "zeros"
                            else "longer than its header says"):
             read_idx(path)
         seconds = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 * MiB, peak
+    assert peak[0] < 4 * MiB, peak[0]
     assert seconds < 5, seconds
 
 
@@ -554,13 +555,9 @@ def test_edited_npy_headers_raise_only_data_file_errors_in_bounded_memory(shape,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mine.npy"
         path.write_bytes(data)
-        tracemalloc.start()
-        try:
+        with peak_memory() as peak:
             own_data_error_or_dataset(path)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-    assert peak < 8 * MiB, peak
+    assert peak[0] < 8 * MiB, peak[0]
 
 
 @given(data=st.data())

@@ -218,7 +218,7 @@ def test_the_blas_library_is_found_with_its_thread_switch():
 def test_the_blas_is_chosen_by_numpyvae_blas_and_a_bad_choice_is_named(monkeypatch):
     assert "OpenBLAS" in NB.choose_blas("openblas")[2] or "SciPy" in NB.choose_blas("openblas")[2]
     assert NB.choose_blas("")[2] == (NB.mkl_blas() or NB.choose_blas("openblas"))[2]
-    with pytest.raises(ImportError, match=r"NUMPYVAE_BLAS='atlas': expected 'mkl' or 'openblas'"):
+    with pytest.raises(ValueError, match=r"NUMPYVAE_BLAS='atlas': expected 'mkl' or 'openblas'"):
         NB.choose_blas("atlas")
     monkeypatch.setattr(NB, "mkl_blas", lambda: None)  # as if MKL were not installed
     with pytest.raises(ImportError, match=r"NUMPYVAE_BLAS=mkl, but Intel MKL.*pip install"):
@@ -489,3 +489,16 @@ print(max(errs))
 def test_extreme_but_finite_inputs_stay_finite(data):
     nll, dlogits = N.bernoulli_nll_and_grad(data * 20, np.clip(data, 0, 1), 1.0)
     assert np.all(np.isfinite(nll)) and np.all(np.isfinite(dlogits))
+
+
+def test_a_bad_numpyvae_blas_is_one_line_and_exit_2_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMPYVAE_BLAS": "atlas"}
+    proc = subprocess.run([sys.executable, "-m", "numpyvae", "train", "--epochs", "1", "--out",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "numpyvae train: error: NUMPYVAE_BLAS='atlas': expected 'mkl' or 'openblas' (or unset)"]

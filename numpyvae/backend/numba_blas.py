@@ -345,7 +345,7 @@ def choose_blas(choice=None):
     """
     choice = (os.environ.get(BLAS_ENV, "") if choice is None else choice).strip().lower()
     if choice not in ("", "mkl", "openblas"):
-        raise ImportError(f"{BLAS_ENV}={choice!r}: expected 'mkl' or 'openblas' (or unset)")
+        raise ValueError(f"{BLAS_ENV}={choice!r}: expected 'mkl' or 'openblas' (or unset)")
     mkl = mkl_blas() if choice != "openblas" else None
     if choice == "mkl" and mkl is None:
         raise ImportError(f"{BLAS_ENV}=mkl, but Intel MKL's libmkl_rt was not found, or another "

@@ -179,16 +179,15 @@ def _with_blas(kernel, *args, tasks=None):
     """Call a kernel that uses BLAS, BLAS single-threaded, with ``tasks`` parallel tasks.
 
     ``tasks`` defaults to :func:`_tasks`; without a way to switch BLAS's own
-    threads off, the kernel runs as one task.
+    threads off, the kernel runs as one task. Returns what the kernel returns.
     """
     if _BLAS_THREADS is None:
-        kernel(*args, 1)
-        return
+        return kernel(*args, 1)
     get, set_ = _BLAS_THREADS
     n = get()
     set_(1)
     try:
-        kernel(*args, _tasks() if tasks is None else tasks)
+        return kernel(*args, _tasks() if tasks is None else tasks)
     finally:
         set_(n)
 
@@ -491,8 +490,6 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
 
 #: Likelihood codes of :func:`mlp_step`.
 STEP_LIKELIHOODS = {"bernoulli": S.BERNOULLI, "gaussian": S.GAUSSIAN}
-#: Columns of the layer table of :func:`mlp_step`.
-STEP_LAYER_COLUMNS = ("W_OFF", "B_OFF", "IN", "OUT", "ACT", "Y_OFF")
 activation_code = _code
 
 
@@ -535,21 +532,12 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         scalars = _NO_ADAM
     else:
         m, v, lr, beta1, beta2, eps_, weight_decay, step, decoupled = adam
-        scalars = np.array([beta1, beta2, eps_, weight_decay, float(bool(decoupled)),
-                            1 - lr * weight_decay, lr / (1 - beta1**step),
-                            float(np.sqrt(1 - beta2**step))])
-    get, set_ = _BLAS_THREADS if _BLAS_THREADS is not None else (None, None)
-    n = get() if get else None
-    if set_:
-        set_(1)
-    try:
-        return bool(S.mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
-                               likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl,
-                               sums, work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype],
-                               _tasks() if set_ else 1))
-    finally:
-        if set_:
-            set_(n)
+        scalars = _work("adam scalars", (8,), np.float64)  # the step-dependent ones in float64,
+        scalars[:] = (beta1, beta2, eps_, weight_decay, float(bool(decoupled)),  # as adam_update
+                      1 - lr * weight_decay, lr / (1 - beta1**step), np.sqrt(1 - beta2**step))
+    return bool(_with_blas(S.mlp_step, params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
+                           likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl, sums,
+                           work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype]))
 
 
 __all__ = [
