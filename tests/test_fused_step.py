@@ -115,6 +115,36 @@ def test_products_large_enough_to_split_between_threads(batch, threads):
     _assert_same(fast, slow, 1e-11, f"784-400-20, batch {batch}")
 
 
+@pytest.mark.parametrize("shape,batch", [
+    ((784, (400, 400), 20), 32),   # two shared layers in a row, in the encoder and the decoder
+    ((784, (400,), 20), 600),      # every layer shared, the latent layer's too
+    ((200, (1000,), 10), 32),      # the first layer's weight gradient cut by columns
+], ids=["two big layers in a row", "every layer big", "first layer cut by columns"])
+@pytest.mark.parametrize("likelihood,extra", [LIKELIHOODS[0], LIKELIHOODS[2]],
+                         ids=["bernoulli", "gaussian learned"])
+def test_every_order_of_shared_and_one_thread_layers_matches_the_reference(
+        shape, batch, likelihood, extra, threads):
+    # The backward runs layers too small to share on one thread while the
+    # other threads take the Adam steps waiting from the layers above, and a
+    # shared layer's step inside its own region when nothing reads its
+    # weights any more: each ordering of those cases, against the reference.
+    D, hidden, L = shape
+    fast = VAE(D, hidden, L, likelihood=likelihood, backend="numba", dtype="float64", seed=5,
+               **extra)
+    slow = VAE(D, hidden, L, likelihood=likelihood, backend="numpy", dtype="float64", seed=5,
+               **extra)
+    fast_opt, slow_opt = Adam(fast.params, backend="numba"), Adam(slow.params, backend="numpy")
+    rng = np.random.default_rng(14)
+    for _ in range(2):
+        x, eps = rng.random((batch, D)), rng.standard_normal((batch, L))
+        got = train_step(fast, fast_opt, x, eps=eps)
+        want = slow.loss_and_grads(x, eps=eps)
+        slow_opt.step(want.grads)
+        assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    assert fast_opt.step_count == 2
+    _assert_same(fast, slow, 1e-11, f"{shape}, batch {batch}")
+
+
 @pytest.mark.parametrize("batch", [1, 2, 3])
 def test_more_threads_than_examples(batch):
     fast, fast_opt, slow, slow_opt = _pair(VAE, "gaussian", {"gaussian_var": "learned"},

@@ -27,6 +27,8 @@ from strategies import LAYOUTS, seeds, shapes, with_layout
 
 pytest.importorskip("numba")
 
+import numba  # noqa: E402
+
 from numpyvae import VAE, Adam, AdamW  # noqa: E402
 from numpyvae.backend import OPS, get_backend  # noqa: E402
 from numpyvae.backend import numba_blas as NB  # noqa: E402
@@ -339,21 +341,41 @@ def test_gaussian_terms_match_the_reference(shape, dtype, layout, learned, data)
     assert_close(dlv, dlv_ref, "dlogvar (accumulated)")
 
 
-def test_vectorised_exp_and_log1p_are_accurate_to_a_few_ulp():
-    exp_neg, log1p_small = M.exp_neg.py_func, M.log1p_small.py_func  # the same code, un-jitted
+@numba.njit
+def _exp_neg_and_log1p(a, e, out_exp, out_log):
+    for i in range(a.shape[0]):
+        out_exp[i] = M.exp_neg(a[i], a.dtype.type)
+    for i in range(e.shape[0]):
+        out_log[i] = M.log1p_small(e[i], e.dtype.type)
+
+
+@pytest.mark.parametrize("jitted", [False, True], ids=["as Python", "jitted"])
+def test_vectorised_exp_and_log1p_are_accurate_to_a_few_ulp(jitted):
+    # Jitted, the polynomials may use fused multiply-adds (their ``contract``
+    # flag), so the compiled code is checked as well as the Python it comes from.
     a = np.concatenate([np.linspace(0, 1, 3001), np.linspace(1, 700, 3001)])
     e = np.linspace(0, 1, 3001)
 
-    def check(dtype, ulps):
+    def exp_and_log(dtype):
         T = np.dtype(dtype).type
+        if jitted:
+            out_exp, out_log = np.empty(a.size, dtype), np.empty(e.size, dtype)
+            _exp_neg_and_log1p(a.astype(dtype), e.astype(dtype), out_exp, out_log)
+            return out_exp.astype(np.float64), out_log.astype(np.float64)
+        exp_neg, log1p_small = M.exp_neg.py_func, M.log1p_small.py_func
+        return (np.array([exp_neg(T(v), T) for v in a.astype(dtype)], dtype=np.float64),
+                np.array([log1p_small(T(v), T) for v in e.astype(dtype)], dtype=np.float64))
+
+    def check(dtype, ulps):
+        got_exp, got_log = exp_and_log(dtype)
         tiny = np.finfo(dtype).tiny
-        got = np.array([exp_neg(T(v), T) for v in a.astype(dtype)], dtype=np.float64)
+        got = got_exp
         want = np.exp(-a.astype(dtype).astype(np.float64))
         normal = want >= tiny * 2**24
         rel = np.abs(got - want)[normal] / want[normal]
         assert rel.max() <= ulps * np.finfo(dtype).eps, f"exp {dtype}: {rel.max():.3g}"
         assert np.all(got[want < tiny] == 0)  # below the normal range: 0
-        got = np.array([log1p_small(T(v), T) for v in e.astype(dtype)], dtype=np.float64)
+        got = got_log
         want = np.log1p(e.astype(dtype).astype(np.float64))
         rel = np.abs(got - want)[1:] / want[1:]
         assert rel.max() <= ulps * np.finfo(dtype).eps, f"log1p {dtype}: {rel.max():.3g}"

@@ -12,7 +12,9 @@ through in a debugger (slowly).
 * ``error_model="numpy"`` makes ``x / 0`` give inf or nan, as NumPy does,
   instead of raising; the check for it would also stop loops from vectorising.
 * No ``fastmath``: exp and log stay exact to the last bit or two. The
-  exceptions are named where they are made (:func:`.numba_math.reassoc_add`).
+  exceptions are named where they are made (:func:`.numba_math.reassoc_add`,
+  and ``contract`` for the polynomials of :func:`.numba_math.exp_neg` and
+  :func:`.numba_math.log1p_small`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ Conventions
   :func:`~numpyvae.backend.numba_math.reassoc_add` (``reassoc`` and ``nsz``),
   used for row sums, which let the compiler keep several partial sums in a
   vector register (as NumPy's pairwise sum does) instead of one sequential
-  chain.
+  chain; and ``contract`` (fused multiply-adds) in the polynomials of
+  :func:`~numpyvae.backend.numba_math.exp_neg` and
+  :func:`~numpyvae.backend.numba_math.log1p_small`.
 
 The matmul
 ----------
@@ -101,6 +103,8 @@ TILE_ROWS = 8
 TILE_K = 128
 #: Columns per parallel task in the Gaussian likelihood's batch sum.
 COLUMN_BLOCK = 64
+#: Elements per parallel task of Adam's step (a multiple of 16: 64-byte lines of float32).
+ADAM_CHUNK = 16384
 
 
 # --------------------------------------------------------------------------
@@ -579,17 +583,29 @@ def adam_update(param, grad, m, v, beta1, beta2, eps, weight_decay, decoupled, s
     """param, grad, m, v: (P,). One Adam/AdamW step in one pass (reference: ``adam_update``).
 
     The scalars that depend on the step number come in computed (in float64,
-    then rounded to the parameters' dtype here, exactly as the reference
-    rounds them): ``shrink = 1 - lr * weight_decay`` (AdamW),
+    then rounded to the parameters' dtype in :func:`adam_range`, exactly as
+    the reference rounds them): ``shrink = 1 - lr * weight_decay`` (AdamW),
     ``step = lr / (1 - beta1**t)`` and ``sqrt_bias2 = sqrt(1 - beta2**t)``.
     Each element is read once and written once, where the NumPy expression
-    takes a dozen passes over the buffers.
+    takes a dozen passes over the buffers. The buffer is cut into chunks of
+    :data:`ADAM_CHUNK` elements, shared out between the threads.
     """
+    P = param.shape[0]
+    for c in prange((P + ADAM_CHUNK - 1) // ADAM_CHUNK):
+        i0 = c * ADAM_CHUNK
+        i1 = min(i0 + ADAM_CHUNK, P)
+        adam_range(param[i0:i1], grad[i0:i1], m[i0:i1], v[i0:i1], beta1, beta2, eps,
+                   weight_decay, decoupled, shrink, step, sqrt_bias2)
+
+
+def adam_range(param, grad, m, v, beta1, beta2, eps, weight_decay, decoupled, shrink, step,
+               sqrt_bias2):
+    """param, grad, m, v: (P,). :func:`adam_update` on one thread: the loop every Adam step runs."""
     T = param.dtype.type
     b1, c1 = T(beta1), T(1 - beta1)
     b2, c2 = T(beta2), T(1 - beta2)
     eps, wd, shrink, step, sqrt_bias2 = T(eps), T(weight_decay), T(shrink), T(step), T(sqrt_bias2)
-    for i in prange(param.shape[0]):
+    for i in range(param.shape[0]):
         param[i], m[i], v[i] = adam_element(param[i], grad[i], m[i], v[i], b1, c1, b2, c2, eps,
                                             wd, decoupled, shrink, step, sqrt_bias2, T)
 
@@ -640,7 +656,7 @@ KERNELS = {
     "bernoulli_nll_and_grad_row": False,
     "gaussian_nll": True, "gaussian_nll_and_grad": True, "gaussian_nll_and_grad_row": False,
     "gaussian_dlogvar_rows": False,
-    "adam_update": True, "adam_element": False, "sgd_update": True,
+    "adam_update": True, "adam_range": False, "adam_element": False, "sgd_update": True,
 }
 
 jit_kernels(globals(), KERNELS)

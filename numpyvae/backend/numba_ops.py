@@ -535,9 +535,10 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         scalars = _work("adam scalars", (8,), np.float64)  # the step-dependent ones in float64,
         scalars[:] = (beta1, beta2, eps_, weight_decay, float(bool(decoupled)),  # as adam_update
                       1 - lr * weight_decay, lr / (1 - beta1**step), np.sqrt(1 - beta2**step))
+    spans = _work("adam spans", (2 * layers.shape[0] + 1, 2), np.int64)
     return bool(_with_blas(S.mlp_step, params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
                            likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl, sums,
-                           work, pingpong, z_off, m, v, scalars, _GEMM[params.dtype]))
+                           work, pingpong, z_off, m, v, scalars, spans, _GEMM[params.dtype]))
 
 
 __all__ = [

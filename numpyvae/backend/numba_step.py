@@ -6,29 +6,44 @@ calls per step, each checking its arguments, switching BLAS's threads and
 finding its work buffers. At batch 32 that Python costs about as much as
 the arithmetic it calls.
 
-:func:`mlp_step` runs the same sequence of kernels from jitted code, in
-one call from Python: each layer's forward (:func:`~.numba_kernels.linear_forward`,
-one block of the output per thread), the latent layer, the likelihood and
-its gradient, and back through every layer. The layers' products are cut
-between threads exactly as on the per-op path (by the longer side of each
-output, into one block per thread of Numba's pool), so the big products
-run at the same speed; what goes is the Python between them. Three
-differences, each measured:
+:func:`mlp_step` runs the same kernels from jitted code, in one call from
+Python: each layer's forward (:func:`~.numba_kernels.linear_forward`, one
+block of the output per thread), the latent layer, the likelihood and its
+gradient, and back through every layer. The layers' products are cut
+between threads as on the per-op path (into one block per thread of
+Numba's pool, by rows or by columns as :func:`~.numba_kernels.split_rows`
+says), so the big products run at the same speed; what goes is the Python
+between them, and most of the parallel regions. Each region ends in a
+barrier where every thread waits for the slowest, and a region that
+follows serial work pays for waking the pool's sleeping threads (measured
+on two cores with TBB: 1.3 us for a region straight after another, 20 us
+after 50 us of serial work). So the backward is arranged in as few regions
+as the dependencies allow:
 
-* layers whose product is small (the latent layer's ``400 x 40`` and
-  ``20 x 400`` in the default model) run on one thread: at these sizes
-  starting a parallel region costs more than the arithmetic it shares;
-* the gradients are written, not accumulated (BLAS with ``beta = 0``), so
-  no pass zeroes them first;
-* ``da = dy * f'(y)``, the gradient before a layer's activation, is
-  written over ``dy`` (each element is read before it is written, by the
-  thread that writes it), so two buffers of gradients ping-pong back
-  through the network.
+* A layer whose products are shared between threads takes two regions
+  (:func:`big_layer_backward`): ``da = dy f'(y)`` and ``db``, each thread a
+  block of columns (skipped for the identity); then each thread its block
+  of ``dW`` and of ``dx``.
+* Adam's step of a layer must wait until its ``dx``, which reads the
+  weights, is done. It waits in a list (``spans``) and runs in the next
+  region, shared out evenly: memory-bound work beside the next layer's
+  products. The first layer has no ``dx``: each thread steps its own block
+  of ``W`` as soon as it has written that block of ``dW``.
+* Layers whose products are small (the latent layer's ``400 x 40`` and
+  ``20 x 400`` in the default model, below :data:`SMALL_PRODUCT`
+  multiply-adds) run on one thread, where starting a parallel region costs
+  more than the arithmetic it shares; a run of them (and the latent layer
+  between) takes one region (:func:`small_layers_region`), in which the
+  other threads take the waiting Adam steps meanwhile.
+* The gradients are written, not accumulated (BLAS with ``beta = 0``), so
+  no pass zeroes them first; ``da`` is written over ``dy`` (each element is
+  read before it is written, by the thread that writes it), so two buffers
+  of gradients ping-pong back through the network.
 
-With Adam (or AdamW) as the optimizer, each layer's weights take their
-step as soon as that layer's backward is done, while the gradient is still
-in cache (:func:`adam_span`, the per-op path's Adam kernel on the layer's
-slice of the flat buffers): the step is then one call in all.
+In the default model at batch 128 the step takes 7 regions where one per
+kernel and one per layer's Adam took 16; measured against that, the step
+is 1.05 to 1.12 times as fast at batch 128 and 512. With an optimizer
+other than Adam (or AdamW) the optimizer steps after the call.
 
 The blocks depend on the shapes and the pool size only, never on how many
 threads run, so the step gives the same bits on one thread or on all
@@ -51,19 +66,22 @@ from __future__ import annotations
 
 import math
 
+from numba import prange
+
 from .numba_blas import gemm_blas
 from .numba_jit import jit_kernels
 from .numba_kernels import (
-    adam_update,
+    IDENTITY,
+    adam_range,
     bernoulli_nll_and_grad,
     bias_activation_block,
-    bias_gradient,
     bias_gradient_block,
+    block,
     gaussian_nll_and_grad,
-    gemm_parallel,
     latent_backward,
     latent_forward,
     linear_forward,
+    split_rows,
 )
 
 #: Likelihood codes of :func:`mlp_step`.
@@ -96,37 +114,183 @@ def layer_forward(inp, W, b, act, alpha, y, blas, tasks):
         linear_forward(inp, W, b, act, alpha, y, blas, tasks)
 
 
-def layer_backward(dy, inp, W, y, dW, db, act, alpha, dx, need_dx, blas, tasks):
-    """Backward of :func:`layer_forward`: dy, y: (B, O); inp: (B, I); W, dW: (I, O); db: (O,).
-
-    ``dy`` becomes ``da = dy f'(y)`` in place; ``db = sum_n da[n]`` and
-    ``dW = inp.T da`` are written (not accumulated); if ``need_dx``,
-    ``dx = da W.T`` (B, I).
-    """
-    T = y.dtype.type
-    for j in range(db.shape[0]):
-        db[j] = T(0)
-    if tasks == 1:
-        bias_gradient_block(dy, y, act, alpha, dy, db, 0, dy.shape[1])
-        gemm_blas(T(1), inp.T, dy, T(0), dW, blas)
-        if need_dx:
-            gemm_blas(T(1), dy, W.T, T(0), dx, blas)
-    else:
-        bias_gradient(dy, y, act, alpha, dy, db, tasks)
-        gemm_parallel(T(1), inp.T, dy, T(0), dW, blas, tasks)
-        if need_dx:
-            gemm_parallel(T(1), dy, W.T, T(0), dx, blas, tasks)
-
-
 def adam_span(params, grads, m, v, adam, start, size):
-    """Adam on ``params[start : start + size]`` (and ``m``, ``v``) from ``grads``, in place.
+    """Adam on ``params[start : start + size]`` (and ``m``, ``v``) from ``grads``, in place, serially.
 
     ``adam``: (8,) float64, the scalars of :func:`~.numba_kernels.adam_update`:
     ``[beta1, beta2, eps, weight_decay, decoupled, shrink, step_size, sqrt_bias2]``.
     """
     end = start + size
-    adam_update(params[start:end], grads[start:end], m[start:end], v[start:end], adam[0],
-                adam[1], adam[2], adam[3], adam[4] != 0.0, adam[5], adam[6], adam[7])
+    adam_range(params[start:end], grads[start:end], m[start:end], v[start:end], adam[0],
+               adam[1], adam[2], adam[3], adam[4] != 0.0, adam[5], adam[6], adam[7])
+
+
+def adam_share(params, grads, m, v, adam, spans, n_spans, t, tasks):
+    """Block ``t`` of ``tasks`` of Adam over the first ``n_spans`` rows of ``spans`` (start, size).
+
+    The spans are taken as one range, cut into ``tasks`` equal blocks
+    (:func:`~.numba_kernels.block`), so every thread gets the same share
+    however the spans' sizes differ.
+    """
+    total = 0
+    for s in range(n_spans):
+        total += spans[s, 1]
+    lo, hi = block(total, tasks, t)
+    seen = 0
+    for s in range(n_spans):
+        a = max(lo - seen, 0)
+        b = min(hi - seen, spans[s, 1])
+        if b > a:
+            adam_span(params, grads, m, v, adam, spans[s, 0] + a, b - a)
+        seen += spans[s, 1]
+
+
+def adam_rows_cols(params, grads, m, v, adam, W_off, O, i0, i1, j0, j1):
+    """Adam on the block ``[i0:i1, j0:j1]`` of the (I, O) weight matrix at ``W_off``, row by row."""
+    if j0 == 0 and j1 == O:  # whole rows: one contiguous span
+        adam_span(params, grads, m, v, adam, W_off + i0 * O, (i1 - i0) * O)
+    else:
+        for i in range(i0, i1):
+            adam_span(params, grads, m, v, adam, W_off + i * O + j0, j1 - j0)
+
+
+def dy_side(k, n_layers, n_enc, vae):
+    """Which ping-pong buffer holds layer ``k``'s output gradient (after the latent layer's).
+
+    The likelihood's gradient starts in buffer 0; every layer's backward
+    (and the latent layer's) writes the other one.
+    """
+    flips = n_layers - 1 - k + (1 if vae and k < n_enc else 0)
+    return flips % 2
+
+
+def layer_input(work, x, layers, k, n_enc, vae, z_off, B, L):
+    """Layer ``k``'s input as the forward pass left it: x, the code z, or the layer below's output."""
+    if k == 0:
+        return x
+    if k == n_enc and vae:
+        return view2d(work, z_off, B, L)
+    return view2d(work, layers[k - 1, Y_OFF], B, layers[k - 1, OUT])
+
+
+def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
+                          pingpong, z_off, k_hi, k_lo, blas):
+    """Layers ``k_hi`` down to ``k_lo`` (and the latent layer between), on one thread.
+
+    Each: ``da = dy f'(y)`` in place and ``db = sum_n da[n]``; ``dW = inp.T da``
+    and, but for layer 0, ``dx = da W.T`` into the other ping-pong buffer.
+    """
+    B = x.shape[0]
+    L = eps.shape[1]
+    n_layers = layers.shape[0]
+    T = x.dtype.type
+    for k in range(k_hi, k_lo - 1, -1):
+        layer = layers[k]
+        side = dy_side(k, n_layers, n_enc, vae)
+        if k == n_enc - 1 and vae:  # through the latent layer: dz -> dh = [dmu | dlogvar]
+            dz = view2d(work, pingpong[1 - side], B, L)
+            h = view2d(work, layer[Y_OFF], B, 2 * L)
+            latent_backward(dz, h, eps, dkl, 0.0, view2d(work, pingpong[side], B, 2 * L))
+        dy = view2d(work, pingpong[side], B, layer[OUT])
+        y = view2d(work, layer[Y_OFF], B, layer[OUT])
+        inp = layer_input(work, x, layers, k, n_enc, vae, z_off, B, L)
+        db = grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
+        for j in range(db.shape[0]):
+            db[j] = T(0)
+        bias_gradient_block(dy, y, layer[ACT], alphas[k], dy, db, 0, layer[OUT])
+        gemm_blas(T(1), inp.T, dy, T(0), view2d(grads, layer[W_OFF], layer[IN], layer[OUT]),
+                  blas)
+        if k > 0:
+            gemm_blas(T(1), dy, view2d(params, layer[W_OFF], layer[IN], layer[OUT]).T, T(0),
+                      view2d(work, pingpong[1 - side], B, layer[IN]), blas)
+
+
+def small_layers_region(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
+                        pingpong, z_off, k_hi, k_lo, m, v, adam, spans, n_spans, blas, tasks):
+    """:func:`small_layers_backward` on one thread while the others take the waiting Adam steps.
+
+    The small layers' products are too small to share; the Adam steps of
+    the layers above (memory-bound) run beside them on the other threads.
+    """
+    for t in prange(tasks):
+        if t == 0:
+            small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
+                                  pingpong, z_off, k_hi, k_lo, blas)
+            if tasks == 1:
+                adam_share(params, grads, m, v, adam, spans, n_spans, 0, 1)
+        else:
+            adam_share(params, grads, m, v, adam, spans, n_spans, t - 1, tasks - 1)
+
+
+def big_layer_backward(dy, inp, W, y, dW, db, act, alpha, dx, need_dx, params, grads, m, v,
+                       adam, step, W_off, b_off, spans, n_spans, blas, tasks):
+    """Backward of a layer whose products are shared between threads: at most two regions.
+
+    dy, y: (B, O); inp: (B, I); W, dW: (I, O); db: (O,); dx: (B, I).
+
+    1. Unless the activation is the identity, ``da = dy f'(y)`` in place and
+       ``db = sum_n da[n]``, each thread a block of columns.
+    2. Each thread its block of ``dW = inp.T da`` and, if ``need_dx``, of
+       ``dx = da W.T``; for the identity, its columns of ``db`` too; and its
+       share of the waiting Adam steps (``spans``: the layers above, whose
+       backward is done). Without ``dx`` (the first layer), nothing reads
+       ``W`` any more, so each thread steps its own block of ``W`` and of
+       ``b`` here as well.
+    """
+    B, O = y.shape
+    I = inp.shape[1]
+    T = y.dtype.type
+    for j in range(O):
+        db[j] = T(0)
+    if act != IDENTITY:
+        for t in prange(tasks):
+            j0, j1 = block(O, tasks, t)
+            bias_gradient_block(dy, y, act, alpha, dy, db, j0, j1)
+    w_rows = split_rows(I, O, tasks)
+    x_rows = split_rows(B, I, tasks)
+    for t in prange(tasks):
+        j0, j1 = block(O, tasks, t)
+        if act == IDENTITY:
+            bias_gradient_block(dy, y, act, alpha, dy, db, j0, j1)
+        if w_rows:
+            i0, i1 = block(I, tasks, t)
+            c0, c1 = 0, O
+        else:
+            i0, i1 = 0, I
+            c0, c1 = j0, j1
+        if i1 > i0 and c1 > c0:
+            gemm_blas(T(1), inp[:, i0:i1].T, dy[:, c0:c1], T(0), dW[i0:i1, c0:c1], blas)
+        if need_dx:
+            if x_rows:
+                r0, r1 = block(B, tasks, t)
+                if r1 > r0:
+                    gemm_blas(T(1), dy[r0:r1], W.T, T(0), dx[r0:r1], blas)
+            else:
+                r0, r1 = block(I, tasks, t)
+                if r1 > r0:
+                    gemm_blas(T(1), dy, W[r0:r1].T, T(0), dx[:, r0:r1], blas)
+        elif step:
+            if i1 > i0 and c1 > c0:
+                adam_rows_cols(params, grads, m, v, adam, W_off, O, i0, i1, c0, c1)
+            if j1 > j0:
+                adam_span(params, grads, m, v, adam, b_off + j0, j1 - j0)
+        if step:
+            adam_share(params, grads, m, v, adam, spans, n_spans, t, tasks)
+
+
+def adam_region(params, grads, m, v, adam, spans, n_spans, tasks):
+    """The waiting Adam steps, shared between the threads."""
+    for t in prange(tasks):
+        adam_share(params, grads, m, v, adam, spans, n_spans, t, tasks)
+
+
+def add_layer_span(spans, n_spans, layer):
+    """Append the layer's weights and bias to the waiting Adam steps; the new count."""
+    spans[n_spans, 0] = layer[W_OFF]
+    spans[n_spans, 1] = layer[IN] * layer[OUT]
+    spans[n_spans + 1, 0] = layer[B_OFF]
+    spans[n_spans + 1, 1] = layer[OUT]
+    return n_spans + 2
 
 
 def total(a):
@@ -139,7 +303,7 @@ def total(a):
 
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, m, v, adam,
-             blas, tasks):
+             spans, blas, tasks):
     """Loss terms and gradients of a batch, every layer in turn; and Adam's step, if asked.
 
     params, grads: (P,); layers: (n_layers, 6), encoder layers first
@@ -156,10 +320,11 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
 
     Adam: with ``m``, ``v`` like ``params`` and ``adam`` (8,) its scalars
     (:func:`adam_span`; an empty ``adam`` for none), each layer's weights
-    take their Adam step as soon as the layer's backward is done (its
-    gradient is still in cache, and the layers below need only their own
-    weights), the learned variance's last. The parameters must be exactly
-    the layers' and that variance. No step is taken unless every ``nll``
+    take their Adam step once nothing reads them any more, in the next
+    parallel region (see the module docstring), the learned variance's
+    last; ``spans``: (2 n_layers + 1, 2) int64, scratch for the list of
+    waiting steps. The parameters must be exactly the layers' and that
+    variance. No step is taken unless every ``nll``
     and ``kl`` is finite (the per-op path does not step on such a batch
     either). Returns whether the step was taken.
     """
@@ -195,38 +360,53 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     sums[0] = total(nll)
     sums[1] = total(kl) if vae else 0.0
     step = adam.shape[0] > 0 and math.isfinite(sums[0]) and math.isfinite(sums[1])
-    # Backward, in reverse; ``side`` says which ping-pong buffer holds dy.
-    side = 0
-    for k in range(n_layers - 1, -1, -1):
+    # Backward, in reverse. ``spans`` lists the Adam steps waiting for a
+    # region to run in: a layer's weights may step only once its ``dx``
+    # (which reads them) is done.
+    n_spans = 0
+    k = n_layers - 1
+    while k >= 0:
         layer = layers[k]
-        if k == n_enc - 1 and vae:  # through the latent layer: dz -> dh = [dmu | dlogvar]
-            dh = view2d(work, pingpong[1 - side], B, 2 * L)
-            h = view2d(work, layer[Y_OFF], B, 2 * L)
-            latent_backward(dy, h, eps, dkl, 0.0, dh)
-            dy, side = dh, 1 - side
-        if k == 0:
-            inp = x
-        elif k == n_enc and vae:
-            inp = view2d(work, z_off, B, L)
-        else:
-            inp = view2d(work, layers[k - 1, Y_OFF], B, layers[k - 1, OUT])
-        y = view2d(work, layer[Y_OFF], B, layer[OUT])
-        W = view2d(params, layer[W_OFF], layer[IN], layer[OUT])
-        dW = view2d(grads, layer[W_OFF], layer[IN], layer[OUT])
-        db = grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
-        dx = view2d(work, pingpong[1 - side], B, layer[IN])
-        layer_backward(dy, inp, W, y, dW, db, layer[ACT], alphas[k], dx, k > 0, blas,
-                       layer_tasks(B, layer, tasks))
-        if step:
-            adam_span(params, grads, m, v, adam, layer[W_OFF], layer[IN] * layer[OUT])
-            adam_span(params, grads, m, v, adam, layer[B_OFF], layer[OUT])
-        dy, side = dx, 1 - side
+        if layer_tasks(B, layer, tasks) == 1:  # a run of small layers, on one thread
+            k_lo = k
+            while k_lo > 0 and layer_tasks(B, layers[k_lo - 1], tasks) == 1:
+                k_lo -= 1
+            small_layers_region(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
+                                pingpong, z_off, k, k_lo, m, v, adam, spans,
+                                n_spans if step else 0, blas, tasks)
+            n_spans = 0
+            for j in range(k, k_lo - 1, -1):
+                n_spans = add_layer_span(spans, n_spans, layers[j])
+            k = k_lo - 1
+            continue
+        side = dy_side(k, n_layers, n_enc, vae)
+        if k == n_enc - 1 and vae:
+            latent_backward(view2d(work, pingpong[1 - side], B, L),
+                            view2d(work, layer[Y_OFF], B, 2 * L), eps, dkl, 0.0,
+                            view2d(work, pingpong[side], B, 2 * L))
+        big_layer_backward(
+            view2d(work, pingpong[side], B, layer[OUT]),
+            layer_input(work, x, layers, k, n_enc, vae, z_off, B, L),
+            view2d(params, layer[W_OFF], layer[IN], layer[OUT]),
+            view2d(work, layer[Y_OFF], B, layer[OUT]),
+            view2d(grads, layer[W_OFF], layer[IN], layer[OUT]),
+            grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]], layer[ACT], alphas[k],
+            view2d(work, pingpong[1 - side], B, layer[IN]), k > 0, params, grads, m, v, adam,
+            step, layer[W_OFF], layer[B_OFF], spans, n_spans, blas, tasks)
+        n_spans = add_layer_span(spans, 0, layer) if k > 0 else 0
+        k -= 1
     if step and likelihood == GAUSSIAN and logvar_off >= 0:
-        adam_span(params, grads, m, v, adam, logvar_off, D)
+        spans[n_spans, 0] = logvar_off
+        spans[n_spans, 1] = D
+        n_spans += 1
+    if step and n_spans > 0:
+        adam_region(params, grads, m, v, adam, spans, n_spans, tasks)
     return step
 
 
 jit_kernels(globals(), {
-    "view2d": False, "layer_tasks": False, "layer_forward": False, "layer_backward": False,
-    "adam_span": False, "total": False, "mlp_step": False,
+    "view2d": False, "layer_tasks": False, "layer_forward": False, "adam_span": False,
+    "adam_share": False, "adam_rows_cols": False, "dy_side": False, "layer_input": False,
+    "small_layers_backward": False, "small_layers_region": True, "big_layer_backward": True,
+    "adam_region": True, "add_layer_span": False, "total": False, "mlp_step": False,
 })
