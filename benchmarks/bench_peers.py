@@ -328,6 +328,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
     if skipped:
         say(f"peers not installed, skipped: {', '.join(skipped)} (pip install -e '.[bench]')")
     result = {"benchmark": "numpyvae against its peers", "data": source, "quick": quick,
+              "load_average_at_start": os.getloadavg()[0],  # before our own competitors
               "rounds": rounds, "block_seconds": block, "implementations": impls,
               "skipped": skipped, "validation": {}, "idle": {}, "contended": {},
               "one_core": {}, "regression": {}, "peak_rss_mib": {}}

@@ -93,12 +93,18 @@ def targets(peers, startup, memory):
     return rows
 
 
+def _start_load(peers):
+    """The 1-minute load average before the run (older results: when it ended)."""
+    return peers.get("load_average_at_start",
+                     peers.get("machine", {}).get("load_average_1min", float("nan")))
+
+
 def summary_markdown(peers, startup, memory, kernels=None):
     m = peers.get("machine", {})
     cols = _columns(peers)
     lines = [
         f"Measured on {m.get('cpu', '?')} ({m.get('cores', '?')} cores; load average "
-        f"{m.get('load_average_1min', float('nan')):.1f} when the run ended), data: "
+        f"{_start_load(peers):.1f} when the run started), data: "
         f"{peers['data']}. Training samples per second, float32, 784-400-20 VAE with Adam: "
         f"median of {peers['rounds']} interleaved rounds, slowest and fastest round in "
         f"brackets. Every peer was first validated: same initial weights and noise, losses "
@@ -178,7 +184,7 @@ def summary_markdown(peers, startup, memory, kernels=None):
         for name in names:
             lines.append(f"| {name} | " + " | ".join(_cell(t.get(name)) for t in thr.values())
                          + " |")
-    busy = m.get("load_average_1min", 0.0) > (m.get("cores") or 1)
+    busy = _start_load(peers) > (m.get("cores") or 1)
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     for what, figure, met in targets(peers, startup, memory):
         verdict = "yes" if met else "**no**"

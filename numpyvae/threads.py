@@ -2,9 +2,10 @@
 
 On an idle machine every core helps: the Numba backend's kernels split each
 matrix product and each elementwise pass between its threads. When another
-process keeps a core busy, a kernel on two threads waits at its end for
-whichever thread the scheduler has set aside, at every one of the step's
-twenty-odd kernels, and one thread can be faster. Measured on the default
+process keeps a core busy, a parallel region on two threads waits at its
+end for whichever thread the scheduler has set aside, at every one of the
+step's regions (twenty-odd on the per-op path, seven in the one-call step
+at batch 128), and one thread can be faster. Measured on the default
 VAE at batch 128 on two cores (``benchmarks/bench_peers.py``): idle, two
 threads ~36,000 samples/s against one thread's ~23,000; with one competing
 CPU-bound process, in one run one thread ~20,000 against two threads'

@@ -120,7 +120,7 @@ def layer_forward(inp, W, b, act, alpha, y, blas, tasks):
 
 
 def adam_span(params, grads, m, v, adam, start, size):
-    """Adam on ``params[start : start + size]`` (and ``m``, ``v``) from ``grads``, in place, serially.
+    """Adam on ``params[start : start + size]`` (and ``m``, ``v``) from ``grads``, on one thread.
 
     ``adam``: (8,) float64, the scalars of :func:`~.numba_kernels.adam_update`:
     ``[beta1, beta2, eps, weight_decay, decoupled, shrink, step_size, sqrt_bias2]``.
@@ -145,7 +145,7 @@ def adam_share(params, grads, m, v, adam, spans, n_spans, t, tasks):
 
 
 def adam_chunk(params, grads, m, v, adam, spans, n_spans, lo, hi):
-    """Adam on elements ``lo:hi`` of the first ``n_spans`` spans (start, size), taken as one range."""
+    """Adam on elements ``lo:hi`` of the first ``n_spans`` spans (start, size), end to end."""
     seen = 0
     for s in range(n_spans):
         a = max(lo - seen, 0)
@@ -175,7 +175,7 @@ def dy_side(k, n_layers, n_enc, vae):
 
 
 def layer_input(work, x, layers, k, n_enc, vae, z_off, B, L):
-    """Layer ``k``'s input as the forward pass left it: x, the code z, or the layer below's output."""
+    """Layer ``k``'s input as the forward pass left it: x, the code z, or the output below."""
     if k == 0:
         return x
     if k == n_enc and vae:
@@ -429,7 +429,8 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
 
 jit_kernels(globals(), {
     "view2d": False, "layer_tasks": False, "layer_forward": False, "adam_span": False,
-    "adam_share": False, "adam_chunk": False, "adam_rows_cols": False, "dy_side": False, "layer_input": False,
-    "small_layers_backward": False, "small_layers_region": True, "big_layer_backward": True,
-    "adam_region": True, "add_layer_span": False, "total": False, "mlp_step": False,
+    "adam_share": False, "adam_chunk": False, "adam_rows_cols": False, "dy_side": False,
+    "layer_input": False, "small_layers_backward": False, "small_layers_region": True,
+    "big_layer_backward": True, "adam_region": True, "add_layer_span": False, "total": False,
+    "mlp_step": False,
 })
