@@ -24,12 +24,13 @@ without the Python between them; the optimizer's step follows. Same loss,
 same gradients (to rounding), same noise drawn from the same generator;
 the tests hold the two paths to each other and to the NumPy reference.
 Measured on two cores (``benchmarks/bench_peers.py``, its threading
-table), it runs the default VAE's step 1.13 times as fast as the per-op
-path at batches 32 and 128, where the Python between the kernels is a
-large part of the step. With :class:`~numpyvae.optim.Adam` or
+table), it runs the default VAE's step 1.54 times as fast as the per-op
+path at batch 32 and 1.24 times at batch 128: the Python between the
+kernels goes, and most of the parallel regions
+(:mod:`numpyvae.backend.numba_step`). With :class:`~numpyvae.optim.Adam` or
 :class:`~numpyvae.optim.AdamW` on the model's flat buffer, the optimizer's
-step is taken inside the same call, layer by layer; any other optimizer
-steps after it.
+step is taken inside the same call, each layer's as soon as nothing reads
+its weights any more; any other optimizer steps after it.
 
 Any other model, backend or input takes the per-op path, which also
 raises the errors that explain bad input.
@@ -257,7 +258,7 @@ class _Plan:
         :class:`~numpyvae.optim.AdamW` on the model's flat parameter buffer,
         on this backend, and the kernel's layers (and learned variance) are
         all of its parameters. Same arithmetic as ``optimizer.step``, done
-        layer by layer while each gradient is still in cache.
+        layer by layer inside the kernel call.
         """
         if (type(optimizer) not in (Adam, AdamW) or optimizer.backend is not self.backend
                 or optimizer._flat is not model.flat_params or not self.covers_all):
