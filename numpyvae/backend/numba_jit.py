@@ -8,7 +8,11 @@ function unchanged, so the same code runs as plain Python and can be stepped
 through in a debugger (slowly).
 
 * ``cache=True`` keeps the compiled machine code on disk (in ``__pycache__``
-  next to the module), so a second run loads instead of compiling.
+  next to the module), so a second run loads instead of compiling. Numba
+  checks only the file that defines a kernel: after editing a module whose
+  functions other modules' kernels call (:mod:`.numba_math`,
+  :mod:`.numba_blas`, :mod:`.numba_kernels`), delete
+  ``numpyvae/backend/__pycache__`` so that those kernels compile again.
 * ``error_model="numpy"`` makes ``x / 0`` give inf or nan, as NumPy does,
   instead of raising; the check for it would also stop loops from vectorising.
 * No ``fastmath``: exp and log stay exact to the last bit or two. The
