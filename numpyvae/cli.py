@@ -18,9 +18,12 @@ import argparse
 import difflib
 import json
 import math
+import os
 import re
 import signal
 import sys
+
+from . import interrupts
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -596,10 +599,12 @@ def main(argv=None) -> int:
     """Run the ``numpyvae`` command; return its exit code."""
     command = "numpyvae"
     received = []
+    interrupts.pending.clear()
 
     def on_signal(signum, frame):
         received.append(signum)
-        raise _Stop
+        interrupts.pending.append(signum)  # for training to see, should _Stop be swallowed
+        interrupts.raise_when_safe(frame, _Stop)  # not inside an import
 
     previous = {}
     try:
@@ -615,7 +620,10 @@ def main(argv=None) -> int:
         try:
             args = build_parser().parse_args(argv)
             command = f"numpyvae {args.command}"
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+            if received and code not in (128 + s for s in received):
+                raise _Stop  # the signal's exception was swallowed where it landed
+            return code
         except NonFiniteLossError as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -632,6 +640,28 @@ def main(argv=None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        interrupts.pending.clear()
+
+
+def command() -> None:
+    """The ``numpyvae`` console command (and ``python -m numpyvae``): :func:`main`, then exit.
+
+    A command stopped by Ctrl-C or SIGTERM has said so, closed its files and
+    released its run folder by the time :func:`main` returns; it then exits
+    at once (``os._exit``), without the interpreter's shutdown. A signal can
+    land anywhere in start-up, halfway through loading Numba, its threading
+    layer or a BLAS library, and the shutdown of such a half-loaded native
+    library was seen to abort the process (``Fatal Python error:
+    PyThreadState_Get``) or hang it, a few times in a few hundred
+    interruptions. Any other exit goes through the normal shutdown. In a
+    notebook, call :func:`main`, which only returns.
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _one_line(exc) -> str:
@@ -642,4 +672,4 @@ def _one_line(exc) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    command()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, iwae, latent, runfolder
+from . import evaluate, interrupts, iwae, latent, runfolder
 from .data import BINARIZE_MODES, binarize, check_training_data
 from .fused import train_step
 from .model import MODEL_KINDS, VAE
@@ -351,6 +351,11 @@ class Trainer:
 
     def _fit(self, epochs):
         with self._interrupt_guard():
+            signum = interrupts.take_pending()
+            if signum is not None:  # the command was stopped while starting, and it got lost
+                self._stop_requested = True
+                self.stop_signal = signum
+                _write_line(f"{signal.Signals(signum).name} received while starting: stopping")
             while self.epoch < epochs and not self._stop_requested:
                 self._run_epoch(epochs)
         if self._stop_requested:

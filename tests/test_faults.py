@@ -216,18 +216,44 @@ def test_sigterm_saves_says_so_and_resume_finishes(tmp_path, idx_dir):
     assert 1 <= state["epoch"] < 200
 
 
+def test_a_signal_inside_an_import_is_raised_once_the_import_is_over(tmp_path):
+    # A KeyboardInterrupt inside the import of a native library leaves it
+    # half-loaded; the command's handler waits for the import to finish.
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.2)  # the handler runs here, inside the import\n"
+        "finished = True\n")
+    script = (
+        "import signal, sys\n"
+        "from numpyvae import interrupts\n"
+        "def on_signal(signum, frame):\n"
+        "    interrupts.raise_when_safe(frame, KeyboardInterrupt)\n"
+        "signal.signal(signal.SIGINT, on_signal)\n"
+        "try:\n"
+        "    import slow_module\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after the import:', sys.modules['slow_module'].finished)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])),
+                         timeout=120)
+    assert out.stdout.strip() == "interrupted after the import: True", out.stderr
+
+
 @pytest.mark.parametrize("delay", [0.01, 0.05, 0.2, 0.5])
 def test_ctrl_c_or_sigterm_while_starting_gives_no_traceback(tmp_path, delay):
     """A signal while NumPy and the rest are imported, arguments parsed, data loaded.
 
-    The child says "ready" once the interpreter has started and the command's
+    The child runs what the ``numpyvae`` console script runs (``cli.command``)
+    and says "ready" once the interpreter has started and the command's
     module is imported (cheap: the package imports its parts on first use);
     what follows is the command's own start-up.
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys\nfrom numpyvae.cli import main\n"
-             "print('ready', file=sys.stderr, flush=True)\nsys.exit(main())", "train",
+            [sys.executable, "-c", "import sys\nfrom numpyvae.cli import command\n"
+             "print('ready', file=sys.stderr, flush=True)\ncommand()", "train",
              "--out", str(tmp_path / f"run-{sig}"), "--epochs", "500"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env())
         assert proc.stderr.readline() == "ready\n"

@@ -156,6 +156,26 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, shapes
             assert got[k] == pytest.approx(want[k], rel=1e-12), k
 
 
+def test_a_signal_the_command_received_while_starting_stops_training_at_once(
+        tmp_path, shapes_small):
+    # The command records each signal (numpyvae.interrupts.pending) besides
+    # raising it; if whatever it interrupted swallowed the exception, the
+    # trainer still stops before its first step.
+    from numpyvae import interrupts
+
+    x_train, x_test = shapes_small
+    trainer = Trainer(small_vae(), x_train, x_test, out_dir=tmp_path, progress=False)
+    interrupts.pending[:] = [signal.SIGTERM]
+    try:
+        history = trainer.fit(3)
+    finally:
+        interrupts.pending.clear()
+    assert trainer.interrupted and trainer.stop_signal == signal.SIGTERM
+    assert history == [] and trainer.global_step == 0
+    assert not interrupts.pending  # taken: the next run starts afresh
+    assert Trainer(small_vae(), x_train, x_test, progress=False).fit(1)  # and runs
+
+
 def test_sigint_saves_and_stops(tmp_path, shapes_small):
     x_train, x_test = shapes_small
 
