@@ -640,6 +640,7 @@ def main(argv=None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        interrupts.cancel_raise()
         interrupts.pending.clear()
 
 

@@ -42,17 +42,27 @@ def raise_when_safe(frame, exception: type[BaseException]) -> None:
     """Raise ``exception`` now, or, inside an import, as soon as the import is over.
 
     Called from a signal handler (on the main thread) with the frame it
-    interrupted.
+    interrupted. While it waits, the profile hook replaces any other (a
+    profiler's), which it puts back when it raises or is cancelled.
     """
     if not inside_import(frame):
         raise exception
+    previous = sys.getprofile()
 
     def hook(current, event, arg):
         if not inside_import(current):
-            sys.setprofile(None)
+            sys.setprofile(previous)
             raise exception
 
+    hook.previous = previous
     sys.setprofile(hook)
+
+
+def cancel_raise() -> None:
+    """Drop a raise that :func:`raise_when_safe` still has waiting (the command is returning)."""
+    hook = sys.getprofile()
+    if hook is not None and hasattr(hook, "previous"):
+        sys.setprofile(hook.previous)
 
 
 def take_pending() -> int | None:

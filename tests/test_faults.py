@@ -234,11 +234,13 @@ def test_a_signal_inside_an_import_is_raised_once_the_import_is_over(tmp_path):
         "    import slow_module\n"
         "    print('not interrupted')\n"
         "except KeyboardInterrupt:\n"
-        "    print('interrupted after the import:', sys.modules['slow_module'].finished)\n")
+        "    print('interrupted after the import:', sys.modules['slow_module'].finished,\n"
+        "          'profiler put back:', sys.getprofile() is None)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])),
                          timeout=120)
-    assert out.stdout.strip() == "interrupted after the import: True", out.stderr
+    assert out.stdout.strip() == ("interrupted after the import: True profiler put back: True"), \
+        out.stderr
 
 
 @pytest.mark.parametrize("delay", [0.01, 0.05, 0.2, 0.5])

@@ -174,6 +174,17 @@ def dy_side(k, n_layers, n_enc, vae):
     return flips % 2
 
 
+def through_latent(work, pingpong, side, h_off, eps, dkl):
+    """Back through the latent layer: ``dz`` (B, L) -> ``dh = [dmu | dlogvar]`` (B, 2L).
+
+    ``dz`` is in ping-pong buffer ``1 - side``, ``dh`` goes to ``side``, and
+    ``h`` (the encoder's output) starts at ``h_off`` in ``work``.
+    """
+    B, L = eps.shape
+    latent_backward(view2d(work, pingpong[1 - side], B, L), view2d(work, h_off, B, 2 * L), eps,
+                    dkl, 0.0, view2d(work, pingpong[side], B, 2 * L))
+
+
 def layer_input(work, x, layers, k, n_enc, vae, z_off, B, L):
     """Layer ``k``'s input as the forward pass left it: x, the code z, or the output below."""
     if k == 0:
@@ -197,10 +208,8 @@ def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl
     for k in range(k_hi, k_lo - 1, -1):
         layer = layers[k]
         side = dy_side(k, n_layers, n_enc, vae)
-        if k == n_enc - 1 and vae:  # through the latent layer: dz -> dh = [dmu | dlogvar]
-            dz = view2d(work, pingpong[1 - side], B, L)
-            h = view2d(work, layer[Y_OFF], B, 2 * L)
-            latent_backward(dz, h, eps, dkl, 0.0, view2d(work, pingpong[side], B, 2 * L))
+        if k == n_enc - 1 and vae:
+            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl)
         dy = view2d(work, pingpong[side], B, layer[OUT])
         y = view2d(work, layer[Y_OFF], B, layer[OUT])
         inp = layer_input(work, x, layers, k, n_enc, vae, z_off, B, L)
@@ -404,9 +413,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             continue
         side = dy_side(k, n_layers, n_enc, vae)
         if k == n_enc - 1 and vae:
-            latent_backward(view2d(work, pingpong[1 - side], B, L),
-                            view2d(work, layer[Y_OFF], B, 2 * L), eps, dkl, 0.0,
-                            view2d(work, pingpong[side], B, 2 * L))
+            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl)
         big_layer_backward(
             view2d(work, pingpong[side], B, layer[OUT]),
             layer_input(work, x, layers, k, n_enc, vae, z_off, B, L),
@@ -430,7 +437,8 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
 jit_kernels(globals(), {
     "view2d": False, "layer_tasks": False, "layer_forward": False, "adam_span": False,
     "adam_share": False, "adam_chunk": False, "adam_rows_cols": False, "dy_side": False,
-    "layer_input": False, "small_layers_backward": False, "small_layers_region": True,
+    "through_latent": False, "layer_input": False, "small_layers_backward": False,
+    "small_layers_region": True,
     "big_layer_backward": True, "adam_region": True, "add_layer_span": False, "total": False,
     "mlp_step": False,
 })
