@@ -397,10 +397,14 @@ def test_vectorised_exp_and_log1p_are_accurate_to_a_few_ulp(jitted):
 @given(n=st.integers(1, 300), dtype=dtypes, decoupled=st.booleans(),
        weight_decay=st.sampled_from((0.0, 0.05)), step=st.integers(1, 50), seed=seeds())
 def test_adam_update_matches_the_reference(n, dtype, decoupled, weight_decay, step, seed):
+    check_adam_update(n, dtype, (1e-2, 0.9, 0.999, 1e-8, weight_decay, step, decoupled), seed)
+
+
+def check_adam_update(n, dtype, args, seed):
+    """Both backends' Adam step on the same random buffers of ``n`` elements."""
     rng = np.random.default_rng(seed)
     p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
     v = rng.random(n).astype(dtype)
-    args = (1e-2, 0.9, 0.999, 1e-8, weight_decay, step, decoupled)
     ref = [fresh(a) for a in (p, g, m, v)]
     got = [fresh(a) for a in (p, g, m, v)]
     R.adam_update(*ref, *args)
@@ -419,6 +423,14 @@ def test_sgd_update_matches_the_reference(n, dtype, momentum, nesterov, weight_d
     N.sgd_update(*got, 0.1, momentum, nesterov and momentum > 0, weight_decay)
     for a, b in zip(got, ref, strict=True):
         assert_close(a, b)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_update_of_a_buffer_longer_than_a_chunk_matches_the_reference(decoupled):
+    # Both backends cut a long buffer into chunks (the reference's and the
+    # kernel's differ in size); the update of every element is the same.
+    n = 3 * R.UPDATE_CHUNK + 777
+    check_adam_update(n, np.float32, (1e-2, 0.9, 0.999, 1e-8, 0.05, 7, decoupled), seed=9)
 
 
 def test_updates_of_shaped_and_strided_parameters_fall_back_correctly():

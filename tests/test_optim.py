@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from numpyvae import SGD, VAE, Adam, AdamW, clip_grad_norm
+from numpyvae.backend import reference as R
 from numpyvae.optim import flat_span
 
 STEPS = 5
@@ -199,6 +200,28 @@ def test_running_averages_decaying_below_the_normal_range_become_zero(backend_na
             assert np.all((a == 0) | (np.abs(a) >= tiny)), (slot, name)
     assert all(np.all(a == 0) for a in optimizer.state[first].values())
     assert np.all(np.isfinite(model.flat_params))
+
+
+@pytest.mark.parametrize("update", ["adam", "adamw", "sgd", "sgd-nesterov"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_flat_buffer_updated_in_chunks_equals_one_update(update, dtype):
+    # The reference updates a flat buffer longer than UPDATE_CHUNK chunk by
+    # chunk; the same numbers, shaped as a matrix, are updated in one piece.
+    n = 2 * R.UPDATE_CHUNK + 8 * 1234
+    rng = np.random.default_rng(5)
+    param, grad, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    m[::7] = np.finfo(dtype).tiny  # some fall below the normal range in this step
+    flat = [a.copy() for a in (param, grad, m, v)]
+    shaped = [a.copy().reshape(-1, 8) for a in (param, grad, m, v)]
+    for arrays in (flat, shaped):
+        if update.startswith("adam"):
+            R.adam_update(*arrays, 1e-2, 0.9, 0.999, 1e-8, 0.05, 3, update == "adamw")
+        else:
+            R.sgd_update(*arrays[:3], 0.1, 0.9, update == "sgd-nesterov", 0.01)
+    assert not np.array_equal(flat[0], param)
+    for a, b in zip(flat, shaped, strict=True):
+        np.testing.assert_array_equal(a, b.reshape(-1))
 
 
 @pytest.mark.parametrize("config", ["sgd-momentum", "adamw"])
