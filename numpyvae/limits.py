@@ -13,12 +13,15 @@ raises it, e.g. for a test.
 
 What does not live here: the readers themselves (:mod:`numpyvae.safenpz`,
 :mod:`numpyvae.data.idx`) and the model (:mod:`numpyvae.model`), which call
-:func:`excess` or :func:`check_size` with their own sizes.
+:func:`excess`, :func:`unaddressable` or :func:`check_size` with their own
+sizes.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 
 MEMORY_ENV = "NUMPYVAE_MAX_MEMORY"
 _SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -64,6 +67,21 @@ def excess(nbytes: int) -> str | None:
         return None
     return (f"{human(nbytes)}, more than the {human(budget)} of memory allowed "
             f"(the machine's memory, or ${MEMORY_ENV})")
+
+
+def unaddressable(shape, itemsize: int) -> str | None:
+    """None if NumPy can make an array of ``shape``; otherwise the reason.
+
+    An array with a zero in its shape holds nothing, yet NumPy refuses one
+    whose other sizes multiply (times ``itemsize``) past the largest index,
+    ``(0, 2**40, 2**40)`` for instance: a header announcing such a shape is
+    refused like one announcing too many bytes.
+    """
+    span = math.prod(size for size in shape if size) * itemsize
+    if span <= sys.maxsize:
+        return None
+    return (f"sizes that multiply to {human(span)}, more than an array can index "
+            f"({human(sys.maxsize)})")
 
 
 def check_size(nbytes: int, what: str) -> None:

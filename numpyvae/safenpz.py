@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .limits import excess
+from .limits import excess, unaddressable
 
 #: The most entries an archive may hold (a model has a few per layer).
 MAX_ENTRIES = 10_000
@@ -165,6 +165,10 @@ def _read_array(stream, name: str, declared: int, declarer: str, what: str = "nu
     reason = excess(nbytes)
     if reason is not None:
         raise _Problem(f"{name} would need {reason}")
+    reason = unaddressable(shape, dtype.itemsize)
+    if reason is not None:
+        raise _Problem(f"{name}: its .npy header announces shape {shape} of {dtype}, with "
+                       f"{reason}")
     buffer = bytearray(nbytes)
     view, done = memoryview(buffer), 0
     while done < nbytes:

@@ -453,6 +453,7 @@ def test_edited_idx_headers_raise_only_data_file_errors(ndim, sizes, code, tail,
     ((2**31, 2**31, 4), "more than the"),
     ((2**32 - 1,) * 4, "more than the"),
     ((1,) * 255, "255 dimensions"),
+    ((0, 2**32 - 1, 2**32 - 1, 2**32 - 1), "more than an array can index"),  # empty, unindexable
 ])
 def test_idx_headers_that_overflow(tmp_path, shape, words):
     path = tmp_path / "huge-idx.gz"
@@ -532,6 +533,26 @@ def npy_bytes(header: dict, body: bytes = b"", version=(1, 0)) -> bytes:
              else np.lib.format.write_array_header_2_0)
     write(out, header)  # the magic string, then the header
     return out.getvalue() + body
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+@pytest.mark.parametrize("shape", [(0, 27, 1404, 2284330, 13314046), (2**40, 0, 2**40)])
+def test_an_empty_shape_too_large_to_index_is_refused(tmp_path, container, shape):
+    # Zero bytes of data, but sizes that multiply past the largest index:
+    # NumPy cannot make such an array, so the header is refused by name.
+    data = npy_bytes({"descr": "<f8", "fortran_order": False, "shape": shape})
+    path = tmp_path / f"mine.{container}"
+    if container == "npy":
+        path.write_bytes(data)
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("x_train.npy", data)
+    with pytest.raises(DataFileError, match="more than an array can index") as exc:
+        load_data(path)
+    assert str(exc.value).startswith(f"{path}: ")
+    if container == "npz":  # and where a model file is read
+        with pytest.raises(ValueError, match="more than an array can index"):
+            read_npz(path)
 
 
 @given(raw=st.binary(max_size=400), suffix=st.sampled_from([".npy", ".npz"]),

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write
-from ..limits import excess
+from ..limits import excess, unaddressable
 
 #: IDX element type code -> big-endian NumPy dtype.
 IDX_TYPES = {
@@ -172,7 +172,7 @@ def _read_stream(stream, source: str, size: int | None) -> np.ndarray:
     dtype = IDX_TYPES[type_code]
     header = 4 + 4 * ndim
     expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
-    reason = excess(expected)
+    reason = excess(expected) or unaddressable(shape, dtype.itemsize)
     if reason is not None:
         raise DataFileError(f"{source}: its IDX header announces shape {_show(shape)} of "
                             f"{dtype.newbyteorder('=')}, {reason}; not a dataset numpyvae can load")
