@@ -15,11 +15,12 @@ run goes on (a notebook starts next door, a course server empties), so the
 step measures it, all the time.
 
 :class:`ThreadChooser` runs one count and now and then probes the other
-for a few steps; the probe takes over when its median step time beats the
-median of the count in use by a margin. A probe that loses costs a few slow
-steps, so the interval between probes doubles after each lost probe (from
-:attr:`ThreadChooser.PROBE_EVERY` up to :attr:`ThreadChooser.PROBE_MOST`)
-and is reset when a probe wins.
+for a few steps, comparing the two counts' median step times; the count
+with more threads is chosen only when it is faster by a margin (10%),
+so a busy machine where both run alike gets its core back. A probe that
+loses costs a few slow steps, so the interval between probes doubles after
+each lost probe (from :attr:`ThreadChooser.PROBE_EVERY` up to
+:attr:`ThreadChooser.PROBE_MOST`) and is reset when a probe wins.
 
 :func:`step_threads` is the ``with`` block a training loop wraps each step
 in: one chooser per model, kept as long as the model lives.
@@ -46,7 +47,8 @@ class ThreadChooser:
     one fast step proves nothing: the count in use is judged by the median
     of its last :attr:`WINDOW` steps, a probe of the other count runs
     :attr:`PROBE_STEPS` steps in a row and is judged by their median, and
-    the probe must be faster by :attr:`MARGIN` to take over. When the count
+    more threads must be faster by :attr:`MARGIN` to be chosen (fewer win a
+    tie). When the count
     in use runs slower by :attr:`SLOWDOWN` than its figure at the last probe
     for two windows in a row (another program started), the other count is
     probed at once, whatever the interval had grown to.
@@ -56,7 +58,7 @@ class ThreadChooser:
     PROBE_MOST = 512  # ... doubling after every probe that loses, up to this
     PROBE_STEPS = 3  # steps a probe runs, in a row
     WINDOW = 9  # recent steps of the count in use that judge it
-    MARGIN = 0.1  # a probe must be this much faster (as a fraction) to take over
+    MARGIN = 0.1  # more threads must be this much faster (as a fraction) to be chosen
     SLOWDOWN = 0.3  # the count in use this much slower than at the last probe: probe now
     WARMUP = 2  # the first steps compile or load kernels: not timed
 
@@ -103,13 +105,27 @@ class ThreadChooser:
             return
         probe, self._probe = _median(self._probe), []
         self.cost[k] = probe
-        if not self._recent or probe < (1 - self.MARGIN) * _median(self._recent):
+        if not self._recent or self._wins(k, probe, _median(self._recent)):
             self.best, self._recent, self._reference = k, [], probe
             self.interval = self.PROBE_EVERY
         else:  # a lost probe waits twice as long before the next one
             self._reference = _median(self._recent)
             self.interval = min(2 * self.interval, self.PROBE_MOST)
         self._next_probe = self.steps + self.interval
+
+    def _wins(self, k: int, probe: float, current: float) -> bool:
+        """Whether the probe of ``k`` threads (median step ``probe``) beats the count in use.
+
+        More threads must be faster by :attr:`MARGIN` to win; fewer threads
+        win unless the count in use is faster by that margin. A thread that
+        does not speed the step up only takes a core from the machine's other
+        programs, and under contention it makes the step's time less even
+        (with one competing process on two cores, two threads and one ran
+        steps of the same median, the two threads with the longer tail).
+        """
+        if k > self.best:
+            return probe < (1 - self.MARGIN) * current
+        return not current < (1 - self.MARGIN) * probe
 
     def _other(self) -> int:
         return next(c for c in self.candidates if c != self.best)

@@ -97,14 +97,20 @@ def test_the_numpy_backend_has_no_threads_to_choose():
     assert chooser_of(model) is None
 
 
+def run_chooser(chooser, steps, seconds):
+    """``steps`` steps of ``chooser``, the step on ``k`` threads taking ``seconds(k)``: the picks."""
+    picks = []
+    for _ in range(steps):
+        k = chooser.pick()
+        picks.append(k)
+        chooser.record(k, seconds(k))
+    return picks
+
+
 def test_the_chooser_runs_the_cheaper_count_and_probes_less_after_each_lost_probe():
     chooser = ThreadChooser(2)
     cost = {1: 1.0, 2: 3.0}  # one thread three times faster: a busy machine
-    picks = []
-    for _ in range(3000):
-        k = chooser.pick()
-        picks.append(k)
-        chooser.record(k, cost[k])
+    picks = run_chooser(chooser, 3000, cost.get)
     assert picks[:2] == [2, 2]  # warm-up on every core, untimed
     assert chooser.best == 1
     probe_starts = [i for i in range(1, len(picks)) if picks[i] == 2 and picks[i - 1] == 1]
@@ -127,22 +133,30 @@ def test_the_chooser_runs_the_cheaper_count_and_probes_less_after_each_lost_prob
 def test_one_fast_step_of_the_other_count_does_not_take_over():
     chooser = ThreadChooser(2)
     rng = np.random.default_rng(0)
-    picks = []
-    for _ in range(2000):  # two threads are 30% faster, with rare slow outliers either way
-        k = chooser.pick()
-        picks.append(k)
-        base = 1.0 if k == 2 else 1.3
-        chooser.record(k, base * (3.0 if rng.random() < 0.1 else 1.0))
+    # two threads are 30% faster, with rare slow outliers either way
+    picks = run_chooser(chooser, 2000, lambda k: (1.0 if k == 2 else 1.3)
+                        * (3.0 if rng.random() < 0.1 else 1.0))
     assert chooser.best == 2
     assert picks[10:].count(1) < 0.04 * len(picks[10:])  # the probes, and little else
+
+
+@pytest.mark.parametrize("two_threads_faster_by", [0.0, 0.05])
+def test_a_second_thread_that_does_not_pay_for_itself_is_given_back(two_threads_faster_by):
+    # A busy machine: two threads run steps as fast as one (or a little
+    # faster, within the margin), with noise either way. The chooser settles
+    # on one thread, leaving the other core to the machine's other programs.
+    chooser = ThreadChooser(2)
+    rng = np.random.default_rng(2)
+    picks = run_chooser(chooser, 3000, lambda k: (1.0 - two_threads_faster_by if k == 2 else 1.0)
+                        * rng.uniform(0.9, 1.1))
+    assert chooser.best == 1
+    assert picks[100:].count(2) < 0.03 * len(picks[100:])  # the probes, and little else
 
 
 def test_a_sudden_slowdown_is_answered_at_once_whatever_the_interval():
     chooser = ThreadChooser(2)
     cost = {1: 4.7, 2: 3.2}  # idle: two threads faster; the probe interval grows to its most
-    for _ in range(3000):
-        k = chooser.pick()
-        chooser.record(k, cost[k])
+    run_chooser(chooser, 3000, cost.get)
     assert chooser.best == 2 and chooser.interval == ThreadChooser.PROBE_MOST
     cost = {1: 6.6, 2: 14.7}  # two busy processes start: one thread is now twice as fast
     waited = 0
@@ -157,9 +171,5 @@ def test_a_sudden_slowdown_is_answered_at_once_whatever_the_interval():
 def test_a_steady_machine_is_not_probed_more_often():
     chooser = ThreadChooser(2)
     rng = np.random.default_rng(1)
-    picks = []
-    for _ in range(5000):
-        k = chooser.pick()
-        picks.append(k)
-        chooser.record(k, (1.0 if k == 2 else 1.5) * rng.uniform(0.9, 1.1))
+    picks = run_chooser(chooser, 5000, lambda k: (1.0 if k == 2 else 1.5) * rng.uniform(0.9, 1.1))
     assert picks[1000:].count(1) <= 9 * ThreadChooser.PROBE_STEPS  # a probe per 512 steps
