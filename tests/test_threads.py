@@ -98,7 +98,7 @@ def test_the_numpy_backend_has_no_threads_to_choose():
 
 
 def run_chooser(chooser, steps, seconds):
-    """``steps`` steps of ``chooser``, the step on ``k`` threads taking ``seconds(k)``: the picks."""
+    """``steps`` steps of ``chooser``, a step on ``k`` threads taking ``seconds(k)``: the picks."""
     picks = []
     for _ in range(steps):
         k = chooser.pick()
