@@ -46,7 +46,11 @@ def sigmoid(x, out=None):
     arguments.
     """
     out = out_or_empty(out, x.shape, x.dtype)
-    e = np.exp(-np.abs(x))
+    return sigmoid_from(x, np.exp(-np.abs(x)), out)
+
+
+def sigmoid_from(x, e, out):
+    """:func:`sigmoid` of ``x`` into ``out``, given ``e = exp(-|x|)`` (a caller may have it)."""
     np.divide(np.where(x >= 0, 1, e), 1 + e, out=out)
     return out
 
@@ -417,9 +421,13 @@ def bernoulli_nll(logits, x, out=None):
     nll : ndarray, shape (B,)
     """
     out = out_or_empty(out, logits.shape[:1], logits.dtype)
-    per_pixel = np.maximum(logits, 0) - x * logits + np.log1p(np.exp(-np.abs(logits)))
-    np.sum(per_pixel, axis=1, out=out)
+    np.sum(bernoulli_per_pixel(logits, x, np.exp(-np.abs(logits))), axis=1, out=out)
     return out
+
+
+def bernoulli_per_pixel(logits, x, e):
+    """:func:`bernoulli_nll`'s terms, pixel by pixel, given ``e = exp(-|logits|)``."""
+    return np.maximum(logits, 0) - x * logits + np.log1p(e)
 
 
 def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
@@ -515,9 +523,8 @@ def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
     nll = out_or_empty(nll, logits.shape[:1], logits.dtype)
     dlogits = out_or_empty(dlogits, logits.shape, logits.dtype)
     e = np.exp(-np.abs(logits))  # e^{-|l|}: shared by the loss and sigma(l)
-    per_pixel = np.maximum(logits, 0) - x * logits + np.log1p(e)  # as in bernoulli_nll
-    np.sum(per_pixel, axis=1, out=nll)
-    np.divide(np.where(logits >= 0, 1, e), 1 + e, out=dlogits)  # sigma(l), as in sigmoid
+    np.sum(bernoulli_per_pixel(logits, x, e), axis=1, out=nll)
+    sigmoid_from(logits, e, dlogits)
     dlogits -= x
     dlogits *= logits.dtype.type(scale)
     return nll, dlogits
