@@ -54,6 +54,27 @@ def threads(request, monkeypatch):
     return k
 
 
+@pytest.fixture(params=["shared products", "data-parallel"])
+def path(request, monkeypatch):
+    """Which kernel the fused step runs, checked to have run: forced whatever the batch size.
+
+    ``shared products``: :func:`numba_step.mlp_step`, each product cut
+    between the threads; ``data-parallel``: :func:`numba_step.mlp_step_rows`,
+    each thread its block of the batch through the whole step.
+    """
+    from numpyvae.backend import numba_step
+
+    parallel = request.param == "data-parallel"
+    if parallel and numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("the data-parallel step needs a pool of two or more threads")
+    monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if parallel else 10**9)
+    kernel = "mlp_step_rows" if parallel else "mlp_step"
+    real, calls = getattr(numba_step, kernel), []
+    monkeypatch.setattr(numba_step, kernel, lambda *args: calls.append(1) or real(*args))
+    yield request.param
+    assert calls, f"the {request.param} kernel never ran"
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kind", [VAE, Autoencoder])
 @pytest.mark.parametrize("likelihood,extra", LIKELIHOODS, ids=["bernoulli", "gaussian",
@@ -115,6 +136,38 @@ def test_products_large_enough_to_split_between_threads(batch, threads):
     _assert_same(fast, slow, 1e-11, f"784-400-20, batch {batch}")
 
 
+@pytest.mark.parametrize("batch", [9, 40])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", [VAE, Autoencoder])
+@pytest.mark.parametrize("likelihood,extra", LIKELIHOODS, ids=["bernoulli", "gaussian",
+                                                               "gaussian learned"])
+def test_data_parallel_steps_equal_the_reference_per_op_steps(kind, likelihood, extra, dtype,
+                                                              batch, threads, monkeypatch):
+    # Each thread of the pool takes its block of the batch (blocks of 16
+    # rows, rounded up: 40 examples are 32 + 8, 9 are one block and an
+    # empty one) through the whole step; the blocks' gradients are summed.
+    from numpyvae.backend import numba_step
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("the data-parallel step needs a pool of two or more threads")
+    monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1)
+    real, calls = numba_step.mlp_step_rows, []
+    monkeypatch.setattr(numba_step, "mlp_step_rows", lambda *a: calls.append(1) or real(*a))
+    fast, fast_opt, slow, slow_opt = _pair(kind, likelihood, extra, dtype)
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        x = rng.random((batch, 10)).astype(dtype)
+        eps = rng.standard_normal((batch, 3)).astype(dtype)
+        got = train_step(fast, fast_opt, x, eps=eps, beta=0.7)
+        want = slow.loss_and_grads(x, eps=eps, beta=0.7)
+        slow_opt.step(want.grads)
+        for field in ("loss", "recon", "kl"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert abs(a - b) <= TOL[dtype] * max(1.0, abs(b)), f"step {step} {field}: {a} {b}"
+        _assert_same(fast, slow, TOL[dtype] * 10 ** step, f"step {step}")
+    assert len(calls) == 4
+
+
 @pytest.mark.parametrize("shape,batch", [
     ((784, (400, 400), 20), 32),   # two shared layers in a row, in the encoder and the decoder
     ((784, (400,), 20), 600),      # every layer shared, the latent layer's too
@@ -123,7 +176,7 @@ def test_products_large_enough_to_split_between_threads(batch, threads):
 @pytest.mark.parametrize("likelihood,extra", [LIKELIHOODS[0], LIKELIHOODS[2]],
                          ids=["bernoulli", "gaussian learned"])
 def test_every_order_of_shared_and_one_thread_layers_matches_the_reference(
-        shape, batch, likelihood, extra, threads):
+        shape, batch, likelihood, extra, threads, path):
     # The backward runs layers too small to share on one thread while the
     # other threads take the Adam steps waiting from the layers above, and a
     # shared layer's step inside its own region when nothing reads its
@@ -159,11 +212,11 @@ def test_more_threads_than_examples(batch):
 
 
 @pytest.mark.parametrize("optimizer", [AdamW, SGD])
-def test_other_optimizers_get_the_same_gradient(optimizer):
+def test_other_optimizers_get_the_same_gradient(optimizer, path):
     fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64", optimizer=optimizer)
     rng = np.random.default_rng(4)
     for _ in range(3):
-        x, eps = rng.random((8, 10)), rng.standard_normal((8, 3))
+        x, eps = rng.random((40, 10)), rng.standard_normal((40, 3))
         train_step(fast, fast_opt, x, eps=eps)
         slow_opt.step(slow.loss_and_grads(x, eps=eps).grads)
     _assert_same(fast, slow, 1e-11, optimizer.__name__)
@@ -219,14 +272,25 @@ def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend):
     assert opt.step_count == 0
 
 
-def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch):
+def test_either_kernel_leaves_the_parameters_on_a_batch_whose_loss_is_not_finite(path):
+    model = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
+    opt = Adam(model.params, backend="numba")
+    model.params["decoder.1.b"][0] = np.inf
+    before = model.flat_params.copy()
+    result = train_step(model, opt, np.random.default_rng(7).random((40, 10)))
+    assert not np.isfinite(result.loss)
+    np.testing.assert_array_equal(model.flat_params, before)
+    assert opt.step_count == 0
+
+
+def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch, path):
     results = []
     for k in (1, numba.config.NUMBA_NUM_THREADS):
         monkeypatch.setattr(ThreadChooser, "pick", lambda self, k=k: k)
         model = VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1)
         opt = Adam(model.params, backend="numba")
         rng = np.random.default_rng(8)
-        losses = [train_step(model, opt, rng.random((9, 10), dtype=np.float32)).loss
+        losses = [train_step(model, opt, rng.random((40, 10), dtype=np.float32)).loss
                   for _ in range(4)]
         results.append((losses, model.flat_params.copy()))
     assert results[0][0] == results[1][0]

@@ -526,6 +526,11 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     single-threaded inside. ``adam``: None, or ``(m, v, lr, beta1, beta2,
     eps, weight_decay, step, decoupled)`` (as :func:`adam_update` takes them)
     for Adam's step inside the same call. Returns whether that step was taken.
+
+    A batch of at least :data:`numba_step.DATA_PARALLEL_ROWS` examples per
+    thread of the pool runs data-parallel instead
+    (:func:`numba_step.mlp_step_rows`): each thread its block of examples
+    through the whole step, the blocks' gradients summed before Adam.
     """
     if adam is None:
         m = v = params[:0]
@@ -536,9 +541,14 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         scalars[:] = (beta1, beta2, eps_, weight_decay, float(bool(decoupled)),  # as adam_update
                       1 - lr * weight_decay, lr / (1 - beta1**step), np.sqrt(1 - beta2**step))
     spans = _work("adam spans", (2 * layers.shape[0] + 1, 2), np.int64)
-    return bool(_with_blas(S.mlp_step, params, grads, layers, alphas, n_enc, vae, x, eps, dkl,
-                           likelihood, logvar, inv_var, logvar_off, float(scale), nll, kl, sums,
-                           work, pingpong, z_off, m, v, scalars, spans, _GEMM[params.dtype]))
+    tasks = _tasks() if _BLAS_THREADS is not None else 1
+    args = (layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar, inv_var, logvar_off,
+            float(scale), nll, kl, sums, work, pingpong, z_off, m, v, scalars, spans,
+            _GEMM[params.dtype])
+    if tasks > 1 and x.shape[0] >= S.DATA_PARALLEL_ROWS * tasks:
+        partials = _work("partial gradients", ((tasks - 1) * params.shape[0],), params.dtype)
+        return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args, tasks=tasks))
+    return bool(_with_blas(S.mlp_step, params, grads, *args, tasks=tasks))
 
 
 __all__ = [

@@ -45,6 +45,13 @@ kernel and one per layer's Adam took 16; measured against that, the step
 is 1.05 to 1.12 times as fast at batch 128 and 512. With an optimizer
 other than Adam (or AdamW) the optimizer steps after the call.
 
+A large batch (:data:`DATA_PARALLEL_ROWS` examples or more per thread) is
+cut the other way (:func:`mlp_step_rows`): each thread takes its block of
+examples through the whole forward and backward pass on its own, with the
+same serial pieces (:func:`forward`, :func:`small_layers_backward`), and
+the blocks' gradients are summed once, beside Adam's step. Two regions in
+all, and no thread reads another's activations.
+
 The blocks depend on the shapes and the pool size only, never on how many
 threads run, so the step gives the same bits on one thread or on all
 (``tests/test_threads.py``); it agrees with the per-op path to rounding
@@ -74,10 +81,13 @@ from .numba_kernels import (
     IDENTITY,
     adam_range,
     bernoulli_nll_and_grad,
+    bernoulli_nll_and_grad_row,
     bias_activation_block,
     bias_gradient_block,
     block,
+    gaussian_dlogvar_rows,
     gaussian_nll_and_grad,
+    gaussian_nll_and_grad_row,
     latent_backward,
     latent_forward,
     linear_forward,
@@ -97,11 +107,37 @@ SMALL_PRODUCT = 1 << 22
 #: batch 128: the small layers' backward, 6.1 million multiply-adds, took
 #: 218 us; Adam on the 314,000 parameters of the last layer, 234 us.
 ADAM_ELEMENT_MACS = 20
+#: A batch with at least this many examples for each thread of Numba's pool
+#: takes the data-parallel step (:func:`mlp_step_rows`; the choice is made in
+#: :func:`numpyvae.backend.numba_ops.mlp_step`). Measured on two cores, the
+#: default VAE with Adam, against :func:`mlp_step` (in-process, alternating):
+#: batch 512 on two threads 1.06-1.07 times as fast, batch 1024 1.09 times,
+#: batch 512 on one thread the same (one thread's products of 256 rows ran
+#: at 172-195 GFLOP/s, of 512 rows at 161-168). With 128 rows each (batch
+#: 256) two threads gained 7% but one thread lost 5%, which is the thread a
+#: busy machine leaves: so below 256 rows each the products are shared.
+DATA_PARALLEL_ROWS = 256
+#: Elements summed (and stepped) at a time in :func:`reduce_and_step`.
+REDUCE_CHUNK = 4096
 
 
 def view2d(flat, offset, rows, cols):
     """``flat[offset : offset + rows * cols]`` as a C-ordered (rows, cols) matrix."""
     return flat[offset:offset + rows * cols].reshape((rows, cols))
+
+
+def gradient_rows(work, pingpong, side, B, cols, r0, r1):
+    """Rows ``r0:r1`` of a (B, cols) gradient in ping-pong buffer ``side``, as a C-ordered matrix.
+
+    The buffer holds ``B`` rows of its widest gradient (``wide`` columns).
+    A block of rows starts at ``r0 * wide``, whatever ``cols``: so in
+    :func:`mlp_step_rows`, where each thread runs its block of examples at
+    its own pace, one thread's (r1 - r0, cols) never overlaps another's,
+    whichever layers the two have reached. For all the rows it is the
+    (B, cols) matrix at the buffer's start.
+    """
+    wide = (pingpong[1] - pingpong[0]) // B
+    return view2d(work, pingpong[side] + r0 * wide, r1 - r0, cols)
 
 
 def layer_tasks(B, layer, tasks):
@@ -137,22 +173,55 @@ def adam_share(params, grads, m, v, adam, spans, n_spans, t, tasks):
     (:func:`~.numba_kernels.block`), so every thread gets the same share
     however the spans' sizes differ.
     """
-    total = 0
-    for s in range(n_spans):
-        total += spans[s, 1]
-    lo, hi = block(total, tasks, t)
+    lo, hi = block(spans_size(spans, n_spans), tasks, t)
     adam_chunk(params, grads, m, v, adam, spans, n_spans, lo, hi)
+
+
+def spans_size(spans, n_spans):
+    """How many elements the first ``n_spans`` spans (start, size) hold together."""
+    size = 0
+    for s in range(n_spans):
+        size += spans[s, 1]
+    return size
 
 
 def adam_chunk(params, grads, m, v, adam, spans, n_spans, lo, hi):
     """Adam on elements ``lo:hi`` of the first ``n_spans`` spans (start, size), end to end."""
+    reduce_and_step(params, grads, grads[:0], 0, m, v, adam, True, spans, n_spans, lo, hi)
+
+
+def reduce_and_step(params, grads, partials, n_parts, m, v, adam, step, spans, n_spans, lo, hi):
+    """Elements ``lo:hi`` of the first ``n_spans`` spans, end to end: sum, then Adam's step.
+
+    ``partials``: (n_parts * P,), the gradients of the other blocks of the
+    batch (:func:`mlp_step_rows`), added into ``grads`` in order; then, if
+    ``step``, Adam. Piece by piece of :data:`REDUCE_CHUNK` elements, so that
+    Adam finds the summed gradient still in the cache.
+    """
+    chunk = REDUCE_CHUNK if n_parts > 0 else hi - lo
     seen = 0
     for s in range(n_spans):
         a = max(lo - seen, 0)
         b = min(hi - seen, spans[s, 1])
-        if b > a:
-            adam_span(params, grads, m, v, adam, spans[s, 0] + a, b - a)
+        for c0 in range(spans[s, 0] + a, spans[s, 0] + b, max(chunk, 1)):
+            c1 = min(c0 + chunk, spans[s, 0] + b)
+            add_partials(grads, partials, n_parts, c0, c1)
+            if step:
+                adam_span(params, grads, m, v, adam, c0, c1 - c0)
         seen += spans[s, 1]
+
+
+def add_partials(grads, partials, n_parts, c0, c1):
+    """``grads[c0:c1] += partials[u P + c0 : u P + c1]`` for each part ``u``, in order.
+
+    ``P`` is the size of ``grads``: part ``u`` is the ``u``-th P-long piece of ``partials``.
+    """
+    P = grads.shape[0]
+    g = grads[c0:c1]
+    for u in range(n_parts):
+        part = partials[u * P + c0:u * P + c1]
+        for i in range(g.shape[0]):
+            g[i] += part[i]
 
 
 def adam_rows_cols(params, grads, m, v, adam, W_off, O, i0, i1, j0, j1):
@@ -174,15 +243,16 @@ def dy_side(k, n_layers, n_enc, vae):
     return flips % 2
 
 
-def through_latent(work, pingpong, side, h_off, eps, dkl):
-    """Back through the latent layer: ``dz`` (B, L) -> ``dh = [dmu | dlogvar]`` (B, 2L).
+def through_latent(work, pingpong, side, h_off, eps, dkl, r0, r1):
+    """Back through the latent layer: ``dz`` (B, L) -> ``dh = [dmu | dlogvar]`` (B, 2L), rows r0:r1.
 
     ``dz`` is in ping-pong buffer ``1 - side``, ``dh`` goes to ``side``, and
     ``h`` (the encoder's output) starts at ``h_off`` in ``work``.
     """
     B, L = eps.shape
-    latent_backward(view2d(work, pingpong[1 - side], B, L), view2d(work, h_off, B, 2 * L), eps,
-                    dkl, 0.0, view2d(work, pingpong[side], B, 2 * L))
+    latent_backward(gradient_rows(work, pingpong, 1 - side, B, L, r0, r1),
+                    view2d(work, h_off, B, 2 * L)[r0:r1], eps[r0:r1], dkl[r0:r1], 0.0,
+                    gradient_rows(work, pingpong, side, B, 2 * L, r0, r1))
 
 
 def layer_input(work, x, layers, k, n_enc, vae, z_off, B, L):
@@ -195,11 +265,13 @@ def layer_input(work, x, layers, k, n_enc, vae, z_off, B, L):
 
 
 def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
-                          pingpong, z_off, k_hi, k_lo, blas):
-    """Layers ``k_hi`` down to ``k_lo`` (and the latent layer between), on one thread.
+                          pingpong, z_off, k_hi, k_lo, r0, r1, blas):
+    """Layers ``k_hi`` down to ``k_lo`` (and the latent layer between), rows ``r0:r1``, one thread.
 
     Each: ``da = dy f'(y)`` in place and ``db = sum_n da[n]``; ``dW = inp.T da``
     and, but for layer 0, ``dx = da W.T`` into the other ping-pong buffer.
+    The gradients are those of the rows ``r0:r1`` of the batch alone (all of
+    it in :func:`mlp_step`, one thread's block in :func:`mlp_step_rows`).
     """
     B = x.shape[0]
     L = eps.shape[1]
@@ -209,10 +281,10 @@ def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl
         layer = layers[k]
         side = dy_side(k, n_layers, n_enc, vae)
         if k == n_enc - 1 and vae:
-            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl)
-        dy = view2d(work, pingpong[side], B, layer[OUT])
-        y = view2d(work, layer[Y_OFF], B, layer[OUT])
-        inp = layer_input(work, x, layers, k, n_enc, vae, z_off, B, L)
+            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl, r0, r1)
+        dy = gradient_rows(work, pingpong, side, B, layer[OUT], r0, r1)
+        y = view2d(work, layer[Y_OFF], B, layer[OUT])[r0:r1]
+        inp = layer_input(work, x, layers, k, n_enc, vae, z_off, B, L)[r0:r1]
         db = grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
         for j in range(db.shape[0]):
             db[j] = T(0)
@@ -221,7 +293,7 @@ def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl
                   blas)
         if k > 0:
             gemm_blas(T(1), dy, view2d(params, layer[W_OFF], layer[IN], layer[OUT]).T, T(0),
-                      view2d(work, pingpong[1 - side], B, layer[IN]), blas)
+                      gradient_rows(work, pingpong, 1 - side, B, layer[IN], r0, r1), blas)
 
 
 def small_layers_region(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
@@ -239,15 +311,13 @@ def small_layers_region(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, 
     macs = 0
     for k in range(k_lo, k_hi + 1):
         macs += B * layers[k, IN] * layers[k, OUT] * (2 if k > 0 else 1)
-    total = 0
-    for s in range(n_spans):
-        total += spans[s, 1]
+    total = spans_size(spans, n_spans)
     first = max(0, (total - (tasks - 1) * (macs // ADAM_ELEMENT_MACS)) // tasks)
     first = total if tasks == 1 else min(first // 16 * 16, total)
     for t in prange(tasks):
         if t == 0:
             small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, work,
-                                  pingpong, z_off, k_hi, k_lo, blas)
+                                  pingpong, z_off, k_hi, k_lo, 0, B, blas)
             adam_chunk(params, grads, m, v, adam, spans, n_spans, 0, first)
         else:
             lo, hi = block(total - first, tasks - 1, t - 1)
@@ -333,6 +403,31 @@ def total(a):
     return s
 
 
+def forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, r0, r1, blas, tasks):
+    """Rows ``r0:r1`` of the batch through the encoder, the latent layer and the decoder.
+
+    Each layer's output goes to its place in ``work``, the code ``z`` to
+    ``z_off`` and the KL to ``kl``; returns the decoder's output rows. A
+    layer's product is cut into ``tasks`` blocks unless it is small
+    (:func:`layer_tasks`); ``tasks = 1`` runs the whole pass on this thread.
+    """
+    B = x.shape[0]
+    L = eps.shape[1]
+    inp = x[r0:r1]
+    for k in range(layers.shape[0]):
+        layer = layers[k]
+        if k == n_enc and vae:  # the decoder starts from a sample of the code
+            z = view2d(work, z_off, B, L)[r0:r1]
+            latent_forward(inp, eps[r0:r1], z, kl[r0:r1])
+            inp = z
+        y = view2d(work, layer[Y_OFF], B, layer[OUT])[r0:r1]
+        W = view2d(params, layer[W_OFF], layer[IN], layer[OUT])
+        b = params[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
+        layer_forward(inp, W, b, layer[ACT], alphas[k], y, blas, layer_tasks(r1 - r0, layer, tasks))
+        inp = y
+    return inp
+
+
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, m, v, adam,
              spans, blas, tasks):
@@ -364,19 +459,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     T = x.dtype.type
     n_layers = layers.shape[0]
     L = eps.shape[1]
-    # Forward: encoder, latent layer, decoder.
-    inp = x
-    for k in range(n_layers):
-        layer = layers[k]
-        if k == n_enc and vae:  # the decoder starts from a sample of the code
-            z = view2d(work, z_off, B, L)
-            latent_forward(inp, eps, z, kl)
-            inp = z
-        y = view2d(work, layer[Y_OFF], B, layer[OUT])
-        W = view2d(params, layer[W_OFF], layer[IN], layer[OUT])
-        b = params[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
-        layer_forward(inp, W, b, layer[ACT], alphas[k], y, blas, layer_tasks(B, layer, tasks))
-        inp = y
+    inp = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, 0, B, blas, tasks)
     # The likelihood: per-example NLL and its gradient in the decoder's output.
     D = inp.shape[1]
     dy = view2d(work, pingpong[0], B, D)
@@ -413,7 +496,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             continue
         side = dy_side(k, n_layers, n_enc, vae)
         if k == n_enc - 1 and vae:
-            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl)
+            through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl, 0, B)
         big_layer_backward(
             view2d(work, pingpong[side], B, layer[OUT]),
             layer_input(work, x, layers, k, n_enc, vae, z_off, B, L),
@@ -434,11 +517,98 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     return step
 
 
+def likelihood_rows(out, x, likelihood, logvar, inv_var, dlogvar, learned, scale, nll, dy):
+    """out, x, dy: (n, D) rows of the batch, nll: (n,); their NLL and ``scale`` times its gradient.
+
+    On one thread, row by row with the kernels' own row functions. For a
+    Gaussian, ``inv_var`` must already hold ``exp(-logvar)``; with
+    ``learned``, ``dlogvar`` (D,) receives these rows' part of its gradient.
+    """
+    T = dy.dtype.type
+    scale = T(scale)
+    for n in range(out.shape[0]):
+        if likelihood == BERNOULLI:
+            nll[n] = bernoulli_nll_and_grad_row(out[n], x[n], scale, dy[n])
+        else:
+            nll[n] = gaussian_nll_and_grad_row(out[n], logvar, inv_var, x[n], scale, dy[n])
+    if learned:
+        for d in range(dlogvar.shape[0]):
+            dlogvar[d] = T(0)
+        gaussian_dlogvar_rows(out, x, inv_var, scale, dlogvar)
+
+
+def mlp_step_rows(params, grads, partials, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
+                  logvar, inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, m, v,
+                  adam, spans, blas, tasks):
+    """:func:`mlp_step` for a large batch: each thread its block of examples, start to end.
+
+    partials: ((tasks - 1) * P,), scratch; the other arguments as for
+    :func:`mlp_step`. Two parallel regions:
+
+    1. Each thread takes its block of the batch (:func:`~.numba_kernels.block`
+       of ``B`` in ``tasks``) through the forward pass, the likelihood and the
+       backward pass, every product on its own (:func:`forward`,
+       :func:`likelihood_rows`, :func:`small_layers_backward`): the gradients
+       of its examples alone, into ``grads`` for the first block and into its
+       part of ``partials`` for the others. The loss's gradient is a sum over
+       examples, so the blocks' gradients add up to the batch's.
+    2. Each thread its share of the parameters: the blocks' gradients summed
+       into ``grads``, in block order, and Adam's step on them
+       (:func:`reduce_and_step`).
+
+    No thread waits for another between the first layer's forward and the
+    last layer's backward, and each reads only its own examples' activations,
+    where :func:`mlp_step` cuts every product between the threads and meets
+    at a barrier after each. The blocks depend on ``B`` and ``tasks`` only,
+    so the bits do not depend on how many threads run them.
+    """
+    B, D = x.shape
+    P = params.shape[0]
+    n_layers = layers.shape[0]
+    learned = likelihood == GAUSSIAN and logvar_off >= 0
+    if likelihood == GAUSSIAN:
+        for d in range(logvar.shape[0]):
+            inv_var[d] = math.exp(-logvar[d])
+    for t in prange(tasks):
+        r0, r1 = block(B, tasks, t)
+        if r1 > r0:
+            g = grads if t == 0 else partials[(t - 1) * P:t * P]
+            out = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, r0, r1,
+                          blas, 1)
+            dlogvar = g[logvar_off:logvar_off + D] if learned else inv_var
+            likelihood_rows(out, x[r0:r1], likelihood, logvar, inv_var, dlogvar, learned, scale,
+                            nll[r0:r1], gradient_rows(work, pingpong, 0, B, D, r0, r1))
+            small_layers_backward(params, g, layers, alphas, n_enc, vae, x, eps, dkl, work,
+                                  pingpong, z_off, n_layers - 1, 0, r0, r1, blas)
+    sums[0] = total(nll)
+    sums[1] = total(kl) if vae else 0.0
+    step = adam.shape[0] > 0 and math.isfinite(sums[0]) and math.isfinite(sums[1])
+    n_spans = 0
+    for k in range(n_layers):
+        n_spans = add_layer_span(spans, n_spans, layers[k])
+    if learned:
+        spans[n_spans, 0] = logvar_off
+        spans[n_spans, 1] = D
+        n_spans += 1
+    n_parts = 0  # the blocks after the first that hold examples
+    for t in range(1, tasks):
+        r0, r1 = block(B, tasks, t)
+        n_parts += 1 if r1 > r0 else 0
+    size = spans_size(spans, n_spans)
+    for t in prange(tasks):
+        lo, hi = block(size, tasks, t)
+        reduce_and_step(params, grads, partials, n_parts, m, v, adam, step, spans, n_spans, lo,
+                        hi)
+    return step
+
+
 jit_kernels(globals(), {
-    "view2d": False, "layer_tasks": False, "layer_forward": False, "adam_span": False,
+    "view2d": False, "gradient_rows": False, "layer_tasks": False, "layer_forward": False,
+    "adam_span": False,
     "adam_share": False, "adam_chunk": False, "adam_rows_cols": False, "dy_side": False,
     "through_latent": False, "layer_input": False, "small_layers_backward": False,
     "small_layers_region": True,
     "big_layer_backward": True, "adam_region": True, "add_layer_span": False, "total": False,
-    "mlp_step": False,
+    "mlp_step": False, "spans_size": False, "reduce_and_step": False, "add_partials": False,
+    "forward": False, "likelihood_rows": False, "mlp_step_rows": True,
 })
