@@ -54,23 +54,30 @@ def threads(request, monkeypatch):
     return k
 
 
-@pytest.fixture(params=["shared products", "data-parallel"])
-def path(request, monkeypatch):
-    """Which kernel the fused step runs, checked to have run: forced whatever the batch size.
+KERNELS = {"shared products": "mlp_step", "data-parallel": "mlp_step_rows"}
 
-    ``shared products``: :func:`numba_step.mlp_step`, each product cut
-    between the threads; ``data-parallel``: :func:`numba_step.mlp_step_rows`,
+
+def _force_kernel(monkeypatch, kernel):
+    """Make the fused step run ``kernel`` of ``numba_step`` at any batch; the list its calls fill.
+
+    ``mlp_step``: each product cut between the threads; ``mlp_step_rows``:
     each thread its block of the batch through the whole step.
     """
     from numpyvae.backend import numba_step
 
-    parallel = request.param == "data-parallel"
+    parallel = kernel == "mlp_step_rows"
     if parallel and numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the data-parallel step needs a pool of two or more threads")
     monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if parallel else 10**9)
-    kernel = "mlp_step_rows" if parallel else "mlp_step"
     real, calls = getattr(numba_step, kernel), []
     monkeypatch.setattr(numba_step, kernel, lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+@pytest.fixture(params=list(KERNELS))
+def path(request, monkeypatch):
+    """Which kernel the fused step runs (:data:`KERNELS`), checked to have run."""
+    calls = _force_kernel(monkeypatch, KERNELS[request.param])
     yield request.param
     assert calls, f"the {request.param} kernel never ran"
 
@@ -146,13 +153,7 @@ def test_data_parallel_steps_equal_the_reference_per_op_steps(kind, likelihood, 
     # Each thread of the pool takes its block of the batch (blocks of 16
     # rows, rounded up: 40 examples are 32 + 8, 9 are one block and an
     # empty one) through the whole step; the blocks' gradients are summed.
-    from numpyvae.backend import numba_step
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("the data-parallel step needs a pool of two or more threads")
-    monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1)
-    real, calls = numba_step.mlp_step_rows, []
-    monkeypatch.setattr(numba_step, "mlp_step_rows", lambda *a: calls.append(1) or real(*a))
+    calls = _force_kernel(monkeypatch, "mlp_step_rows")
     fast, fast_opt, slow, slow_opt = _pair(kind, likelihood, extra, dtype)
     rng = np.random.default_rng(0)
     for step in range(4):
@@ -260,27 +261,19 @@ def test_the_numpy_backend_runs_the_per_op_step():
 
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend):
+@pytest.mark.parametrize("backend,kernel", [("numba", "mlp_step"), ("numba", "mlp_step_rows"),
+                                            ("numpy", None)])
+def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend, kernel, monkeypatch):
+    calls = _force_kernel(monkeypatch, kernel) if kernel else []
     model = VAE(10, (7,), 3, backend=backend, dtype="float64", seed=1)
     opt = Adam(model.params, backend=backend)
-    model.params["decoder.1.b"][0] = np.inf
-    before = model.flat_params.copy()
-    result = train_step(model, opt, np.random.default_rng(7).random((4, 10)))
-    assert not np.isfinite(result.loss)
-    np.testing.assert_array_equal(model.flat_params, before)
-    assert opt.step_count == 0
-
-
-def test_either_kernel_leaves_the_parameters_on_a_batch_whose_loss_is_not_finite(path):
-    model = VAE(10, (7,), 3, backend="numba", dtype="float64", seed=1)
-    opt = Adam(model.params, backend="numba")
     model.params["decoder.1.b"][0] = np.inf
     before = model.flat_params.copy()
     result = train_step(model, opt, np.random.default_rng(7).random((40, 10)))
     assert not np.isfinite(result.loss)
     np.testing.assert_array_equal(model.flat_params, before)
     assert opt.step_count == 0
+    assert len(calls) == (1 if kernel else 0)
 
 
 def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch, path):
