@@ -462,7 +462,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     inp = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, 0, B, blas, tasks)
     # The likelihood: per-example NLL and its gradient in the decoder's output.
     D = inp.shape[1]
-    dy = view2d(work, pingpong[0], B, D)
+    dy = gradient_rows(work, pingpong, 0, B, D, 0, B)
     if likelihood == BERNOULLI:
         bernoulli_nll_and_grad(inp, x, scale, nll, dy)
     else:
@@ -498,14 +498,14 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         if k == n_enc - 1 and vae:
             through_latent(work, pingpong, side, layer[Y_OFF], eps, dkl, 0, B)
         big_layer_backward(
-            view2d(work, pingpong[side], B, layer[OUT]),
+            gradient_rows(work, pingpong, side, B, layer[OUT], 0, B),
             layer_input(work, x, layers, k, n_enc, vae, z_off, B, L),
             view2d(params, layer[W_OFF], layer[IN], layer[OUT]),
             view2d(work, layer[Y_OFF], B, layer[OUT]),
             view2d(grads, layer[W_OFF], layer[IN], layer[OUT]),
             grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]], layer[ACT], alphas[k],
-            view2d(work, pingpong[1 - side], B, layer[IN]), k > 0, params, grads, m, v, adam,
-            step, layer[W_OFF], layer[B_OFF], spans, n_spans, blas, tasks)
+            gradient_rows(work, pingpong, 1 - side, B, layer[IN], 0, B), k > 0, params, grads, m,
+            v, adam, step, layer[W_OFF], layer[B_OFF], spans, n_spans, blas, tasks)
         n_spans = add_layer_span(spans, 0, layer) if k > 0 else 0
         k -= 1
     if step and likelihood == GAUSSIAN and logvar_off >= 0:
