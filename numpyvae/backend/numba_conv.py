@@ -33,9 +33,9 @@ nothing, and is dtype-generic (``T = out.dtype.type``).
 
 from __future__ import annotations
 
-import numba
 from numba import prange
 
+from .numba_jit import jit_kernels
 from .numba_kernels import IDENTITY, RELU, activate, activation_slope, gemm_blas
 
 
@@ -263,11 +263,8 @@ def conv2d_forward_direct(x, W, b, sh, sw, ph, pw, act, alpha, out):
 
 
 # --------------------------------------------------------------------------
-# Jitting, in one place (options as in numba_kernels)
+# Jitting, in one place (numba_jit's options)
 # --------------------------------------------------------------------------
-
-_SERIAL = {"cache": True, "nogil": True, "error_model": "numpy"}
-_PARALLEL = {**_SERIAL, "parallel": True}
 
 #: The kernels, and whether each runs its outer loop on several threads.
 KERNELS = {
@@ -278,10 +275,4 @@ KERNELS = {
 }
 
 
-def _jit_all():
-    namespace = globals()
-    for name, parallel in KERNELS.items():
-        namespace[name] = numba.njit(**(_PARALLEL if parallel else _SERIAL))(namespace[name])
-
-
-_jit_all()
+jit_kernels(globals(), KERNELS)

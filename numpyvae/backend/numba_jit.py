@@ -9,10 +9,13 @@ through in a debugger (slowly).
 
 * ``cache=True`` keeps the compiled machine code on disk (in ``__pycache__``
   next to the module), so a second run loads instead of compiling. Numba
-  checks only the file that defines a kernel: after editing a module whose
-  functions other modules' kernels call (:mod:`.numba_math`,
-  :mod:`.numba_blas`, :mod:`.numba_kernels`), delete
-  ``numpyvae/backend/__pycache__`` so that those kernels compile again.
+  stamps a kernel's cache with the contents of the one file that defines
+  it, but a kernel holds the compiled code of every helper it calls, from
+  other modules too (:mod:`.numba_math`'s exp, :mod:`.numba_blas`'s gemm):
+  edit a helper, and the kernels that call it would load their old code.
+  So every kernel here is stamped with the contents of *all* the backend's
+  modules as well (:func:`jit_kernel`): change any of them and every
+  kernel compiles again, once (``tests/test_kernel_cache.py``).
 * ``error_model="numpy"`` makes ``x / 0`` give inf or nan, as NumPy does,
   instead of raising; the check for it would also stop loops from vectorising.
 * No ``fastmath``: exp and log stay exact to the last bit or two. The
@@ -22,6 +25,9 @@ through in a debugger (slowly).
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import numba
 
@@ -36,4 +42,34 @@ def jit_kernels(namespace: dict, kernels: dict) -> None:
     on several threads (``parallel=True``) or serially.
     """
     for name, parallel in kernels.items():
-        namespace[name] = numba.njit(**(PARALLEL if parallel else SERIAL))(namespace[name])
+        namespace[name] = jit_kernel(namespace[name], **(PARALLEL if parallel else SERIAL))
+
+
+def jit_kernel(function, **options):
+    """``numba.njit(**options)(function)``, its disk cache stamped with every backend module.
+
+    The stamp Numba keeps in a cache's index becomes the pair (its own
+    stamp of the defining file, :func:`sources_stamp`); a cache whose stamp
+    differs is not loaded. Without the JIT (``NUMBA_DISABLE_JIT=1``), or
+    if Numba ever keeps its cache differently, there is nothing to stamp
+    and Numba's own check stands.
+    """
+    kernel = numba.njit(**options)(function)
+    cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, sources_stamp())
+    return kernel
+
+
+_SOURCES_STAMP = None
+
+
+def sources_stamp() -> str:
+    """A SHA-256 of every module of the backend (names and contents), computed once."""
+    global _SOURCES_STAMP
+    if _SOURCES_STAMP is None:
+        digest = hashlib.sha256()
+        for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _SOURCES_STAMP = digest.hexdigest()
+    return _SOURCES_STAMP

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from .numba_blas import pow2
-from .numba_jit import SERIAL, jit_kernels
+from .numba_jit import SERIAL, jit_kernel, jit_kernels
 
 #: Activation codes; the order is ``reference.ACTIVATIONS``.
 IDENTITY, RELU, LEAKY_RELU, TANH, SIGMOID, SOFTPLUS = range(6)
@@ -219,9 +218,9 @@ def flush_subnormal(a, T):
     return a if abs(a) >= T(np.finfo(T).tiny) else T(0)
 
 
-reassoc_add = numba.njit(fastmath={"reassoc", "nsz"}, **SERIAL)(reassoc_add)
-exp_neg = numba.njit(fastmath={"contract"}, **SERIAL)(exp_neg)
-log1p_small = numba.njit(fastmath={"contract"}, **SERIAL)(log1p_small)
+reassoc_add = jit_kernel(reassoc_add, fastmath={"reassoc", "nsz"}, **SERIAL)
+exp_neg = jit_kernel(exp_neg, fastmath={"contract"}, **SERIAL)
+log1p_small = jit_kernel(log1p_small, fastmath={"contract"}, **SERIAL)
 jit_kernels(globals(), {
     "sigmoid_given_exp": False,
     "softplus_given_exp": False, "bernoulli_nll_term": False, "kl_term": False,
