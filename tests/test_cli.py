@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from assertions import one_line_error
 
 from numpyvae.cli import build_parser, main
 from numpyvae.data import write_idx
@@ -40,14 +41,6 @@ def run_dir(tmp_path_factory):
 
 def is_png(path):
     return path.is_file() and path.read_bytes()[:8] == PNG
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
 
 
 def test_train_writes_a_run_folder(run_dir):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from assertions import one_line_error
 from PIL import Image
 
 import numpyvae
@@ -30,14 +31,6 @@ TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "256", "--backend
 def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NUMPYVAE_CACHE", str(tmp_path_factory.getbasetemp() / "numpyvae-cache"))
     monkeypatch.setenv("NUMPYVAE_BACKEND", "numpy")
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
 
 
 def test_python_dash_m_and_version(tmp_path):

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from assertions import backends_agree, one_line_error
 from torch_conv_twin import assert_gradients_equal, twin
 
 import numpyvae
@@ -33,13 +34,6 @@ def batch(flat=False, seed=1):
     x = rng.random((B, 1, *SHAPE))
     return (x.reshape(B, -1) if flat else x), rng.integers(0, C, B), \
         rng.standard_normal((B, LATENT))
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
 
 
 # --------------------------------------------------------------------------
@@ -88,9 +82,7 @@ def test_backends_agree_on_the_loss_and_every_gradient():
     pytest.importorskip("numba")
     x, y, eps = batch(flat=True, seed=2)
     results = [small(b, flat=True).loss_and_grads(x, y, eps=eps) for b in ("numpy", "numba")]
-    assert abs(results[0].loss - results[1].loss) <= 1e-12 * abs(results[0].loss)
-    for name, g in results[0].grads.items():
-        assert rel_error(results[1].grads[name], g) <= 1e-12, name
+    backends_agree(*results)
 
 
 def test_loss_and_every_gradient_equal_torch(backend_name):

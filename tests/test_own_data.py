@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from assertions import one_line_error
 from PIL import Image
 
 import numpyvae
@@ -29,14 +30,6 @@ def isolated(tmp_path_factory, monkeypatch):
 
 def images_u8(n=50, shape=(8, 8), seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
 
 
 # ----------------------------------------------------------------------------- array files
