@@ -605,8 +605,12 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
         return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
     tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
-    _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, code,
-               alpha, out.reshape(B, O, Ho * Wo), cols, _GEMM[W.dtype], tasks=tasks)
+    canvas = _conv_work("conv.canvas", (tasks, C, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw),
+                        W.dtype)
+    offs = _conv_work("conv.offsets", (Ho * Wo,), np.int64)
+    _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, Ho, Wo,
+               code, alpha, out.reshape(B, O, Ho * Wo), cols, canvas, offs, _GEMM[W.dtype],
+               tasks=tasks)
     return out
 
 
@@ -630,9 +634,13 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
     parts = _conv_work("conv.dW", (tasks, O, C * kh * kw), W.dtype)
+    padded = (tasks, C, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
+    canvas = _conv_work("conv.canvas", padded, W.dtype)
+    dcanvas = _conv_work("conv.dcanvas", padded, W.dtype)
+    offs = _conv_work("conv.offsets", (Ho * Wo,), np.int64)
     _with_blas(K.conv2d_backward, x, W.reshape(O, -1), da, dW.reshape(O, -1), parts, kh, kw,
-               sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols,
-               _GEMM[W.dtype], tasks=tasks)
+               sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols, canvas,
+               dcanvas, offs, _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
 
 
@@ -663,9 +671,25 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
     tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
+    canvas = _conv_work("conv.canvas", _transpose_canvas(tasks, O, (H, Wd), (Ho, Wo), (kh, kw),
+                                                         (sh, sw), (ph, pw)), W.dtype)
+    offs = _conv_work("conv.offsets", (H * Wd,), np.int64)
     _with_blas(_conv().conv_transpose2d_forward, x.reshape(B, C, H * Wd), W.reshape(C, -1), b,
-               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, _GEMM[W.dtype], tasks=tasks)
+               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, canvas, offs,
+               _GEMM[W.dtype], tasks=tasks)
     return out
+
+
+def _transpose_canvas(tasks, O, size, out_size, kernel, stride, padding):
+    """The canvas shape of a transposed convolution: where every window lands, and the output.
+
+    Window ``i`` of kernel row ``p`` lands on canvas row ``i sh + p``, so the
+    canvas needs ``(H - 1) sh + kh`` rows; the output is its rows ``ph`` to
+    ``ph + Ho`` (more than the windows reach when ``output_padding`` adds
+    some). Likewise for columns.
+    """
+    (H, W), (Ho, Wo), (kh, kw), (sh, sw), (ph, pw) = size, out_size, kernel, stride, padding
+    return (tasks, O, max((H - 1) * sh + kh, Ho + ph), max((W - 1) * sw + kw, Wo + pw))
 
 
 def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
@@ -688,8 +712,11 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     tasks = _tasks()
     cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
     parts = _conv_work("conv.dW", (tasks, C, O * kh * kw), W.dtype)
+    canvas = _conv_work("conv.canvas", _transpose_canvas(tasks, O, (H, Wd), y.shape[2:], (kh, kw),
+                                                         (sh, sw), (ph, pw)), W.dtype)
+    offs = _conv_work("conv.offsets", (H * Wd,), np.int64)
     dx_arg = dx.reshape(B, C, H * Wd) if need_dx else x.reshape(B, C, H * Wd)
     _with_blas(K.conv_transpose2d_backward, x.reshape(B, C, H * Wd), W.reshape(C, -1), da,
-               dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, dx_arg, need_dx, cols,
-               _GEMM[W.dtype], tasks=tasks)
+               dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, H, Wd, dx_arg, need_dx, cols,
+               canvas, offs, _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
