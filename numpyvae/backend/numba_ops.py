@@ -589,6 +589,21 @@ def _conv_work(name, shape, dtype):
     return _work(f"{name}{shape}", shape, dtype)
 
 
+#: About how many columns (windows, over a group of examples) a convolution's
+#: products take at once. Each thread multiplies ``G = GROUP_COLUMNS //
+#: windows`` examples side by side (at least one, at most its share of the
+#: batch) instead of one at a time. Measured on the conv VAE's middle layer
+#: (Conv 32->64, 49 windows, batch 128, two threads): forward 2.8 -> 2.3 ms
+#: and backward 5.8 -> 4.8 ms with 8 examples a product (392 columns); 16
+#: (784 columns) ran the backward slower than 8.
+GROUP_COLUMNS = 512
+
+
+def _group(B, windows, tasks):
+    """How many examples one of a convolution's products takes (see :data:`GROUP_COLUMNS`)."""
+    return max(1, min(-(-B // tasks), GROUP_COLUMNS // max(windows, 1)))
+
+
 def _contiguous(*arrays):
     return all(a.flags.c_contiguous for a in arrays)
 
@@ -604,13 +619,15 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     if not (_same_float(x, W, b, out) and _contiguous(W, out)):
         return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
     tasks = _tasks()
-    cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
+    wide = _group(B, Ho * Wo, tasks) * Ho * Wo
+    cols = _conv_work("conv.cols", (tasks, C * kh * kw, wide), W.dtype)
+    wide_out = _conv_work("conv.wide_out", (tasks, O, wide), W.dtype)
     canvas = _conv_work("conv.canvas", (tasks, C, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw),
                         W.dtype)
     offs = _conv_work("conv.offsets", (Ho * Wo,), np.int64)
     _with_blas(_conv().conv2d_forward, x, W.reshape(O, -1), b, kh, kw, sh, sw, ph, pw, Ho, Wo,
-               code, alpha, out.reshape(B, O, Ho * Wo), cols, canvas, offs, _GEMM[W.dtype],
-               tasks=tasks)
+               code, alpha, out.reshape(B, O, Ho * Wo), cols, wide_out, canvas, offs,
+               _GEMM[W.dtype], tasks=tasks)
     return out
 
 
@@ -631,16 +648,18 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     da = _conv_da(K, dy, y, code, alpha).reshape(B, O, Ho * Wo)
     K.bias_grad(da, db)
     tasks = _tasks()
-    cols = _conv_work("conv.cols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
-    dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, Ho * Wo), W.dtype)
+    wide = _group(B, Ho * Wo, tasks) * Ho * Wo
+    cols = _conv_work("conv.cols", (tasks, C * kh * kw, wide), W.dtype)
+    dcols = _conv_work("conv.dcols", (tasks, C * kh * kw, wide), W.dtype)
+    wide_da = _conv_work("conv.wide_da", (tasks, O, wide), W.dtype)
     parts = _conv_work("conv.dW", (tasks, O, C * kh * kw), W.dtype)
     padded = (tasks, C, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)
     canvas = _conv_work("conv.canvas", padded, W.dtype)
     dcanvas = _conv_work("conv.dcanvas", padded, W.dtype)
     offs = _conv_work("conv.offsets", (Ho * Wo,), np.int64)
     _with_blas(K.conv2d_backward, x, W.reshape(O, -1), da, dW.reshape(O, -1), parts, kh, kw,
-               sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols, canvas,
-               dcanvas, offs, _GEMM[W.dtype], tasks=tasks)
+               sh, sw, ph, pw, Ho, Wo, dx if need_dx else x, need_dx, cols, dcols, wide_da,
+               canvas, dcanvas, offs, _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
 
 
@@ -670,12 +689,14 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
                                                   activation, alpha, out=out)
     x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
     tasks = _tasks()
-    cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
+    wide = _group(B, H * Wd, tasks) * H * Wd
+    cols = _conv_work("conv.cols", (tasks, O * kh * kw, wide), W.dtype)
+    wide_x = _conv_work("conv.wide_x", (tasks, C, wide), W.dtype)
     canvas = _conv_work("conv.canvas", _transpose_canvas(tasks, O, (H, Wd), (Ho, Wo), (kh, kw),
                                                          (sh, sw), (ph, pw)), W.dtype)
     offs = _conv_work("conv.offsets", (H * Wd,), np.int64)
     _with_blas(_conv().conv_transpose2d_forward, x.reshape(B, C, H * Wd), W.reshape(C, -1), b,
-               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, canvas, offs,
+               kh, kw, sh, sw, ph, pw, H, Wd, code, alpha, out, cols, wide_x, canvas, offs,
                _GEMM[W.dtype], tasks=tasks)
     return out
 
@@ -710,7 +731,10 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     K.bias_grad(da.reshape(B, O, -1), db)
     x = np.ascontiguousarray(x)
     tasks = _tasks()
-    cols = _conv_work("conv.cols", (tasks, O * kh * kw, H * Wd), W.dtype)
+    wide = _group(B, H * Wd, tasks) * H * Wd
+    cols = _conv_work("conv.cols", (tasks, O * kh * kw, wide), W.dtype)
+    wide_x = _conv_work("conv.wide_x", (tasks, C, wide), W.dtype)
+    wide_dx = _conv_work("conv.wide_dx", (tasks, C, wide), W.dtype)
     parts = _conv_work("conv.dW", (tasks, C, O * kh * kw), W.dtype)
     canvas = _conv_work("conv.canvas", _transpose_canvas(tasks, O, (H, Wd), y.shape[2:], (kh, kw),
                                                          (sh, sw), (ph, pw)), W.dtype)
@@ -718,5 +742,5 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     dx_arg = dx.reshape(B, C, H * Wd) if need_dx else x.reshape(B, C, H * Wd)
     _with_blas(K.conv_transpose2d_backward, x.reshape(B, C, H * Wd), W.reshape(C, -1), da,
                dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, H, Wd, dx_arg, need_dx, cols,
-               canvas, offs, _GEMM[W.dtype], tasks=tasks)
+               wide_x, wide_dx, canvas, offs, _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
