@@ -122,8 +122,8 @@ def col2im_add(cols, kh, kw, offs, canvas):
 
     The adjoint of :func:`im2col` (reference: ``reference.col2im``): every
     entry is added back where it was gathered from, in the order of the
-    loops (channel, kernel row, kernel column, window), so each pixel's sum
-    is the reference loop's; :func:`crop` then drops what fell on the border.
+    loops (channel, kernel row, kernel column, window); :func:`crop` then
+    drops what fell on the border.
     """
     C, Hp, Wp = canvas.shape
     flat = canvas.reshape(C, Hp * Wp)
