@@ -243,7 +243,11 @@ def test_numba_kernels_equal_the_reference(transposed, dtype, data):
     if not skip_dx:
         assert rel_error(dx1, dx0) <= tol
     assert rel_error(dW1, dW0) <= tol
-    assert rel_error(db1, db0) <= tol
+    # db sums B Ho Wo terms per channel (twice), which may cancel: the rounding of a sum
+    # is bounded by the sum of its terms' sizes, not by the result. |f'| <= 1 for every
+    # activation, so |dy| bounds each term.
+    db_scale = 2 * np.abs(dy.astype(np.float64)).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(db1.astype(np.float64) - db0) <= tol * db_scale), (db1, db0)
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["Conv2d", "ConvTranspose2d"])
