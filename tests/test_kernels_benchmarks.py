@@ -43,3 +43,16 @@ def test_quick_benchmark_run_writes_every_result(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| target | measured | met |" in summary
     assert "numpyvae ÷ best peer" in summary
+
+
+def test_core_share_benchmark_runs_and_reports_the_cores_granted(tmp_path):
+    env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_core_share.py"), "--quick"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads((tmp_path / "core_share.json").read_text())
+    assert payload["quick"] is True
+    for label in ("idle", "1 competing process"):
+        for k in map(str, payload["threads"]):
+            r = payload[label][k]
+            assert r["samples_per_s"] > 0 and 0 < r["cores_min"] <= r["cores"] <= r["cores_max"]
