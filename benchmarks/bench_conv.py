@@ -50,7 +50,7 @@ def kernels(batch=128, repeats=5, verbose=True):
     import numba
     import numpy as np
 
-    from numpyvae.backend import numba_conv, numba_ops, reference
+    from numpyvae.fast import numba_conv, numba_ops, reference
     from numpyvae.gradcheck import rel_error
 
     say = print if verbose else (lambda *a, **k: None)

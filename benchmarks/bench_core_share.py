@@ -1,6 +1,6 @@
 """How much CPU the training step is granted beside a busy process, on one thread and on all.
 
-The thread chooser (``numpyvae.threads``) runs one thread when another
+The thread chooser (``numpyvae.fast.threads``) runs one thread when another
 process keeps a core busy. This measures why: the default VAE's training
 step (784-400-20, Adam, float32, batch 128) forced to one thread and to
 every thread of the pool, idle and with one CPU-bound competing process
@@ -32,7 +32,7 @@ def _cpu_seconds():
 
 def _forced(model, k):
     """Make the model's thread chooser run ``k`` threads from now on (it keeps no record)."""
-    from numpyvae.threads import chooser_of
+    from numpyvae.fast.threads import chooser_of
 
     chooser = chooser_of(model)
     chooser.pick = lambda: k
@@ -79,7 +79,7 @@ def measure(x, counts, rounds, seconds):
 def run(data_dir=None, quick=False, verbose=True):
     from bench_peers import Competitors
 
-    from numpyvae.backend import numba_ops
+    from numpyvae.fast import numba_ops
 
     say = print if verbose else (lambda *a, **k: None)
     x, source = common.load_data(data_dir, "float32", n=4096 if quick else 16384)

@@ -26,8 +26,8 @@ N_THREADS = common.set_threads()
 
 import numpy as np  # noqa: E402
 
+from numpyvae import ops as R  # noqa: E402
 from numpyvae.backend import get_backend  # noqa: E402
-from numpyvae.backend import reference as R  # noqa: E402
 from numpyvae.gradcheck import rel_error  # noqa: E402
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
@@ -152,8 +152,8 @@ STEP_PRODUCTS = [
 
 def matmul_methods(dtype, repeats, number):
     """Each product of STEP_PRODUCTS by each method, validated, then timed method by method."""
-    from numpyvae.backend import numba_blas as NB
-    from numpyvae.backend import numba_kernels as K
+    from numpyvae.fast import numba_blas as NB
+    from numpyvae.fast import numba_kernels as K
 
     N = get_backend("numba")
     rng = np.random.default_rng(2)
@@ -221,7 +221,7 @@ def step_with_each_matmul(dtype, seconds):
 def step_breakdown(dtype, repeats, number, batch=128):
     """Milliseconds per step in each part, from kernels timed alone at the step's shapes."""
     import numpyvae
-    from numpyvae.backend import numba_kernels as K
+    from numpyvae.fast import numba_kernels as K
 
     N = get_backend("numba")
     model = numpyvae.VAE(common.INPUT, (common.HIDDEN,), common.LATENT, dtype=dtype,

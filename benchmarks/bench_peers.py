@@ -124,7 +124,7 @@ def worker(args):
                 pass
             model = getattr(impl, "model", None)
             try:  # what the training step's thread chooser measured: seconds per step
-                from numpyvae.threads import chooser_of
+                from numpyvae.fast.threads import chooser_of
 
                 chooser = chooser_of(model)
                 if chooser is not None:
@@ -210,7 +210,7 @@ def available(impl):
 
 def mkl_installed():
     """Whether numpyvae's numba backend finds Intel MKL (the ``mkl`` extra)."""
-    from numpyvae.backend.numba_blas import _mkl_library
+    from numpyvae.fast.numba_blas import _mkl_library
 
     return _mkl_library() is not None
 

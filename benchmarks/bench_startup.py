@@ -33,12 +33,12 @@ t_start = time.perf_counter()
 import numpyvae
 t_import = time.perf_counter()
 numba_imported = "numba" in sys.modules
-from numpyvae.backend import numba_ops
+from numpyvae.fast import numba_ops
 t_backend = time.perf_counter()
 import numpy as np
 data_dir = {data_dir!r}
 if data_dir:
-    from numpyvae.data.idx import read_idx
+    from numpyvae.app.data.idx import read_idx
     import pathlib
     path = next(p for p in (pathlib.Path(data_dir) / "train-images-idx3-ubyte.gz",
                             pathlib.Path(data_dir) / "train-images-idx3-ubyte") if p.is_file())

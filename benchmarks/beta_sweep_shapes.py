@@ -14,8 +14,8 @@ papers use on dSprites (Higgins et al., 2017; Chen et al., 2018), so a
 disentangled code has one dimension per factor and spare ones to switch off.
 (The command's default, 20, is the MNIST recipe's.)
 
-The script calls the library as the command does (:func:`numpyvae.run.train_run`,
-:func:`numpyvae.run.evaluate_run`), one run at a time in one process, so the
+The script calls the library as the command does (:func:`numpyvae.app.run.train_run`,
+:func:`numpyvae.app.run.evaluate_run`), one run at a time in one process, so the
 Numba kernels compile once; one thread by default (the machine is shared).
 Run folders are kept under ``--runs-dir``; a complete one is evaluated again
 rather than retrained, and an interrupted one is resumed, so a stopped sweep
@@ -62,7 +62,7 @@ def run_name(beta, seed) -> str:
 
 def train_and_evaluate(run_dir, beta, seed, epochs, options, log) -> dict:
     """Train one run (or finish or reuse it) and return its test metrics."""
-    from numpyvae.run import evaluate_run, read_metrics, train_run
+    from numpyvae.app.run import evaluate_run, read_metrics, train_run
 
     run_dir = Path(run_dir)
     done = len(read_metrics(run_dir)) if (run_dir / "config.json").is_file() else None
@@ -95,8 +95,8 @@ RECIPE_KEYS = ("dataset", "beta", "seed", "latent_dim", "hidden", "batch_size", 
 
 def _check_recipe(run_dir, beta, seed, epochs, options, done):
     """Refuse to reuse a kept run trained with another recipe, or for more epochs."""
-    from numpyvae.run import TRAIN_DEFAULTS, options_from_config
-    from numpyvae.runfolder import read_config
+    from numpyvae.app.run import TRAIN_DEFAULTS, options_from_config
+    from numpyvae.app.runfolder import read_config
 
     wanted = {**TRAIN_DEFAULTS, "dataset": "shapes", "beta": beta, "seed": seed,
               "latent_dim": LATENT, **{k: v for k, v in options.items() if k != "backend"}}
@@ -167,7 +167,7 @@ def figure(summary, runs, path, latent_dim=LATENT, epochs=None):
 
 def copy_traversal(run_dir, path, backend=None):
     """Draw a run's traversal (as ``numpyvae train`` does at its end) and copy it to ``path``."""
-    from numpyvae.run import load_run, run_dataset, write_latent_figures
+    from numpyvae.app.run import load_run, run_dataset, write_latent_figures
 
     run = load_run(run_dir, backend)
     dataset = run_dataset(run.config, run_dir=run_dir)

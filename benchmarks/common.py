@@ -75,7 +75,7 @@ def load_data(data_dir=None, dtype="float32", n=N_EXAMPLES, seed=0):
     if data_dir is None:
         rng = np.random.default_rng(seed)
         return (rng.random((n, INPUT)) < 0.5).astype(dtype), "random binary (60000 x 784)"
-    from numpyvae.data.idx import read_idx
+    from numpyvae.app.data.idx import read_idx
 
     folder = Path(data_dir)
     candidates = [folder / "train-images-idx3-ubyte.gz", folder / "train-images-idx3-ubyte"]
@@ -181,7 +181,7 @@ def _cpu_name():
 
 
 def _blas_name():
-    from numpyvae.backend import numba_ops
+    from numpyvae.fast import numba_ops
 
     return numba_ops.BLAS
 

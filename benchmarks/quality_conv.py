@@ -34,7 +34,7 @@ N_THREADS = common.set_threads()
 def load(data_dir):
     import numpy as np
 
-    from numpyvae.data.datasets import binarize, load_dataset
+    from numpyvae.app.data.datasets import binarize, load_dataset
 
     folder = Path(data_dir)
     if (folder / "fashion-mnist").is_dir():

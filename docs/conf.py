@@ -155,7 +155,7 @@ def write_api_pages() -> None:
     pages["index.rst"] = (
         "API reference\n=============\n\n"
         "Generated from the docstrings of every module; the derivations of the\n"
-        "gradients are in :mod:`numpyvae.backend.reference`.\n\n"
+        "gradients are in :mod:`numpyvae.ops`.\n\n"
         f".. toctree::\n   :maxdepth: 1\n\n{toc}\n")
     for stale in out.glob("*.rst"):
         if stale.name not in pages:

@@ -15,6 +15,7 @@ is imported.
 
 import importlib
 import importlib.util
+import sys
 
 #: Public name -> the module it lives in (modules themselves map to None).
 _EXPORTS = {
@@ -28,17 +29,59 @@ _EXPORTS = {
     "LeakyReLU": "layers", "Tanh": "layers", "Sigmoid": "layers", "Softplus": "layers",
     "Sequential": "layers", "mlp": "layers",
     "SGD": "optim", "Adam": "optim", "AdamW": "optim", "clip_grad_norm": "optim",
-    "train_step": "fused",
-    "get_backend": "backend", "Trace": "inspect",
+    "train_step": "fast.step",
+    "get_backend": "backend", "Trace": "inspector", "inspect": "inspector",
     "gradcheck": None, "evaluate": None, "iwae": None, "latent": None,
 }
+
+
+#: Modules that moved when the package was laid out in three neighbourhoods (the
+#: teaching core here, :mod:`numpyvae.fast` and :mod:`numpyvae.app`), by their old
+#: name: ``import numpyvae.train`` and ``from numpyvae.data import load_dataset``
+#: keep working and give the module that now does the job.
+MOVED = {
+    "numpyvae.train": "numpyvae.app.train", "numpyvae.data": "numpyvae.app.data",
+    "numpyvae.cli": "numpyvae.app.cli", "numpyvae.run": "numpyvae.app.run",
+    "numpyvae.runfolder": "numpyvae.app.runfolder", "numpyvae.plots": "numpyvae.app.plots",
+    "numpyvae.safenpz": "numpyvae.app.safenpz", "numpyvae.limits": "numpyvae.app.limits",
+    "numpyvae.interrupts": "numpyvae.app.interrupts", "numpyvae.fused": "numpyvae.fast.step",
+    "numpyvae.threads": "numpyvae.fast.threads", "numpyvae.warmup": "numpyvae.fast.warmup",
+}
+
+
+class _MovedModuleFinder:
+    """Finds a module under its old name (:data:`MOVED`) and hands out the module itself."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        prefix = next((old for old in MOVED if fullname == old or fullname.startswith(old + ".")),
+                      None)
+        if prefix is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, _MovedModuleFinder(MOVED[prefix] +
+                                                                             fullname[len(prefix):]))
+
+    def __init__(self, new_name=None):
+        self.new_name = new_name
+
+    def create_module(self, spec):
+        module = importlib.import_module(self.new_name)
+        self.own_spec = module.__spec__  # the import machinery stamps the old name's spec on it
+        return module
+
+    def exec_module(self, module):
+        module.__spec__, module.__loader__ = self.own_spec, self.own_spec.loader
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name):
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name] or name}", __name__)
         value = module if _EXPORTS[name] is None else getattr(module, name)
-    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:  # e.g. numpyvae.train
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:  # e.g. numpyvae.app.train
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -91,5 +134,6 @@ __all__ = [
     "iwae",
     "latent",
     "Trace",
+    "inspect",
     "__version__",
 ]

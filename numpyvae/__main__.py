@@ -1,6 +1,6 @@
 """``python -m numpyvae``: the same as the ``numpyvae`` command."""
 
-from .cli import command
+from .app.cli import command
 
 if __name__ == "__main__":
     command()

@@ -2,7 +2,7 @@
 
 Both take images as ``(B, C, H, W)`` and call the backend's ``conv2d_*`` /
 ``conv_transpose2d_*`` ops; the derivations are in the docstrings below and
-in :mod:`numpyvae.backend.reference` (naive loops, then im2col). What does
+in :mod:`numpyvae.ops` (naive loops, then im2col). What does
 not live here: the arithmetic (the backend), the convolutional VAE
 (:mod:`numpyvae.model`), flattening and reshaping (:mod:`numpyvae.layers`).
 
@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend.reference import (
+from .layers import Layer, as_float_dtype
+from .ops import (
     ACTIVATIONS,
     conv2d_output_size,
     conv_transpose2d_output_size,
 )
-from .layers import Layer, as_float_dtype
 
 
 def _pair(value, what, layer, minimum):

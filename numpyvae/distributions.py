@@ -17,7 +17,7 @@ One convention everywhere: ``logvar = log sigma^2`` and ``sigma = exp(logvar / 2
 Every quantity is per example, summed over the latent dimensions or over all
 of an example's values (any data shape ``(B, ...)``); a model averages over
 the batch. The arithmetic is the backend's fused ops (the readable versions,
-with the same derivations, are in :mod:`numpyvae.backend.reference`).
+with the same derivations, are in :mod:`numpyvae.ops`).
 
 What does not live here: the networks (:mod:`numpyvae.layers`), the models
 that wire networks and distributions together (:mod:`numpyvae.model`).
@@ -105,9 +105,9 @@ class DiagonalGaussian(_UsesBackend):
               + dkl\\, \\tfrac12 (e^{\\mathrm{logvar}} - 1),
 
     and ``dh = [dmu | dlogvar]``. The term-by-term derivations are in
-    :func:`numpyvae.backend.reference.reparameterize_backward`,
-    :func:`~numpyvae.backend.reference.gaussian_kl_backward` and
-    :func:`~numpyvae.backend.reference.latent_backward`; the backend runs all
+    :func:`numpyvae.ops.reparameterize_backward`,
+    :func:`~numpyvae.ops.gaussian_kl_backward` and
+    :func:`~numpyvae.ops.latent_backward`; the backend runs all
     of it as one fused ``latent_forward``/``latent_backward`` pair.
     """
 
@@ -251,7 +251,7 @@ class Bernoulli(Likelihood):
 
     summed over an example's values (``x`` may be any value in [0, 1]).
     Evaluated without overflow for any logit; derivation in
-    :func:`numpyvae.backend.reference.bernoulli_nll`.
+    :func:`numpyvae.ops.bernoulli_nll`.
     """
 
     name = "bernoulli"
@@ -325,7 +325,7 @@ class Gaussian(_GaussianMean):
               \\frac{\\partial}{\\partial m} = (m - x)\\, e^{-\\mathrm{logvar}},
 
     summed over an example's values, with ``logvar = log(var)``; derivation in
-    :func:`numpyvae.backend.reference.gaussian_nll_backward`.
+    :func:`numpyvae.ops.gaussian_nll_backward`.
     """
 
     def __init__(self, var: float = 0.01, backend=None):

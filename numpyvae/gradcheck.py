@@ -201,7 +201,6 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     autoencoder and conditional VAE (:func:`numpyvae.convnet.conv_checks`).
     Sizes are small, so the whole suite takes seconds.
     """
-    from .backend.reference import ACTIVATIONS
     from .cvae import CVAE
     from .distributions import GaussianLearnedVariance
     from .layers import (
@@ -214,6 +213,7 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
         Tanh,
     )
     from .model import VAE, Autoencoder
+    from .ops import ACTIVATIONS
 
     rng = np.random.default_rng(seed)
     f64 = "float64"

@@ -39,8 +39,8 @@ dimension, normalised by the factor's entropy, and average over factors:
 1 when each factor is captured by exactly one dimension (and fully); near 0
 when no dimension stands out (pure noise, or one factor spread over several).
 
-What does not live here: the figures (:mod:`numpyvae.latent_plots`), the
-training loop that logs these numbers (:mod:`numpyvae.train`).
+What does not live here: the figures (:mod:`numpyvae.app.latent_plots`), the
+training loop that logs these numbers (:mod:`numpyvae.app.train`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ keeps one cache of what ``backward`` needs (overwritten on each call);
 ``backward(dout)`` returns ``dx`` and *accumulates* (``+=``) into ``grads``;
 ``zero_grad()`` clears them. The arithmetic is the backend's
 (:mod:`numpyvae.backend`); the derivations are in the docstrings of
-:mod:`numpyvae.backend.reference`.
+:mod:`numpyvae.ops`.
 
 Shapes. Data flows as ``(B, ...)``: a batch axis first, then each example's
 shape. Activations take any such shape; ``Linear`` takes ``(B, F)``; image
@@ -31,11 +31,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .app.limits import check_parameters
 from .backend import get_backend
-from .backend.reference import ACTIVATIONS
 from .buffers import WorkBuffers
 from .init import get_initializer
-from .limits import check_parameters
+from .ops import ACTIVATIONS
 
 #: Every layer class by name, for :func:`layer_from_spec` (filled in by ``Layer``'s subclasses).
 LAYER_TYPES: dict[str, type] = {}
@@ -194,7 +194,7 @@ class Linear(Layer):
     -----
     ``params = {"W": (in_features, out_features), "b": (out_features,)}``.
     Forward keeps ``x`` and ``y``; backward (derived in
-    :func:`numpyvae.backend.reference.linear_backward`) is
+    :func:`numpyvae.ops.linear_backward`) is
 
     .. math:: da = dy \\odot f', \\quad dW \\mathrel{+}= x^\\top da, \\quad
               db \\mathrel{+}= \\textstyle\\sum_n da_n, \\quad dx = da\\, W^\\top.
@@ -277,7 +277,7 @@ class Activation(Layer):
     Takes any shape ``(B, ...)``. The backend's kernels see ``(B, F)``, a
     view of the same values, so an image batch runs on the same fused
     kernels as a flat one. The derivative of each activation is written in
-    terms of its output in :func:`numpyvae.backend.reference.activation_backward`.
+    terms of its output in :func:`numpyvae.ops.activation_backward`.
     """
 
     activation = "identity"

@@ -28,9 +28,9 @@ Two ways to build one::
     VAE(encoder, decoder, latent_dim=20, likelihood=...)  # any networks of layers
 
 What does not live here: the math of each step (:mod:`numpyvae.distributions`,
-:mod:`numpyvae.layers`, :mod:`numpyvae.backend.reference`), the model file's
+:mod:`numpyvae.layers`, :mod:`numpyvae.ops`), the model file's
 format (:mod:`numpyvae.modelfile`), evaluation beyond one batch
-(:mod:`numpyvae.evaluate`), training loops (:mod:`numpyvae.train`).
+(:mod:`numpyvae.evaluate`), training loops (:mod:`numpyvae.app.train`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .app.limits import check_parameters, mlp_parameters
 from .backend import get_backend
-from .backend.reference import ACTIVATIONS
 from .buffers import WorkBuffers
 from .distributions import (
     DiagonalGaussian,
@@ -53,7 +53,6 @@ from .distributions import (
     make_likelihood,
 )
 from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
-from .limits import check_parameters, mlp_parameters
 from .modelfile import (
     FORMAT_VERSION,
     ModelFileError,
@@ -61,6 +60,7 @@ from .modelfile import (
     read_model_file,
     write_model_file,
 )
+from .ops import ACTIVATIONS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .app.safenpz import read_npz
 from .fileio import atomic_write
-from .safenpz import read_npz
 
 #: The format this release writes.
 FORMAT_VERSION = 2

@@ -9,7 +9,7 @@ never inside the layers, and round-trips through ``state_dict`` /
 When every parameter (and every gradient) is a view into one flat buffer, as
 in :class:`numpyvae.VAE`, the update runs as one fused call over the whole
 buffer; otherwise it runs once per parameter. The update rules themselves are
-the backend's (:func:`numpyvae.backend.reference.adam_update`, ...).
+the backend's (:func:`numpyvae.ops.adam_update`, ...).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
 
     Same update as ``torch.optim.SGD`` (dampening 0); see
-    :func:`numpyvae.backend.reference.sgd_update`.
+    :func:`numpyvae.ops.sgd_update`.
     """
 
     slots = ("velocity",)
@@ -183,7 +183,7 @@ class Adam(Optimizer):
     """Adam with bias correction; PyTorch's defaults (lr 1e-3, betas (0.9, 0.999), eps 1e-8).
 
     ``weight_decay`` adds ``weight_decay * param`` to the gradient (L2), as
-    ``torch.optim.Adam`` does. See :func:`numpyvae.backend.reference.adam_update`.
+    ``torch.optim.Adam`` does. See :func:`numpyvae.ops.adam_update`.
     """
 
     slots = ("m", "v")

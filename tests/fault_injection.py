@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-import numpyvae.run  # noqa: F401  (imported once here, not again in every child)
-from numpyvae.cli import main
-from numpyvae.runfolder import CHECKPOINT_FILE, MODEL_FILE, read_checkpoint
-from numpyvae.safenpz import read_npz
+import numpyvae.app.run  # noqa: F401  (imported once here, not again in every child)
+from numpyvae.app.cli import main
+from numpyvae.app.runfolder import CHECKPOINT_FILE, MODEL_FILE, read_checkpoint
+from numpyvae.app.safenpz import read_npz
 
 TIMING = ("seconds", "samples_per_second", "eval_seconds")
 

@@ -30,7 +30,7 @@ from numpyvae.backend import (
     numba_available,
     reference,
 )
-from numpyvae.backend.reference import ACTIVATIONS
+from numpyvae.ops import ACTIVATIONS
 
 
 def _module(name):
@@ -94,7 +94,7 @@ def test_importing_numpyvae_does_not_import_numba():
 
 
 def test_backend_modules_are_importable_by_their_documented_names():
-    assert importlib.import_module("numpyvae.backend.reference") is reference
+    assert importlib.import_module("numpyvae.ops") is reference
 
 
 # --------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_the_cgroup_cpu_quota_is_read_from_either_cgroup_version(tmp_path, files
 def test_the_numba_backend_takes_its_thread_count_from_the_affinity_mask():
     pytest.importorskip("numba")
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from numpyvae.backend import numba_ops, usable_cpus; import numba; "
+            "from numpyvae.backend import usable_cpus; from numpyvae.fast import numba_ops; import numba; "
             "print(usable_cpus(), numba.config.NUMBA_NUM_THREADS)")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)

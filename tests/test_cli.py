@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from assertions import one_line_error
 
-from numpyvae.cli import build_parser, main
-from numpyvae.data import write_idx
-from numpyvae.data.download import IDX_FILES
+from numpyvae.app.cli import build_parser, main
+from numpyvae.app.data import write_idx
+from numpyvae.app.data.download import IDX_FILES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"reconstructions.png", "samples.png", "interpolation.png", "latent_scatter.png",
@@ -267,7 +267,7 @@ def test_help_of_every_command_has_an_example(capsys):
 
 
 def _run(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "numpyvae.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "numpyvae.app.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 

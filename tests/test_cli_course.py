@@ -19,9 +19,9 @@ from PIL import Image
 
 import numpyvae
 from numpyvae import plots
-from numpyvae.cli import build_parser, main
-from numpyvae.train import Trainer
-from numpyvae.warmup import announce_if_slow, compile_kernels
+from numpyvae.app.cli import build_parser, main
+from numpyvae.app.train import Trainer
+from numpyvae.fast.warmup import announce_if_slow, compile_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "256", "--backend", "numpy"]

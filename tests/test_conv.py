@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import conv_geometries, fixture_settings, image_arrays, seeds, with_image_layout
 
-from numpyvae.backend import get_backend, numba_available, reference
+from numpyvae import ops as reference
+from numpyvae.backend import get_backend, numba_available
 from numpyvae.conv import Conv2d, ConvTranspose2d
 from numpyvae.gradcheck import check_layer, rel_error
 

@@ -15,7 +15,7 @@ from torch_conv_twin import assert_gradients_equal, twin
 
 import numpyvae
 from numpyvae import CVAE
-from numpyvae.cli import main
+from numpyvae.app.cli import main
 from numpyvae.convnet import conv_cvae, conv_networks
 from numpyvae.gradcheck import check_layer, check_model, rel_error
 from numpyvae.layers import LabelChannels, layer_from_spec
@@ -226,7 +226,7 @@ def labelled_file(path, dataset, n_train=600, n_test=200):
 
 
 def test_build_model_joins_the_conditional_and_conv_paths():
-    from numpyvae.run import TRAIN_DEFAULTS, build_model
+    from numpyvae.app.run import TRAIN_DEFAULTS, build_model
 
     options = {**TRAIN_DEFAULTS, "arch": "conv", "conditional": True, "channels": [2, 3],
                "latent_dim": 3}
@@ -243,7 +243,7 @@ def test_build_model_joins_the_conditional_and_conv_paths():
 
 
 def test_train_arch_conv_conditional_then_every_command(tmp_path, capsys):
-    from numpyvae.data import load_dataset
+    from numpyvae.app.data import load_dataset
 
     data = labelled_file(tmp_path / "shapes.npz", load_dataset("shapes"))
     run = tmp_path / "run"
@@ -283,7 +283,7 @@ def test_conditional_needs_labels_for_the_conv_model_too(tmp_path, capsys):
 
 def test_real_fashion_mnist_arch_conv_conditional(fashion_mnist_dir, tmp_path, capsys):
     """A Fashion-MNIST subset (3,000 training, 200 test images, all ten classes)."""
-    from numpyvae.data import load_dataset
+    from numpyvae.app.data import load_dataset
 
     ds = load_dataset("fashion-mnist", fashion_mnist_dir, download=False)
     data = labelled_file(tmp_path / "fm.npz", ds, n_train=3000)

@@ -9,7 +9,7 @@ from assertions import backends_agree
 from torch_conv_twin import assert_gradients_equal, twin
 
 import numpyvae
-from numpyvae.cli import main
+from numpyvae.app.cli import main
 from numpyvae.convnet import check_image_shape, conv_checks, conv_networks, conv_vae
 from numpyvae.gradcheck import check_model
 

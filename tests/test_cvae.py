@@ -206,7 +206,7 @@ def test_image_inputs_get_the_label_as_channels(backend_name):
 
 
 def test_fit_needs_and_uses_labels():
-    from numpyvae.train import Trainer, fit
+    from numpyvae.app.train import Trainer, fit
 
     rng = np.random.default_rng(0)
     model = CVAE(D, num_classes=C, hidden_dims=HIDDEN, latent_dim=L, backend="numpy")
@@ -224,7 +224,7 @@ def test_fit_needs_and_uses_labels():
 def test_command_line_conditional_run(tmp_path, monkeypatch, capsys):
     import json
 
-    from numpyvae.cli import main
+    from numpyvae.app.cli import main
 
     monkeypatch.setenv("NUMPYVAE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"

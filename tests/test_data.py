@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from numpyvae.data import (
+from numpyvae.app.data import (
     DataFileError,
     DataNotFoundError,
     binarize,
@@ -16,9 +16,9 @@ from numpyvae.data import (
     shapes,
     write_idx,
 )
-from numpyvae.data import download as dl
-from numpyvae.data.datasets import shapes_cache_path
-from numpyvae.data.idx import parse_idx, read_image_label_pair
+from numpyvae.app.data import download as dl
+from numpyvae.app.data.datasets import shapes_cache_path
+from numpyvae.app.data.idx import parse_idx, read_image_label_pair
 
 FILES = dl.IDX_FILES
 

@@ -10,8 +10,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from numpyvae.data import DataNotFoundError, DownloadError, load_dataset, write_idx
-from numpyvae.data import download as dl
+from numpyvae.app.data import DataNotFoundError, DownloadError, load_dataset, write_idx
+from numpyvae.app.data import download as dl
 
 FILES = dl.IDX_FILES
 

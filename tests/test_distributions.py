@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from strategies import fixture_settings, seeds, shapes
 
-from numpyvae.backend import reference
+from numpyvae import ops as reference
 from numpyvae.distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
 from numpyvae.gradcheck import numerical_gradient, numerical_vjp, rel_error
 

@@ -1,6 +1,6 @@
 """Faults: kills at every write, concurrent writers, signals, full disks, divergence.
 
-The run-folder promises of :mod:`numpyvae.runfolder`: after a SIGKILL at any
+The run-folder promises of :mod:`numpyvae.app.runfolder`: after a SIGKILL at any
 write and a resume, the folder equals an uninterrupted run's (weights bit for
 bit, every metrics line but the timings); one writer at a time; files the run
 did not write are never overwritten; every failure is one line naming the file.
@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE
-from numpyvae.cli import main
-from numpyvae.data import write_idx
-from numpyvae.fileio import atomic_write
-from numpyvae.run import evaluate_run
-from numpyvae.runfolder import (
+from numpyvae.app.cli import main
+from numpyvae.app.data import write_idx
+from numpyvae.app.run import evaluate_run
+from numpyvae.app.runfolder import (
     CHECKPOINT_FILE,
     RunFolderError,
     RunLockedError,
     read_checkpoint,
 )
-from numpyvae.train import NonFiniteLossError, Trainer, fit
+from numpyvae.app.train import NonFiniteLossError, Trainer, fit
+from numpyvae.fileio import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).resolve().parent / "fault_injection.py"
@@ -139,7 +139,7 @@ def test_stale_temporary_files_are_removed_and_others_kept(tmp_path, idx_dir):
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, idx_dir, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom numpyvae.runfolder import lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom numpyvae.app.runfolder import lock\n"
          f"with lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env=env())
     try:
@@ -160,7 +160,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, idx
 
 def test_two_trainings_started_together_one_wins_cleanly(tmp_path, idx_dir):
     out = tmp_path / "run"
-    procs = [subprocess.Popen([sys.executable, "-m", "numpyvae.cli", "train",
+    procs = [subprocess.Popen([sys.executable, "-m", "numpyvae.app.cli", "train",
                                *tiny_args(idx_dir, "--no-figures", "--seed", str(seed)),
                                "--out", str(out)],
                               stderr=subprocess.PIPE, text=True, env=env())
@@ -200,7 +200,7 @@ def test_sigterm_saves_says_so_and_resume_finishes(tmp_path, idx_dir):
     out = tmp_path / "run"
     args = [*tiny_args(idx_dir, "--no-figures", "--epochs", "200"), "--out", str(out)]
     args.remove("--quiet")
-    proc = subprocess.Popen([sys.executable, "-m", "numpyvae.cli", "train", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "numpyvae.app.cli", "train", *args],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=env())
     deadline = time.monotonic() + 120
@@ -254,7 +254,7 @@ def test_ctrl_c_or_sigterm_while_starting_gives_no_traceback(tmp_path, delay):
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys\nfrom numpyvae.cli import command\n"
+            [sys.executable, "-c", "import sys\nfrom numpyvae.app.cli import command\n"
              "print('ready', file=sys.stderr, flush=True)\ncommand()", "train",
              "--out", str(tmp_path / f"run-{sig}"), "--epochs", "500"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env())

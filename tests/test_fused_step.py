@@ -1,7 +1,7 @@
 """The one-call forward and backward (``numpyvae.train_step``'s default) against the per-op path.
 
 The fused step runs the forward and backward pass of an MLP VAE as one
-call into jitted code (:mod:`numpyvae.backend.numba_step`). It must be the
+call into jitted code (:mod:`numpyvae.fast.numba_step`). It must be the
 same training step: after several Adam steps the losses, parameters and
 gradients equal those of ``loss_and_grads`` + ``optimizer.step`` on the
 NumPy reference backend (float64 to 1e-12, float32 to 1e-5 relative), for
@@ -21,9 +21,9 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 from numpyvae import SGD, VAE, Adam, AdamW, Autoencoder  # noqa: E402
-from numpyvae.fused import train_step  # noqa: E402
+from numpyvae.fast.step import train_step  # noqa: E402
+from numpyvae.fast.threads import ThreadChooser  # noqa: E402
 from numpyvae.gradcheck import rel_error  # noqa: E402
-from numpyvae.threads import ThreadChooser  # noqa: E402
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
 LIKELIHOODS = [("bernoulli", {}), ("gaussian", {"gaussian_var": 0.5}),
@@ -63,7 +63,7 @@ def _force_kernel(monkeypatch, kernel):
     ``mlp_step``: each product cut between the threads; ``mlp_step_rows``:
     each thread its block of the batch through the whole step.
     """
-    from numpyvae.backend import numba_step
+    from numpyvae.fast import numba_step
 
     parallel = kernel == "mlp_step_rows"
     if parallel and numba.config.NUMBA_NUM_THREADS < 2:
@@ -128,7 +128,7 @@ def test_products_large_enough_to_split_between_threads(batch, threads):
     # 784-400-20: the big layers' products (batch * 784 * 400 multiply-adds)
     # are cut into one block per thread of Numba's pool at every batch here;
     # the latent layer's (batch * 400 * 40) only at batch 40 and above.
-    from numpyvae.backend.numba_step import SMALL_PRODUCT
+    from numpyvae.fast.numba_step import SMALL_PRODUCT
     assert 3 * 784 * 400 < SMALL_PRODUCT <= 16 * 784 * 400 and 40 * 400 * 40 < SMALL_PRODUCT
     fast = VAE(784, (400,), 20, backend="numba", dtype="float64", seed=2)
     slow = VAE(784, (400,), 20, backend="numpy", dtype="float64", seed=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE, Linear, Tanh
-from numpyvae.backend import reference
+from numpyvae import ops as reference
 from numpyvae.gradcheck import (
     GradReport,
     check_layer,

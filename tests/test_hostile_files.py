@@ -35,11 +35,11 @@ from hypothesis import strategies as st
 
 import numpyvae
 from numpyvae import VAE, ModelFileError
-from numpyvae.cli import main
-from numpyvae.data import DataFileError, DataNotFoundError, load_data, read_idx, write_idx
-from numpyvae.limits import MEMORY_ENV
-from numpyvae.run import evaluate_run, load_run, train_run
-from numpyvae.runfolder import (
+from numpyvae.app.cli import main
+from numpyvae.app.data import DataFileError, DataNotFoundError, load_data, read_idx, write_idx
+from numpyvae.app.limits import MEMORY_ENV
+from numpyvae.app.run import evaluate_run, load_run, train_run
+from numpyvae.app.runfolder import (
     CHECKPOINT_FILE,
     RunFolderError,
     RunNotFoundError,
@@ -48,8 +48,8 @@ from numpyvae.runfolder import (
     read_metrics,
     write_checkpoint,
 )
-from numpyvae.safenpz import read_npz
-from numpyvae.train import METRIC_KEYS, Trainer
+from numpyvae.app.safenpz import read_npz
+from numpyvae.app.train import METRIC_KEYS, Trainer
 
 MiB = 2**20
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import numpyvae
-from numpyvae.cli import main
-from numpyvae.inspect import (
+from numpyvae.app.cli import main
+from numpyvae.inspector.catalogue import BUGS, plant
+from numpyvae.inspector.trace import (
     TOLERANCE,
     Trace,
     check_vjp,
@@ -23,7 +24,6 @@ from numpyvae.inspect import (
     tiny_conditional_model,
     tiny_model,
 )
-from numpyvae.inspect_catalogue import BUGS, plant
 from numpyvae.layers import Linear, ReLU, Sequential, Tanh
 
 
@@ -200,7 +200,7 @@ def test_directional_check_catches_a_wrong_large_gradient():
     x = _batch(3, 40)
     graph_trace = inspect(model, x, bug="transposed-weight-grad", bug_node="encoder.0")
     assert graph_trace.failed == ["encoder.0"]
-    from numpyvae.inspect import build_graph
+    from numpyvae.inspector.trace import build_graph
 
     op = build_graph(model)[0][1]
     small = check_vjp(op, {"x": x}, np.random.default_rng(0), full_limit=10)
@@ -286,10 +286,10 @@ def test_cli_run_dir(tmp_path, capsys):
 
 
 def test_the_package_attribute_is_callable_as_the_issue_spells_it(backend_name):
-    # numpyvae.inspect(model, x) and numpyvae.inspect.Trace: one name, both uses.
+    # numpyvae.inspect(model, x) and numpyvae.inspector.trace.Trace: one name, both uses.
     model = _vae(backend_name)
     x = _batch()
     trace = numpyvae.inspect(model, x, beta=0.5)
-    assert isinstance(trace, numpyvae.inspect.Trace)
+    assert isinstance(trace, numpyvae.inspector.trace.Trace)
     same = inspect(model, x, beta=0.5)
     np.testing.assert_array_equal(trace["decoder.0"].dout, same["decoder.0"].dout)

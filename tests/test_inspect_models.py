@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import numpyvae
-from numpyvae.cli import main
+from numpyvae.app.cli import main
 from numpyvae.conv import Conv2d, ConvTranspose2d
 from numpyvae.convnet import conv_vae
 from numpyvae.cvae import CVAE, one_hot
-from numpyvae.inspect import inspect, inspect_run, tiny_conditional_model
+from numpyvae.inspector.trace import inspect, inspect_run, tiny_conditional_model
 from numpyvae.layers import Flatten, Linear, Reshape, Sequential
 
 H = W = 8          # small images: H and W divisible by 4
@@ -287,7 +287,7 @@ def test_cli_tiny_conditional(capsys):
 
 def test_a_conditional_run_is_inspected_on_its_test_images_labels(tmp_path):
     """A run trained from Python keeps its labelled test set in the run folder."""
-    from numpyvae.train import fit
+    from numpyvae.app.train import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.random((40, 6)), rng.integers(0, C, 40)
@@ -362,7 +362,7 @@ def test_cli_conditional_run(tmp_path, monkeypatch, capsys):
 
 def test_a_run_trained_on_the_importance_weighted_bound(tmp_path, capsys):
     """The model is a plain VAE: the trace is its ELBO (K = 1), and a note says so."""
-    from numpyvae.train import fit
+    from numpyvae.app.train import fit
 
     x = np.random.default_rng(0).random((40, 6))
     model = numpyvae.VAE(6, hidden_dims=(5,), latent_dim=L, backend="numpy")

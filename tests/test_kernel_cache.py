@@ -26,7 +26,7 @@ PACKAGE = Path(numpyvae.__file__).resolve().parent
 
 SCRIPT = """
 import numpy as np
-from numpyvae.backend import numba_kernels as K
+from numpyvae.fast import numba_kernels as K
 logits = np.linspace(-3, 3, 12, dtype=np.float32).reshape(2, 6)
 x = (logits > 0).astype(np.float32)
 nll = np.empty(2, np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE, latent
-from numpyvae.backend import reference
+from numpyvae import ops as reference
 
 
 def factors(n=4000, seed=0):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE, Autoencoder, latent
-from numpyvae.cli import main
-from numpyvae.data import load_dataset
-from numpyvae.train import Trainer, collapse_warning, fit
+from numpyvae.app.cli import main
+from numpyvae.app.data import load_dataset
+from numpyvae.app.train import Trainer, collapse_warning, fit
 
 TINY = ["--hidden", "24", "--latent-dim", "3", "--batch-size", "256", "--backend", "numpy",
         "--quiet"]
@@ -100,8 +100,8 @@ def test_command_line_iw_train_free_bits_and_disentanglement(tmp_path, capsys):
 
 
 def test_free_bits_option_reaches_the_model():
-    from numpyvae.cli import build_parser
-    from numpyvae.run import TRAIN_DEFAULTS, build_model
+    from numpyvae.app.cli import build_parser
+    from numpyvae.app.run import TRAIN_DEFAULTS, build_model
 
     args = build_parser().parse_args(["train", "--free-bits", "0.25"])
     assert args.free_bits == 0.25

@@ -28,8 +28,8 @@ from numpyvae import (
     Tanh,
     mlp,
 )
-from numpyvae.backend.reference import ACTIVATIONS
 from numpyvae.gradcheck import check_layer
+from numpyvae.ops import ACTIVATIONS
 
 ACTIVATION_CLASSES = [Identity, ReLU, LeakyReLU, Tanh, Sigmoid, Softplus]
 KINKED = ("relu", "leaky_relu")

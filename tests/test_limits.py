@@ -9,8 +9,8 @@ import pytest
 
 import numpyvae
 from numpyvae import VAE, Autoencoder, Linear, ModelFileError
-from numpyvae.cli import main
-from numpyvae.limits import MEMORY_ENV, SizeLimitError, check_size, human, memory_budget
+from numpyvae.app.cli import main
+from numpyvae.app.limits import MEMORY_ENV, SizeLimitError, check_size, human, memory_budget
 
 MiB = 2**20
 
@@ -78,7 +78,7 @@ def test_the_command_line_refuses_in_one_line(tmp_path, capsys, option, value):
 def test_a_model_file_claiming_impossible_sizes(tmp_path):
     path = tmp_path / "model.npz"
     VAE(8, hidden_dims=(4,), latent_dim=2).save(path)
-    from numpyvae.safenpz import read_npz
+    from numpyvae.app.safenpz import read_npz
 
     arrays = read_npz(path)
     text = arrays.pop("__config__").tobytes().decode()

@@ -7,7 +7,7 @@ import pytest
 from strategies import with_layout
 
 from numpyvae import VAE, Autoencoder
-from numpyvae.backend import reference
+from numpyvae import ops as reference
 from numpyvae.gradcheck import check_model
 
 D, HIDDEN, L, B = 6, (5, 4), 3, 4

@@ -311,7 +311,7 @@ def test_networks_that_do_not_fit_are_refused_at_construction(nets, kwargs, mess
 def test_training_and_evaluation_take_image_shaped_data(tmp_path):
     """fit() and the importance-weighted bound on (N, 1, 3, 4) data, through a checkpoint."""
     from numpyvae import evaluate
-    from numpyvae.train import fit
+    from numpyvae.app.train import fit
 
     rng = np.random.default_rng(6)
     encoder = Sequential(Flatten(), Linear(12, 8, "tanh", rng=rng), Linear(8, 4, rng=rng))

@@ -1,6 +1,6 @@
 """The Numba backend: every fast kernel against the reference, and the training path end to end.
 
-Each op of :mod:`numpyvae.backend.numba_ops` is compared with the same op of
+Each op of :mod:`numpyvae.fast.numba_ops` is compared with the same op of
 the reference on hypothesis-drawn shapes, in float64 (to 1e-12 relative) and
 float32 (to 1e-5), with inputs in every memory layout (contiguous,
 transposed, sliced). One layout is drawn per example for all of an op's
@@ -30,11 +30,11 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 from numpyvae import VAE, Adam, AdamW  # noqa: E402
+from numpyvae import ops as R  # noqa: E402
 from numpyvae.backend import OPS, get_backend  # noqa: E402
-from numpyvae.backend import numba_blas as NB  # noqa: E402
-from numpyvae.backend import numba_kernels as K  # noqa: E402
-from numpyvae.backend import numba_math as M  # noqa: E402
-from numpyvae.backend import reference as R  # noqa: E402
+from numpyvae.fast import numba_blas as NB  # noqa: E402
+from numpyvae.fast import numba_kernels as K  # noqa: E402
+from numpyvae.fast import numba_math as M  # noqa: E402
 from numpyvae.gradcheck import check_model, rel_error  # noqa: E402
 
 N = get_backend("numba")
@@ -236,7 +236,7 @@ def test_openblas_and_the_default_blas_train_to_the_same_losses():
 
     code = (
         "import json, numpy as np, numpyvae\n"
-        "from numpyvae.backend import numba_ops\n"
+        "from numpyvae.fast import numba_ops\n"
         "m = numpyvae.VAE(784, (400,), 8, backend='numba', dtype='float64', seed=3)\n"
         "opt = numpyvae.Adam(m.params, backend='numba')\n"
         "rng = np.random.default_rng(4)\n"
@@ -502,8 +502,8 @@ def test_whole_model_gradient_check_passes_on_the_numba_backend(likelihood, extr
 def test_kernels_run_as_plain_python_with_the_jit_disabled():
     code = """
 import numpy as np
-from numpyvae.backend import numba_ops as N, reference as R
-from numpyvae.backend import numba_kernels as K
+from numpyvae.fast import numba_ops as N, reference as R
+from numpyvae.fast import numba_kernels as K
 assert not hasattr(K.bernoulli_nll_and_grad, 'py_func')  # a plain function
 rng = np.random.default_rng(0)
 x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5)), rng.standard_normal(5)

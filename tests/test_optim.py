@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpyvae import SGD, VAE, Adam, AdamW, clip_grad_norm
-from numpyvae.backend import reference as R
+from numpyvae import ops as R
 from numpyvae.optim import flat_span
 
 STEPS = 5

@@ -12,11 +12,11 @@ from assertions import one_line_error
 from PIL import Image
 
 import numpyvae
-from numpyvae.cli import main
-from numpyvae.data import DataFileError, DataNotFoundError, DataValueError, load_data
-from numpyvae.data import download as dl
-from numpyvae.data.datasets import load_dataset
-from numpyvae.train import fit
+from numpyvae.app.cli import main
+from numpyvae.app.data import DataFileError, DataNotFoundError, DataValueError, load_data
+from numpyvae.app.data import download as dl
+from numpyvae.app.data.datasets import load_dataset
+from numpyvae.app.train import fit
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--backend", "numpy",
         "--quiet"]
@@ -239,7 +239,7 @@ def test_a_missing_data_dir_is_an_error_never_a_download(tmp_path, monkeypatch, 
         raise AssertionError("a download was attempted")
 
     monkeypatch.setattr(dl, "fetch", no_download)
-    monkeypatch.setattr("numpyvae.data.datasets.fetch", no_download)
+    monkeypatch.setattr("numpyvae.app.data.datasets.fetch", no_download)
     typo = tmp_path / "fashon-mnist"
     with pytest.raises(DataNotFoundError, match="does not exist.*nothing was downloaded"):
         load_dataset("fashion-mnist", typo)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE
-from numpyvae.cli import main
-from numpyvae.runfolder import (
+from numpyvae.app.cli import main
+from numpyvae.app.runfolder import (
     CONFIG_FILE,
     LOCK_FILE,
     TEST_DATA_FILE,
@@ -20,7 +20,7 @@ from numpyvae.runfolder import (
     read_config,
     read_test_data,
 )
-from numpyvae.train import fit
+from numpyvae.app.train import fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -131,7 +131,7 @@ def test_read_config_errors(tmp_path):
 
 def test_a_network_models_likelihood_spec_is_a_valid_config_field(tmp_path):
     # A model built from networks records its likelihood as a spec, not a name.
-    from numpyvae.runfolder import RUN_FORMAT, validate_config
+    from numpyvae.app.runfolder import RUN_FORMAT, validate_config
 
     base = {"format": RUN_FORMAT, "training": {}, "model": {}}
     validate_config({**base, "model": {"likelihood": {"type": "Bernoulli"}}}, tmp_path)

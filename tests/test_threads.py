@@ -1,4 +1,4 @@
-"""The training step's thread count (:mod:`numpyvae.threads`): chosen by timing, and harmless.
+"""The training step's thread count (:mod:`numpyvae.fast.threads`): chosen by timing, and harmless.
 
 Whatever thread count the chooser picks, every bit of the results is the
 same (the per-op kernels give each output element to one thread); the
@@ -17,7 +17,7 @@ import numba  # noqa: E402
 
 from numpyvae import CVAE, VAE, Adam, train_step  # noqa: E402
 from numpyvae.convnet import conv_vae  # noqa: E402
-from numpyvae.threads import ThreadChooser, chooser_of, step_threads  # noqa: E402
+from numpyvae.fast.threads import ThreadChooser, chooser_of, step_threads  # noqa: E402
 
 MOST = numba.config.NUMBA_NUM_THREADS
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE, Autoencoder, load
-from numpyvae.backend import numba_available
-from numpyvae.data import load_dataset
-from numpyvae.train import (
+from numpyvae.app.data import load_dataset
+from numpyvae.app.train import (
     CHECKPOINT_FILE,
     METRIC_KEYS,
     NonFiniteLossError,
@@ -20,6 +19,7 @@ from numpyvae.train import (
     Trainer,
     fit,
 )
+from numpyvae.backend import numba_available
 
 REQUIRED = ("epoch", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
             "test_kl", "seconds", "samples_per_second")
@@ -158,7 +158,7 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, shapes
 
 def test_a_signal_the_command_received_while_starting_stops_training_at_once(
         tmp_path, shapes_small):
-    # The command records each signal (numpyvae.interrupts.pending) besides
+    # The command records each signal (numpyvae.app.interrupts.pending) besides
     # raising it; if whatever it interrupted swallowed the exception, the
     # trainer still stops before its first step.
     from numpyvae import interrupts

@@ -1,0 +1,305 @@
+"""One training step, ``loss_and_grads`` then ``optimizer.step``, on the fastest thread count.
+
+:func:`train_step` is what a training loop calls. What it computes is
+exactly::
+
+    with step_threads(model):   # numpyvae.fast.threads: 1 or all usable threads, by timing
+        result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
+        if math.isfinite(result.loss):
+            optimizer.step(result.grads)
+
+(a batch whose loss overflowed is not stepped on: the caller sees the loss
+and decides), and with ``fused=False`` that is the code it runs: every
+layer's forward and backward, one backend op at a time, the path to read
+and to step through.
+
+**The one-call forward and backward** (the default). When the backend
+offers it (the Numba backend's :func:`~numpyvae.fast.numba_ops.mlp_step`)
+and the model is one it covers — a :class:`~numpyvae.model.VAE` or
+:class:`~numpyvae.model.Autoencoder` whose networks are made of
+:class:`~numpyvae.layers.Linear` layers, without free bits — the forward
+and backward pass runs as one call into jitted code
+(:mod:`numpyvae.fast.numba_step`), the same kernels in the same order,
+without the Python between them; the optimizer's step follows. Same loss,
+same gradients (to rounding), same noise drawn from the same generator;
+the tests hold the two paths to each other and to the NumPy reference.
+Measured on two cores (``benchmarks/bench_peers.py``, its threading
+table), it runs the default VAE's step 1.54 times as fast as the per-op
+path at batch 32 and 1.24 times at batch 128: the Python between the
+kernels goes, and most of the parallel regions
+(:mod:`numpyvae.fast.numba_step`). A large batch (256 examples or more
+per thread) runs data-parallel instead: each thread takes its block of
+examples through the whole step, and the blocks' gradients are summed
+(1.06-1.07 times as fast at batch 512 on two cores). With :class:`~numpyvae.optim.Adam` or
+:class:`~numpyvae.optim.AdamW` on the model's flat buffer, the optimizer's
+step is taken inside the same call, each layer's as soon as nothing reads
+its weights any more; any other optimizer steps after it.
+
+Any other model, backend or input takes the per-op path, which also
+raises the errors that explain bad input.
+
+This module only describes a model to the kernel (a table of layers and
+offsets into the flat parameter buffer) and keeps the work buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
+from ..layers import Linear, Sequential
+from ..model import VAE, Autoencoder, LossResult
+from ..optim import Adam, AdamW
+from .threads import step_threads
+
+
+def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
+               fused=True) -> LossResult:
+    """One optimizer step on batch ``x``: the loss before the step, and the gradients.
+
+    Parameters are as :meth:`numpyvae.VAE.loss_and_grads`'s; ``optimizer``
+    was built on ``model.params``. Returns the :class:`~numpyvae.model.LossResult`
+    of the batch (``grads`` are the model's gradient arrays, as there). When
+    the loss is not finite the parameters are left as they were.
+
+    The step runs on the thread count that :func:`numpyvae.fast.threads.step_threads`
+    measures to be fastest. The forward and backward pass run as one kernel
+    call when the model is one it covers; ``fused=False`` runs the per-op
+    path, one layer op at a time (see the module docstring).
+    """
+    plan = _plan_for(model, optimizer) if fused else None
+    xc = None if plan is None else plan.batch(model, x)
+    if xc is None:
+        with step_threads(model):
+            result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
+            if math.isfinite(result.loss):
+                optimizer.step(result.grads)
+        return result
+    return plan.step(model, optimizer, xc, eps, beta, rng)
+
+
+# --------------------------------------------------------------------------
+# Describing a model to the kernel
+# --------------------------------------------------------------------------
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan_for(model, optimizer):
+    """The model's fused-step plan, or None when the per-op path must run."""
+    backend = getattr(model, "backend", None)
+    if backend is None or not hasattr(backend, "mlp_step"):
+        return None
+    if getattr(optimizer, "backend", None) is not backend:
+        return None
+    if getattr(model, "free_bits", 0.0) != 0.0:  # may be set at any time: asked every step
+        return None
+    try:
+        plan = _PLANS.get(model)
+    except TypeError:  # not weak-referenceable: not a model this module knows
+        return None
+    if plan is None or plan.backend is not backend:
+        plan = _describe(model, backend)
+        _PLANS[model] = plan if plan is not None else _Unfusable(backend)
+    return None if isinstance(plan, _Unfusable) else plan
+
+
+@dataclass
+class _Unfusable:
+    backend: object
+
+
+def _offset(a, flat):
+    """Where ``a`` (a C-contiguous view) starts in the 1-D ``flat``, in elements, or None."""
+    if not isinstance(a, np.ndarray) or a.dtype != flat.dtype or not a.flags.c_contiguous:
+        return None
+    start = a.__array_interface__["data"][0] - flat.__array_interface__["data"][0]
+    if start < 0 or start % a.itemsize or start + a.nbytes > flat.nbytes:
+        return None
+    return start // a.itemsize
+
+
+def _linear_layers(network):
+    """The network's Linear layers in order, or None if it holds any other kind of layer."""
+    leaves = [layer for layer in network.layers() if not isinstance(layer, Sequential)]
+    if not leaves or any(type(layer) is not Linear for layer in leaves):
+        return None
+    return leaves
+
+
+def _likelihood(model, dtype):
+    """``(code, logvar (1,) or (D,), (learned logvar, its gradient) or None)``, or None."""
+    lik = model.likelihood
+    kind = type(lik)  # exactly these classes: a subclass may change the math
+    if kind is Bernoulli:
+        return "bernoulli", np.zeros(1, dtype), None
+    if kind is Gaussian:
+        return "gaussian", np.full(1, lik.logvar(), dtype), None
+    if kind is GaussianLearnedVariance:
+        learned = lik.params["logvar"]
+        return "gaussian", learned.reshape(-1), (learned, lik.grads["logvar"])
+    return None
+
+
+def _describe(model, backend):
+    """A :class:`_Plan` for ``model``, or None if the fused kernel does not cover it."""
+    if type(model) not in (VAE, Autoencoder):  # exactly these: a subclass may change the step
+        return None
+    kind = model.kind
+    if getattr(model, "free_bits", 0.0) != 0.0:
+        return None
+    if kind == "vae" and type(getattr(model, "posterior", None)) is not DiagonalGaussian:
+        return None
+    flat, flat_grads = model.flat_params, model.flat_grads
+    if flat.dtype not in (np.float32, np.float64):
+        return None
+    encoder, decoder = _linear_layers(model.encoder), _linear_layers(model.decoder)
+    if encoder is None or decoder is None:
+        return None
+    lik = _likelihood(model, flat.dtype)
+    if lik is None:
+        return None
+    lik_name, logvar, learned = lik
+    rows, alphas = [], []
+    for layer in (*encoder, *decoder):
+        W, b = layer.params["W"], layer.params["b"]
+        offsets = (_offset(W, flat), _offset(b, flat), _offset(layer.grads["W"], flat_grads),
+                   _offset(layer.grads["b"], flat_grads))
+        if None in offsets or offsets[:2] != offsets[2:]:
+            return None
+        rows.append([offsets[0], offsets[1], layer.in_features, layer.out_features,
+                     backend.activation_code(layer.activation), 0])
+        alphas.append(layer.alpha)
+    logvar_off = -1
+    if learned is not None:
+        param, grad = learned
+        logvar_off = _offset(param, flat)
+        if logvar_off is None or _offset(grad, flat_grads) != logvar_off:
+            return None
+    return _Plan(backend=backend, layers=np.array(rows, dtype=np.int64),
+                 alphas=np.array(alphas, dtype=flat.dtype), n_enc=len(encoder),
+                 vae=kind == "vae", likelihood=backend.STEP_LIKELIHOODS[lik_name],
+                 logvar=logvar, logvar_off=logvar_off, input_dim=encoder[0].in_features,
+                 latent_dim=model.latent_dim, dtype=flat.dtype,
+                 covers_all=_covers_all(rows, logvar_off, logvar.size, flat.size))
+
+
+def _covers_all(rows, logvar_off, logvar_size, n_params):
+    """Whether the layers' weights and biases (and a learned logvar) tile all ``n_params``."""
+    spans = [(w, i * o) for w, _, i, o, _, _ in rows] + [(b, o) for _, b, _, o, _, _ in rows]
+    if logvar_off >= 0:
+        spans.append((logvar_off, logvar_size))
+    covered = np.zeros(n_params, dtype=np.int64)
+    for start, size in spans:
+        covered[start:start + size] += 1
+    return bool(np.all(covered == 1))
+
+
+@dataclass
+class _Plan:
+    """A model as the fused kernel sees it, and its work buffers by batch size."""
+
+    backend: object
+    layers: np.ndarray  # (n_layers, 6); column Y_OFF is filled per batch size
+    alphas: np.ndarray
+    n_enc: int
+    vae: bool
+    likelihood: int
+    logvar: np.ndarray
+    logvar_off: int
+    input_dim: int
+    latent_dim: int
+    dtype: np.dtype
+    covers_all: bool  # the layers (and learned variance) are every parameter
+    _buffers: dict = field(default_factory=dict)
+
+    def batch(self, model, x):
+        """``x`` as the kernel takes it (C-ordered, the model's dtype), or None to fall back."""
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.input_dim:
+            return None  # the per-op path raises the error that explains it
+        if x.shape[0] == 0 or not (np.issubdtype(x.dtype, np.floating)
+                                   or np.issubdtype(x.dtype, np.integer)):
+            return None
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _work(self, B):
+        """Buffers for a batch of ``B``, made once and kept (for the last few batch sizes)."""
+        buffers = self._buffers.get(B)
+        if buffers is not None:
+            return buffers
+        L, dt = self.latent_dim, self.dtype
+        layers = self.layers.copy()
+        offset = 0
+        for row in layers:  # each layer's output: B x O
+            row[5] = offset
+            offset += B * int(row[3])
+        z_off = offset
+        offset += B * L if self.vae else 0
+        wide = max(int(layers[:, 2].max()), int(layers[:, 3].max()), 2 * L)
+        pingpong = np.array([offset, offset + B * wide], dtype=np.int64)
+        offset += 2 * B * wide
+        buffers = {
+            "layers": layers, "z_off": z_off, "pingpong": pingpong,
+            "work": np.empty(offset, dt),
+            "nll": np.empty(B, dt), "kl": np.zeros(B, dt), "dkl": np.empty(B, dt),
+            "sums": np.zeros(2),
+            "eps": np.zeros((B, L), dt), "inv_var": np.empty(self.logvar.shape, dt),
+        }
+        if len(self._buffers) >= 4:  # a few sizes: an epoch's full batches and its last one
+            self._buffers.pop(next(iter(self._buffers)))
+        self._buffers[B] = buffers
+        return buffers
+
+    def _adam(self, model, optimizer):
+        """Adam's arguments for a step inside the kernel call, or None to step after it.
+
+        Inside when the optimizer is exactly :class:`~numpyvae.optim.Adam` or
+        :class:`~numpyvae.optim.AdamW` on the model's flat parameter buffer,
+        on this backend, and the kernel's layers (and learned variance) are
+        all of its parameters. Same arithmetic as ``optimizer.step``, done
+        layer by layer inside the kernel call.
+        """
+        if (type(optimizer) not in (Adam, AdamW) or optimizer.backend is not self.backend
+                or optimizer._flat is not model.flat_params or not self.covers_all):
+            return None
+        b1, b2 = optimizer.betas
+        return (optimizer._flat_state["m"], optimizer._flat_state["v"], optimizer.lr, b1, b2,
+                optimizer.eps, optimizer.weight_decay, optimizer.step_count + 1,
+                optimizer.decoupled)
+
+    def step(self, model, optimizer, x, eps, beta, rng):
+        """The fused step on a checked batch ``x``; see :func:`train_step`."""
+        B = x.shape[0]
+        buf = self._work(B)
+        if self.vae:
+            if eps is None:
+                rng = model.rng if rng is None else rng
+                eps = rng.standard_normal(out=buf["eps"], dtype=self.dtype)
+            else:
+                eps = np.ascontiguousarray(eps, dtype=self.dtype)
+                if eps.shape != (B, self.latent_dim):
+                    raise ValueError(f"VAE: expected eps of shape ({B}, {self.latent_dim}), "
+                                     f"got {eps.shape}")
+            buf["dkl"].fill(beta / B)
+        else:
+            eps = buf["eps"]
+        nll, kl = buf["nll"], buf["kl"]
+        adam = self._adam(model, optimizer)
+        with step_threads(model):
+            stepped = self.backend.mlp_step(
+                model.flat_params, model.flat_grads, buf["layers"], self.alphas, self.n_enc,
+                self.vae, x, eps, buf["dkl"], self.likelihood, self.logvar, buf["inv_var"],
+                self.logvar_off, 1.0 / B, nll, kl, buf["sums"], buf["work"], buf["pingpong"],
+                buf["z_off"], adam)
+            recon = float(buf["sums"][0]) / B
+            kl_value = float(buf["sums"][1]) / B
+            loss = recon + beta * kl_value
+            if adam is not None:
+                optimizer.step_count += stepped
+            elif math.isfinite(loss):  # else leave the parameters, as the per-op path does
+                optimizer.step(model.grads)
+        return LossResult(loss, recon, kl_value, model.grads)
