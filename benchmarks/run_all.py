@@ -75,8 +75,8 @@ def targets(peers, startup, memory):
         t = startup["cached_median"]["launch_to_first_step_s"]
         rows.append(("cached start: first step within 2 s of launch", f"{t:.2f} s", t <= 2.0))
     rss = s.get("peak_rss_mib")
-    if rss:
-        others = {k: v for k, v in rss.items() if bench_peers.is_peer(k)}
+    others = {k: v for k, v in (rss or {}).items() if bench_peers.is_peer(k)}
+    if others:  # no peer installed (PyTorch and JAX are optional): nothing to compare with
         lowest = min(others, key=others.get)
         rows.append(("peak memory below every peer's (same data, batch 128)",
                      f"{rss['numba']:.0f} MiB vs {lowest} {others[lowest]:.0f} MiB",

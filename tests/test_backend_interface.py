@@ -293,7 +293,8 @@ def test_the_cgroup_cpu_quota_is_read_from_either_cgroup_version(tmp_path, files
 def test_the_numba_backend_takes_its_thread_count_from_the_affinity_mask():
     pytest.importorskip("numba")
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from numpyvae.backend import usable_cpus; from numpyvae.fast import numba_ops; import numba; "
+            "from numpyvae.backend import usable_cpus; from numpyvae.fast import numba_ops; "
+            "import numba; "
             "print(usable_cpus(), numba.config.NUMBA_NUM_THREADS)")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
