@@ -1,4 +1,13 @@
-"""Shared fixtures: the backends to parametrise over, the real-data folder, hypothesis profiles."""
+"""Shared fixtures: the backends to parametrise over, the real-data folder, hypothesis profiles,
+and the two tiers of the suite.
+
+The quick tier (``python -m pytest -m "not slow"``) checks every gradient of every
+layer and model once, on the NumPy reference backend, in a couple of minutes. The
+slow tier adds what takes long or needs more than NumPy: the Numba backend's
+parametrisations (its first run compiles kernels for minutes), real data, the
+notebooks, the website, the benchmarks, kills and restarts of whole processes.
+``python -m pytest`` runs both, as CI does.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,35 @@ from hypothesis import HealthCheck, settings
 
 from numpyvae.backend import numba_available
 
+#: Test modules that belong to the slow tier as a whole: each runs processes, notebooks,
+#: builds or benchmarks, or exists to test the Numba fast path.
+SLOW_MODULES = {
+    "test_docs", "test_notebooks", "test_kernels_benchmarks", "test_beta_sweep_benchmark",
+    "test_faults", "test_kernel_cache", "test_numba_backend", "test_fused_step", "test_threads",
+    "test_torch_oracle", "test_latent_training", "test_fast_path_shapes",
+}
+#: Fixtures that read the real data sets: their tests are slow.
+REAL_DATA_FIXTURES = {"data_root", "fashion_mnist_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tier: whole modules, Numba parametrisations and real-data tests."""
+    slow = pytest.mark.slow
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (module in SLOW_MODULES or params.get("backend_name") == "numba"
+                or REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(slow)
+
+
+def pytest_configure(config):
+    """The quick tier draws fewer hypothesis examples (the full suite keeps its profile)."""
+    if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow" \
+            and os.environ.get("CI") != "true":
+        settings.load_profile("quick")
+
+
 # JIT compilation makes the first call of a kernel slow, so no deadlines.
 settings.register_profile(
     "default", deadline=None, max_examples=25,
@@ -17,6 +55,10 @@ settings.register_profile(
 )
 settings.register_profile(
     "ci", deadline=None, max_examples=40, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
+settings.register_profile(
+    "quick", deadline=None, max_examples=10,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
 )
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "default")
