@@ -67,15 +67,21 @@ def loss_and_grads(params, x, eps, beta=1.0):
 
     Parameters
     ----------
-    params : dict of name -> ndarray, as from :func:`init_params`
-    x : ndarray, shape (B, D), values in [0, 1]
-    eps : ndarray, shape (B, L), standard-normal noise (passed in, so it can be held fixed)
-    beta : float, the weight of the KL term
+    params : dict
+        Name -> array, as from :func:`init_params`.
+    x : ndarray, shape (B, D)
+        The data, values in [0, 1].
+    eps : ndarray, shape (B, L)
+        Standard-normal noise, passed in so that it can be held fixed.
+    beta : float
+        The weight of the KL term.
 
     Returns
     -------
-    loss : float, ``mean(recon) + beta * mean(kl)`` in nats per example
-    grads : dict of name -> ndarray, same names and shapes as ``params``
+    loss : float
+        ``mean(recon) + beta * mean(kl)``, nats per example.
+    grads : dict
+        Name -> the gradient of ``loss``: the same names and shapes as ``params``.
     """
     W1, b1, W2, b2 = (params[k] for k in ("encoder.0.W", "encoder.0.b",
                                           "encoder.1.W", "encoder.1.b"))
