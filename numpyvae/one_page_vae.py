@@ -153,13 +153,14 @@ def adam_step(params, grads, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     """
     state["step"] += 1
     t = state["step"]
-    c1, c2 = 1 - beta1**t, 1 - beta2**t
+    # Python floats, which take the parameters' dtype: float32 weights stay float32.
+    c1, sqrt_c2 = 1 - beta1**t, float(np.sqrt(1 - beta2**t))
     for name, p in params.items():
         g, m, v = grads[name], state["m"][name], state["v"][name]
         m[...] = beta1 * m + (1 - beta1) * g
         v[...] = beta2 * v + (1 - beta2) * (g * g)
         # The step above, with its divisions in the order the library's update makes them.
-        p -= m * (lr / c1) / (np.sqrt(v) / np.sqrt(c2) + eps)
+        p -= m * (lr / c1) / (np.sqrt(v) / sqrt_c2 + eps)
 
 
 def train(x, sizes=None, epochs=10, batch_size=128, lr=1e-3, beta=1.0, seed=0):

@@ -172,3 +172,16 @@ def test_imports_nothing_but_numpy_and_the_standard_library():
     assert "numpy" in imported
     allowed = {"numpy", "__future__", *sys.stdlib_module_names}
     assert [name for name in imported if name.split(".")[0] not in allowed] == []
+
+
+def test_float32_weights_and_data_stay_float32():
+    """What ``benchmarks/plain_numpy.py`` times: the same page, in float32 throughout."""
+    rng = np.random.default_rng(9)
+    params = {name: p.astype(np.float32) for name, p in page.init_params(rng, (10, 6, 2)).items()}
+    x, eps = (a.astype(np.float32) for a in batch(rng, 5, 10, 2))
+    loss, grads = page.loss_and_grads(params, x, eps, 1.0)
+    state = page.adam_init(params)
+    page.adam_step(params, grads, state)
+    for name in params:
+        assert grads[name].dtype == params[name].dtype == state["v"][name].dtype == np.float32
+    assert np.isfinite(loss)
