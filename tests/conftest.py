@@ -24,7 +24,7 @@ from numpyvae.backend import numba_available
 SLOW_MODULES = {
     "test_docs", "test_notebooks", "test_kernels_benchmarks", "test_beta_sweep_benchmark",
     "test_faults", "test_kernel_cache", "test_numba_backend", "test_fused_step", "test_threads",
-    "test_torch_oracle", "test_latent_training", "test_fast_path_shapes",
+    "test_torch_oracle", "test_latent_training", "test_fast_path_shapes", "test_threading_layer",
 }
 #: Fixtures that read the real data sets: their tests are slow.
 REAL_DATA_FIXTURES = {"data_root", "fashion_mnist_dir"}

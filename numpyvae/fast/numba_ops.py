@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 
 from ..backend import usable_cpus
+from .tbb import load_tbb
 
 # Numba starts one thread per CPU of the machine unless told: tell it how many
 # this process may use (affinity, cgroup quota) before it is imported. And its
@@ -67,6 +68,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
 _layer_chosen_by_user = ("NUMBA_THREADING_LAYER" in os.environ
                          or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ)
 os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", " ".join(THREADING_LAYER_PRIORITY))
+load_tbb()  # pip's libtbb is on no loader path: without this, Numba silently runs OpenMP
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
