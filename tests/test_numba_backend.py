@@ -219,13 +219,30 @@ def test_the_blas_library_is_found_with_its_thread_switch():
 
 def test_the_blas_is_chosen_by_numpyvae_blas_and_a_bad_choice_is_named(monkeypatch):
     assert "OpenBLAS" in NB.choose_blas("openblas")[2] or "SciPy" in NB.choose_blas("openblas")[2]
-    assert NB.choose_blas("")[2] == (NB.mkl_blas() or NB.choose_blas("openblas"))[2]
+    intel = NB.cpu_vendor() == "GenuineIntel"
+    expected = (NB.mkl_blas() if intel else None) or NB.choose_blas("openblas")
+    assert NB.choose_blas("")[2] == expected[2]
     with pytest.raises(ValueError, match=r"NUMPYVAE_BLAS='atlas': expected 'mkl' or 'openblas'"):
         NB.choose_blas("atlas")
     monkeypatch.setattr(NB, "mkl_blas", lambda: None)  # as if MKL were not installed
     with pytest.raises(ImportError, match=r"NUMPYVAE_BLAS=mkl, but Intel MKL.*pip install"):
         NB.choose_blas("mkl")
     assert NB.choose_blas("")[2] == NB.choose_blas("openblas")[2]
+
+
+def test_mkl_is_the_default_only_on_intel_cpus(monkeypatch, tmp_path):
+    mkl = ({}, NB._no_threads(), "Intel MKL (sequential, LP64)")
+    monkeypatch.setattr(NB, "mkl_blas", lambda: mkl)  # as if MKL were installed
+    for vendor, chosen in (("GenuineIntel", "Intel MKL"), ("AuthenticAMD", "OpenBLAS"),
+                           ("", "OpenBLAS")):
+        monkeypatch.setattr(NB, "cpu_vendor", lambda vendor=vendor: vendor)
+        name = NB.choose_blas("")[2]
+        assert name.startswith(chosen) or (chosen == "OpenBLAS" and "SciPy" in name), vendor
+        assert NB.choose_blas("mkl")[2].startswith("Intel MKL")  # asked for: whatever the CPU
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
+    monkeypatch.undo()
+    assert NB.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
 
 
 def test_openblas_and_the_default_blas_train_to_the_same_losses():

@@ -9,21 +9,22 @@ kept apart from the arithmetic:
   (used when the JIT is disabled) that an ``overload`` replaces in jitted code;
 * :func:`gemm_blas`: ``c = alpha a @ b + beta c`` for row- or column-major
   views, with :func:`blas_layout` saying how BLAS can read an array;
-* which BLAS library is found (:data:`GEMM`, :data:`BLAS`): Intel MKL when
-  it is installed (``pip install "numpyvae[mkl]"``, x86-64), loaded through
-  its single dynamic library ``libmkl_rt`` and switched to its sequential
-  layer; else the OpenBLAS inside NumPy (64-bit integers; measured 14%
-  faster here than SciPy's copy, and it spares importing scipy.linalg), or
-  else SciPy's, through the documented ``scipy.linalg.cython_blas``; and
-  :data:`THREAD_SWITCH`, the library's own thread count, which the backend
-  sets to one while its kernels call BLAS (see
-  :mod:`numpyvae.fast.numba_ops`). ``NUMPYVAE_BLAS=openblas`` skips MKL;
-  ``NUMPYVAE_BLAS=mkl`` insists on it.
+* which BLAS library is found (:data:`GEMM`, :data:`BLAS`): on an Intel
+  CPU, Intel MKL when it is installed (``pip install "numpyvae[mkl]"``,
+  x86-64), loaded through its single dynamic library ``libmkl_rt`` and
+  switched to its sequential layer; otherwise, and on every other CPU, the
+  OpenBLAS inside NumPy (64-bit integers; it spares importing
+  scipy.linalg), or else SciPy's, through the documented
+  ``scipy.linalg.cython_blas``; and :data:`THREAD_SWITCH`, the library's own
+  thread count, which the backend sets to one while its kernels call BLAS
+  (see :mod:`numpyvae.fast.numba_ops`). ``NUMPYVAE_BLAS=openblas`` skips
+  MKL; ``NUMPYVAE_BLAS=mkl`` insists on it, whatever the CPU.
 
-  Why MKL: on the products of the default VAE, one thread each, its
-  ``sgemm`` measured 1.2 to 1.7 times as fast as OpenBLAS 0.3.31 for 32
-  examples and 1.0 to 1.25 times for 128 (``benchmarks/bench_peers.py``
-  has the whole training step with each).
+  Why by vendor: MKL takes slow code paths on CPUs that are not Intel's. On
+  an AMD EPYC, the default VAE's training step ran at half the speed with
+  MKL as with NumPy's OpenBLAS; on Intel CPUs MKL's small products are the
+  faster (``benchmarks/bench_peers.py`` measures the step with each, and
+  records which BLAS it ran).
 
 What does not live here: how matrices are split between threads
 (:func:`numpyvae.fast.numba_kernels.gemm_parallel`), the other matmul
@@ -278,8 +279,22 @@ def scipy_blas():
 
 #: MKL's codes (mkl_service.h): its sequential threading layer; its integer widths.
 MKL_THREADING_SEQUENTIAL, MKL_INTERFACE_LP64, MKL_INTERFACE_ILP64 = 1, 0, 1
-#: The environment variable that chooses the BLAS: "mkl", "openblas", or unset (MKL if found).
+#: The environment variable that chooses the BLAS: "mkl", "openblas", or unset (by the CPU).
 BLAS_ENV = "NUMPYVAE_BLAS"
+
+
+def cpu_vendor(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...), or "" if unknown."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return "GenuineIntel" if "intel" in platform.processor().lower() else ""
 
 
 def _mkl_library():
@@ -341,11 +356,13 @@ def choose_blas(choice=None):
     """The BLAS the kernels call: ``(gemm by dtype, switch, name)``; see the module docstring.
 
     ``choice`` (default ``$NUMPYVAE_BLAS``): ``"mkl"``, ``"openblas"``, or
-    empty for MKL when it is installed, else OpenBLAS.
+    empty for MKL on an Intel CPU when it is installed, else OpenBLAS.
     """
     choice = (os.environ.get(BLAS_ENV, "") if choice is None else choice).strip().lower()
     if choice not in ("", "mkl", "openblas"):
         raise ValueError(f"{BLAS_ENV}={choice!r}: expected 'mkl' or 'openblas' (or unset)")
+    if choice == "" and cpu_vendor() != "GenuineIntel":
+        choice = "openblas"  # MKL's code paths for other vendors' CPUs are slow
     mkl = mkl_blas() if choice != "openblas" else None
     if choice == "mkl" and mkl is None:
         raise ImportError(f"{BLAS_ENV}=mkl, but Intel MKL's libmkl_rt was not found, or another "
