@@ -13,7 +13,7 @@ reported per target, from the first such frame down to the target itself:
   model's loss and gradients, or the step function that calls it), the part of
   the path that is the lesson.
 
-    python benchmarks/reading_path.py            # prints the table, writes results/reading_path.json
+    python benchmarks/reading_path.py   # prints the table, writes results/reading_path.json
 """
 
 from __future__ import annotations
