@@ -1,4 +1,4 @@
-"""Sphinx configuration of the numpyvae website: the README, the notebooks and the API.
+"""Sphinx configuration of the numpyvae website: the README, the guide, the notebooks and the API.
 
 Build it from the repository root with::
 
@@ -6,16 +6,22 @@ Build it from the repository root with::
 
 What happens at build time:
 
-* the README becomes the front page (``index.md`` includes it);
+* the README, a landing page, becomes the front page (``index.md`` includes it),
+  and the depth lives in pages of its own (``docs/guide/``: every command, the
+  run folder, the figures, your own networks, the conv VAE, beyond the ELBO,
+  backends and speed, the layout of the code);
 * the notebooks in ``notebooks/`` are copied into ``docs/notebooks/`` (generated,
   not committed) and *executed* by myst-nb in quick mode (``NUMPYVAE_QUICK=1``),
   so every figure on a page came from running its code; an error in any cell
   fails the build;
 * one API page per module of the package is generated into ``docs/api/``
   (also not committed), from the NumPy-style docstrings (napoleon), with their
-  ``.. math::`` rendered by MathJax;
+  ``.. math::`` rendered by MathJax; the index shows the public modules first,
+  grouped as a student meets them (:data:`API_GROUPS`), and the internals after;
 * MathJax is served from the site itself (the ``django-static-mathjax`` package
-  carries a copy), so the pages need no network.
+  carries a copy), so the pages need no network;
+* ``_static/numpyvae.css`` wraps long lines of code instead of hiding them
+  behind a scroll bar, and widens the main column on wide screens.
 """
 
 from __future__ import annotations
@@ -87,7 +93,8 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 # ---------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"numpyvae {release}"
-html_static_path: list[str] = []
+html_static_path = [str(DOCS / "_static")]
+html_css_files = ["numpyvae.css"]
 mathjax_path = "mathjax/tex-chtml.js"
 # Without "noundefined" an unknown macro is a TeX error (shown as such, and
 # caught by the browser test) instead of silently printed in red.
@@ -141,22 +148,81 @@ def _package_page(name: str) -> str:
     return "\n".join(lines)
 
 
+#: The public modules, grouped in the order a student meets them: (title, what the
+#: group is for, its modules). Every other module is listed under "Internals".
+API_GROUPS = [
+    ("Models", "the VAE and the plain autoencoder, the conditional VAE, the convolutional "
+     "networks, the importance-weighted objective, and the whole VAE on one page",
+     ["numpyvae.model", "numpyvae.cvae", "numpyvae.convnet", "numpyvae.iwae",
+      "numpyvae.one_page_vae"]),
+    ("Layers", "the layers, the convolutions, their initialisation, and the operations "
+     "they call: ``numpyvae.ops`` is the specification, every derivation is there",
+     ["numpyvae.layers", "numpyvae.conv", "numpyvae.init", "numpyvae.ops"]),
+    ("Distributions", "the posterior and the likelihoods, with their gradients",
+     ["numpyvae.distributions"]),
+    ("Optimizers", "SGD, Adam and AdamW, their state keyed by parameter name",
+     ["numpyvae.optim"]),
+    ("Checks", "gradients against central differences, the ELBO and the "
+     "importance-weighted likelihood, what the latent space learned",
+     ["numpyvae.gradcheck", "numpyvae.evaluate", "numpyvae.latent"]),
+    ("Inspector", "one forward and backward pass, node by node, each node's backward checked",
+     ["numpyvae.inspector", "numpyvae.inspector.trace", "numpyvae.inspector.catalogue",
+      "numpyvae.inspector.plot"]),
+    ("Data", "the embedded shapes, MNIST and Fashion-MNIST, your own files, the checks "
+     "made before training",
+     ["numpyvae.app.data", "numpyvae.app.data.datasets", "numpyvae.app.data.local",
+      "numpyvae.app.data.shapes", "numpyvae.app.data.checks"]),
+    ("Training", "the training loop and its run folder, the one-call training step, "
+     "the figures",
+     ["numpyvae.app.train", "numpyvae.fast.step", "numpyvae.app.run", "numpyvae.app.plots",
+      "numpyvae.app.latent_plots"]),
+]
+
+
+def _summary(name: str) -> str:
+    """The first line of a module's docstring, for the API index."""
+    doc = importlib.import_module(name).__doc__ or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
+def api_index(modules: list[str]) -> str:
+    """The API index: the package, the public groups, then every other module."""
+    present = set(modules)
+    lines = ["API reference", "=============", "",
+             "Generated from the docstrings of every module; the derivations of the",
+             "gradients are in :mod:`numpyvae.ops`. The public API comes first, grouped as",
+             "you meet it in the course; the internals (the Numba kernels, the command",
+             "line's plumbing, file formats) follow in a section of their own.", "",
+             f"* :doc:`numpyvae` — {_summary('numpyvae')}", ""]
+    grouped = {"numpyvae"}
+    for title, about, names in API_GROUPS:
+        names = [n for n in names if n in present]
+        grouped.update(names)
+        lines += [title, "-" * len(title), "", about[0].upper() + about[1:] + ".", ""]
+        lines += [f"* :doc:`{n}` — {_summary(n)}" for n in names] + [""]
+    internals = [n for n in modules if n not in grouped]
+    lines += ["Internals", "---------", "",
+              "The machinery under the public API: the fast path's kernels, the command",
+              "line, run-folder formats and safe file reading.", ""]
+    lines += [f"* :doc:`{n}` — {_summary(n)}" for n in internals] + [""]
+    toc = "\n".join(f"   {n}" for n in ["numpyvae", *(n for n in modules if n in grouped
+                                                          and n != "numpyvae"), *internals])
+    lines += [".. toctree::", "   :hidden:", "   :maxdepth: 1", "", toc, ""]
+    return "\n".join(lines)
+
+
 def write_api_pages() -> None:
-    """One reStructuredText page per module in ``docs/api/``, plus its index."""
+    """One reStructuredText page per module in ``docs/api/``, plus its grouped index."""
     out = DOCS / "api"
     out.mkdir(exist_ok=True)
     pages = {}
-    for name in api_modules():
+    modules = api_modules()
+    for name in modules:
         title = f"``{name}``"
         body = (_package_page(name) if hasattr(importlib.import_module(name), "__path__")
                 else f".. automodule:: {name}\n")
         pages[f"{name}.rst"] = f"{title}\n{'=' * len(title)}\n\n{body}\n"
-    toc = "\n".join(f"   {n[:-4]}" for n in pages)
-    pages["index.rst"] = (
-        "API reference\n=============\n\n"
-        "Generated from the docstrings of every module; the derivations of the\n"
-        "gradients are in :mod:`numpyvae.ops`.\n\n"
-        f".. toctree::\n   :maxdepth: 1\n\n{toc}\n")
+    pages["index.rst"] = api_index(modules)
     for stale in out.glob("*.rst"):
         if stale.name not in pages:
             stale.unlink()

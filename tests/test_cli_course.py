@@ -215,8 +215,17 @@ def test_compile_kernels_runs_a_training_step_on_numba():
 # ----------------------------------------------------------------------------- examples
 
 
+#: Where the course shows commands: the README (the landing page) and the website's guide.
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+
+
+def _doc_text():
+    return "\n".join(page.read_text(encoding="utf-8") for page in DOC_PAGES)
+
+
 def _readme_commands():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Every ``numpyvae ...`` line of a bash block in the README and the guide pages."""
+    text = _doc_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
             if line.strip().startswith("numpyvae ")]
@@ -237,12 +246,12 @@ def test_every_example_parses_and_needs_no_project_folder():
         assert "../" not in command and "shared/" not in command, command
         args = shlex.split(command)[1:]
         build_parser().parse_args(args)  # every option of every example exists
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in _doc_text().splitlines():
         assert "../shared" not in line, line
 
 
 def test_readme_shows_the_data_option_and_negative_gaussian_losses():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "guide" / "commands.md").read_text(encoding="utf-8")
     assert "numpyvae train --data " in text and "--test-fraction" in text
     assert "can be negative" in text
 
