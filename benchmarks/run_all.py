@@ -1,4 +1,4 @@
-"""Run every benchmark, save the JSON results, draw the chart and write the README table.
+"""Run every benchmark, save the JSON results, draw the chart and write the speed table.
 
     python benchmarks/run_all.py [--data-dir FOLDER_WITH_FASHION_MNIST] [--quick] [--kernels]
 
@@ -7,7 +7,7 @@ Writes to ``benchmarks/results/`` (or ``$NUMPYVAE_BENCH_RESULTS``):
 torch.compile and JAX, idle, contended and on one core, the threading
 layers, and numpyvae against an older commit of itself), ``startup.json``,
 ``memory.json``, ``kernels.json`` (with ``--kernels``), ``benchmarks.png``
-and ``summary.md`` (the README's speed table, with every target and whether
+and ``summary.md`` (the speed table of ``docs/guide/speed.md``, with every target and whether
 it was met). The default run takes under ten minutes on two cores;
 ``--quick`` is a smoke run. ``bench_training.py`` (numpyvae's backends
 against plain NumPy and PyTorch, float32 and float64) runs on its own.

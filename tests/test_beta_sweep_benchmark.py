@@ -1,4 +1,4 @@
-"""``benchmarks/beta_sweep_shapes.py --quick`` runs end to end and writes what the README cites.
+"""``benchmarks/beta_sweep_shapes.py --quick`` runs end to end and writes what the guide cites.
 
 A smoke run in a subprocess (1 epoch, β 1 and 8, one seed, a small network):
 the numbers are meaningless, so this checks only the JSON's fields, that the

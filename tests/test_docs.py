@@ -468,12 +468,7 @@ Promise.all([wait, ...Array.from(document.images).map(
 
 #: Pages known to overflow, for a reason outside the website's own files. Strict: once
 #: the page is fixed the test says so, and the entry goes.
-KNOWN_OVERFLOW = {
-    ("notebooks/11_iwae_and_latent_space.html", 1280): (
-        "notebook 11 opens display math ($$ ... $$) in the middle of a paragraph (cells "
-        "'1. The importance-weighted bound' and 'The gradient, by hand'), so MyST pairs the "
-        "wrong dollar signs and sets a sentence of prose as one inline formula 1,100 px wide"),
-}
+KNOWN_OVERFLOW: dict = {}
 
 
 @pytest.mark.slow
