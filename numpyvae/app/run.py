@@ -24,11 +24,13 @@ from .. import evaluate, latent
 from ..backend import get_backend
 from ..cvae import CVAE
 from ..fast.warmup import compile_kernels
-from ..model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
+from ..model import MODEL_KINDS, VAE, Autoencoder
+from ..modelfile import ModelFileError
 from ..optim import OPTIMIZERS
 from . import latent_plots, plots, runfolder
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
+from .modelfile import load
 from .runfolder import (
     FIGURES_DIR,
     MODEL_FILE,
