@@ -201,8 +201,8 @@ def _suggest_choice(message) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .run import DEFAULT_EPOCHS, DEFAULT_EPOCHS_OWN_DATA
-    from .run import TRAIN_DEFAULTS as D
+    from .options import DEFAULT_EPOCHS, DEFAULT_EPOCHS_OWN_DATA
+    from .options import TRAIN_DEFAULTS as D
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
