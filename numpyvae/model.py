@@ -42,7 +42,6 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .app.limits import check_parameters, mlp_parameters
 from .backend import get_backend
 from .buffers import WorkBuffers
 from .distributions import (
@@ -133,11 +132,6 @@ class _EncoderDecoder:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         dtype = as_float_dtype(dtype)
         width = self.latent_widths * latent_dim
-        # Refuse impossible sizes (--hidden 100000000) before allocating or loading anything.
-        check_parameters(mlp_parameters((input_dim, *hidden_dims, width))
-                         + mlp_parameters((latent_dim, *hidden_dims[::-1], input_dim)),
-                         dtype.itemsize, f"{type(self).__name__}(input_dim={input_dim}, "
-                         f"hidden_dims={hidden_dims}, latent_dim={latent_dim})")
         backend = get_backend(backend)
         likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
         rng = np.random.default_rng(seed)  # draws the weights, then the model's noise

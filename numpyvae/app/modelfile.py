@@ -8,7 +8,9 @@ the order that keeps a hostile one from costing anything:
 1. the archive (:func:`read_model_file`): the zip directory, each array's
    header, then its data, bounded and without pickles
    (:mod:`numpyvae.app.safenpz`); the JSON header and its format;
-2. the model (:func:`numpyvae.architecture.build_model`), then the weights'
+2. the sizes the header asks for, against the memory budget
+   (:mod:`numpyvae.app.limits`), before a model is built;
+3. the model (:func:`numpyvae.architecture.build_model`), then the weights'
    names, shapes and values (:meth:`VAE.load_weights
    <numpyvae.model.VAE.load_weights>`).
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..architecture import build_model
 from ..modelfile import CONFIG_KEY, ModelFileError
+from .limits import SizeLimitError, check_model_config
 from .runfolder import MODEL_FILE
 from .safenpz import read_npz
 
@@ -104,14 +107,23 @@ def load(path, backend=None):
 
     Reads the current format and the first release's (see
     :mod:`numpyvae.modelfile`). Raises :class:`ModelFileError` (a
-    ``ValueError``) for a missing, corrupt or mismatched file; the message
-    names the file and what was wrong.
+    ``ValueError``) for a missing, corrupt or mismatched file, or one whose
+    sizes need more memory than the budget; the message names the file and
+    what was wrong.
     """
     path = model_path(path)
     header, arrays = read_model_file(path)
     options, architecture = header.get("options"), header.get("architecture")
     try:
-        model = build_model(options if options is not None else architecture, backend=backend)
+        description = dict(options if options is not None else architecture)
+        # The sizes the header asks for, before anything of their size is allocated.
+        check_model_config(description, f"{path}: the model it describes")
+    except SizeLimitError as exc:
+        raise ModelFileError(str(exc)) from exc
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: the model config is invalid ({exc})") from exc
+    try:
+        model = build_model(description, backend=backend)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     except (TypeError, ValueError, AttributeError) as exc:

@@ -4,7 +4,8 @@ Options arrive from the command line (:mod:`numpyvae.app.cli`), from Python
 (:func:`numpyvae.app.run.train_run`) or from a run folder's ``config.json``
 (:func:`options_from_config`, when a run is resumed or read back). Here they
 are checked (:func:`normalise_options`) and turned into an untrained model
-(:func:`build_model`).
+(:func:`build_model`), whose sizes are checked against the memory budget
+(:mod:`numpyvae.app.limits`) before anything is allocated.
 
 What does not live here: parsing the command line (:mod:`numpyvae.app.cli`),
 the jobs that use the options (:mod:`numpyvae.app.run`), and building a model
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..convnet import conv_cvae, conv_vae
+import numpy as np
+
+from ..convnet import check_image_shape, conv_cvae, conv_vae
 from ..cvae import CVAE
 from ..distributions import likelihood_from_spec
 from ..model import MODEL_KINDS
 from .data import DATASETS
+from .limits import check_model_config, check_parameters
 
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
 #: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
@@ -137,6 +141,7 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
         if image_shape is None:
             raise ValueError("the convolutional VAE needs the images' shape")
         shape, channels = tuple(image_shape), tuple(options["channels"])
+        _check_conv_size(options, shape, extra.get("num_classes", 0))
         likelihood = _likelihood(options["likelihood"])
         if options.get("conditional"):
             return conv_cvae(shape, options["latent_dim"], common.pop("num_classes"), channels,
@@ -144,9 +149,41 @@ def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
         return conv_vae(shape, options["latent_dim"], channels, flat=True,
                         autoencoder=options["model"] == "autoencoder", likelihood=likelihood,
                         **common)
+    kind = "cvae" if options.get("conditional") else options["model"]
+    # Refuse impossible sizes (--hidden 100000000) before allocating anything.
+    check_model_config({"kind": kind, "input_dim": input_dim, "hidden_dims": options["hidden"],
+                        "latent_dim": options["latent_dim"], "dtype": options["dtype"], **extra},
+                       f"--hidden {_words(options['hidden'])} --latent-dim "
+                       f"{options['latent_dim']}")
     cls = CVAE if options.get("conditional") else MODEL_KINDS[options["model"]]
     return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
                likelihood=options["likelihood"], activation=options["activation"], **common)
+
+
+def _check_conv_size(options, image_shape, num_classes):
+    """Refuse a convolutional model whose weights and gradients exceed the memory budget.
+
+    Counts the parameters of :func:`numpyvae.convnet.conv_networks` (its
+    layout is drawn in that module's docstring): two 4 x 4 convolutions, a
+    ``Linear`` to and from the flattened maps, two 4 x 4 transposed
+    convolutions.
+    """
+    _, H, W = check_image_shape(image_shape)
+    c1, c2 = (int(c) for c in options["channels"])
+    L, C = int(options["latent_dim"]), int(num_classes)
+    width = L if options["model"] == "autoencoder" else 2 * L
+    n_flat = c2 * (H // 4) * (W // 4)
+    count = ((1 + C) * c1 * 16 + c1 + c1 * c2 * 16 + c2 + n_flat * width + width      # encoder
+             + (L + C) * n_flat + n_flat + c2 * c1 * 16 + c1 + c1 * 16 + 1)          # decoder
+    check_parameters(count, np.dtype(options["dtype"]).itemsize,
+                     f"--arch conv --channels {c1} {c2} --latent-dim {L} for {H} x {W} images")
+
+
+def _words(value):
+    """An option's value as it is typed: ``[400, 200]`` -> ``"400 200"``."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
 
 
 __all__ = ["ARCHS", "DEFAULT_EPOCHS", "DEFAULT_EPOCHS_OWN_DATA", "TRAIN_DEFAULTS",
