@@ -551,7 +551,8 @@ def _gradcheck(args):
 
 def _inspect(args):
     from ..inspector.catalogue import BUGS
-    from ..inspector.trace import inspect, inspect_run, tiny_conditional_model, tiny_model
+    from ..inspector.trace import inspect, tiny_conditional_model, tiny_model
+    from .run import inspect_run
 
     if args.list_bugs:
         for bug in BUGS.values():

@@ -1,6 +1,6 @@
 """Run folders: the jobs of the ``numpyvae`` command.
 
-Train, evaluate, sample, reconstruct, interpolate and redraw figures of a run.
+Train, evaluate, sample, reconstruct, interpolate, inspect and redraw figures of a run.
 
 A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
 ``metrics.jsonl`` and ``figures/`` (its files, their format and errors are
@@ -25,6 +25,7 @@ import numpy as np
 from .. import evaluate, latent
 from ..backend import get_backend
 from ..fast.warmup import compile_kernels
+from ..inspector import inspect
 from ..model import MODEL_KINDS, VAE, Autoencoder
 from ..modelfile import ModelFileError
 from ..optim import OPTIMIZERS
@@ -33,6 +34,7 @@ from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
 from .figures import (
     figure_path,
+    is_conditional,
     labels_at,
     labels_keyword,
     make_figures,
@@ -427,6 +429,49 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     if disentanglement:
         out.update(_disentanglement(run.model, dataset, x, batch_size, given.get("labels")))
     return out
+
+
+def inspect_run(run_dir, *, n=4, seed=0, bug=None, node=None, beta=None, data_dir=None,
+                download=True, backend=None, data=None):
+    """``numpyvae inspect RUN_DIR``: the trained model of a run on ``n`` of its test images
+    (:func:`numpyvae.inspector.inspect`).
+
+    ``beta`` defaults to the run's own. A conditional run's model is given the
+    test images' own labels. The test set is found as the other run commands
+    find it (:func:`run_dataset`; ``data`` is a run's own data
+    file if it has moved). Returns the :class:`~numpyvae.inspector.Trace`.
+
+    A run trained on the importance-weighted bound (``--iw-train K``) holds a
+    plain VAE: the trace steps through its ELBO (the bound's ``K = 1`` case,
+    with the KL in closed form, :mod:`numpyvae.iwae`), and a note under the
+    table says so.
+    """
+    if not (isinstance(n, int) and 1 <= n <= 64):
+        raise ValueError(f"inspect: n must be an integer from 1 to 64, got {n!r}")
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download, progress=False, data=data,
+                          run_dir=run_dir)
+    available = len(dataset.x_test)
+    if available == 0:
+        raise ValueError(f"inspect: {run_dir} has no test images to inspect on")
+    rows = np.sort(np.random.default_rng(seed).choice(available, size=min(n, available),
+                                                      replace=False))
+    x = eval_inputs(dataset.x_test[rows], run.options.get("binarize") or "none")
+    labels = None
+    if is_conditional(run.model):
+        if dataset.y_test is None:
+            raise ValueError(f"inspect: {run_dir} holds a conditional model but its test "
+                             f"images have no labels")
+        labels = np.asarray(dataset.y_test[rows])
+    if beta is None:
+        beta = float(run.options.get("beta") or 1.0)
+    trace = inspect(run.model, x, beta=beta, labels=labels, bug=bug, bug_node=node, seed=seed)
+    k = run.options.get("iw_train")
+    if k:
+        trace.notes.append(f"note: this run was trained on the importance-weighted bound "
+                           f"(--iw-train {k}); the trace steps through the same model's ELBO "
+                           f"(the bound's K = 1 case, with the KL in closed form)")
+    return trace
 
 
 def _disentanglement(model, dataset, x, batch_size, labels=None) -> dict:
