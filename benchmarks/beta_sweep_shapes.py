@@ -95,7 +95,7 @@ RECIPE_KEYS = ("dataset", "beta", "seed", "latent_dim", "hidden", "batch_size", 
 
 def _check_recipe(run_dir, beta, seed, epochs, options, done):
     """Refuse to reuse a kept run trained with another recipe, or for more epochs."""
-    from numpyvae.app.run import TRAIN_DEFAULTS, options_from_config
+    from numpyvae.app.options import TRAIN_DEFAULTS, options_from_config
     from numpyvae.app.runfolder import read_config
 
     wanted = {**TRAIN_DEFAULTS, "dataset": "shapes", "beta": beta, "seed": seed,
@@ -167,7 +167,8 @@ def figure(summary, runs, path, latent_dim=LATENT, epochs=None):
 
 def copy_traversal(run_dir, path, backend=None):
     """Draw a run's traversal (as ``numpyvae train`` does at its end) and copy it to ``path``."""
-    from numpyvae.app.run import load_run, run_dataset, write_latent_figures
+    from numpyvae.app.figures import write_latent_figures
+    from numpyvae.app.run import load_run, run_dataset
 
     run = load_run(run_dir, backend)
     dataset = run_dataset(run.config, run_dir=run_dir)

@@ -19,8 +19,9 @@ import sys
 
 #: Public name -> the module it lives in (modules themselves map to None).
 _EXPORTS = {
-    "VAE": "model", "Autoencoder": "model", "LossResult": "model", "ModelFileError": "model",
-    "load": "model", "CVAE": "cvae", "Conv2d": "conv", "ConvTranspose2d": "conv",
+    "VAE": "model", "Autoencoder": "model", "LossResult": "model",
+    "ModelFileError": "modelfile", "load": "app.modelfile", "CVAE": "cvae",
+    "Conv2d": "conv", "ConvTranspose2d": "conv",
     "conv_vae": "convnet", "conv_cvae": "convnet",
     "Bernoulli": "distributions", "DiagonalGaussian": "distributions",
     "Gaussian": "distributions", "GaussianLearnedVariance": "distributions",

@@ -27,7 +27,8 @@ convolution doubles it back, ``(n - 1) 2 - 2 + 4 = 2 n``. The ReLUs are fused
 into the layers before them (``activation="relu"``), as in the MLP.
 
 What does not live here: the layers (:mod:`numpyvae.conv`,
-:mod:`numpyvae.layers`) and the model around the networks (:mod:`numpyvae.model`).
+:mod:`numpyvae.layers`), the model around the networks (:mod:`numpyvae.model`)
+and their gradient checks (:func:`numpyvae.gradcheck.conv_checks`).
 """
 
 from __future__ import annotations
@@ -156,46 +157,4 @@ def conv_cvae(image_shape, latent_dim, num_classes, channels=DEFAULT_CHANNELS, *
                 backend=backend, **model_options)
 
 
-def conv_checks(backend=None, seed: int = 0):
-    """Gradient checks of the conv layers and the conv models (``numpyvae gradcheck``).
-
-    In float64 with small sizes: ``Conv2d`` and ``ConvTranspose2d`` with
-    unequal kernel sides, strides and paddings (and a fused activation),
-    then the convolutional VAE and autoencoder on 8 x 12 images, and the
-    conditional one on the same images as rows (as the command line trains
-    it, through ``LabelChannels``), end to end with the noise held fixed. The
-    whole models are checked with step ``h = 1e-4``: their loss is a sum of
-    ~100 terms, and with a smaller step the rounding of that sum, not the
-    gradient, sets the error.
-    """
-    from .gradcheck import check_layer, check_model
-
-    rng = np.random.default_rng(seed)
-    f64 = "float64"
-    reports = []
-    layers = [
-        (Conv2d(3, 4, (3, 2), (2, 1), (1, 0), "tanh", rng=rng, dtype=f64, backend=backend),
-         "Conv2d(3, 4, kernel (3, 2), stride (2, 1), padding (1, 0), tanh)"),
-        (ConvTranspose2d(3, 2, 3, 2, 1, output_padding=1, rng=rng, dtype=f64, backend=backend),
-         "ConvTranspose2d(3, 2, kernel 3, stride 2, padding 1, output_padding 1)"),
-    ]
-    for layer, title in layers:
-        reports.append(check_layer(layer, rng.standard_normal((2, 3, 7, 6)), rng=rng,
-                                   h=1e-5, title=title))
-    x = rng.random((2, 1, 8, 12))
-    for autoencoder in (False, True):
-        model = conv_vae((8, 12), 3, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
-                         autoencoder=autoencoder)
-        name = "Autoencoder" if autoencoder else "VAE"
-        reports.append(check_model(model, x, rng=rng, h=1e-4,
-                                   title=f"conv {name} (8 x 12 images, channels 2 3, latent 3)"))
-    model = conv_cvae((8, 12), 3, 4, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
-                      flat=True)
-    reports.append(check_model(model, x.reshape(2, -1), labels=np.array([3, 1]), rng=rng,
-                               h=1e-4, title="conv CVAE (8 x 12 images as rows, 4 classes, "
-                                             "channels 2 3, latent 3)"))
-    return reports
-
-
-__all__ = ["DEFAULT_CHANNELS", "check_image_shape", "conv_checks", "conv_cvae",
-           "conv_networks", "conv_vae"]
+__all__ = ["DEFAULT_CHANNELS", "check_image_shape", "conv_cvae", "conv_networks", "conv_vae"]

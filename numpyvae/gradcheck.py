@@ -5,6 +5,8 @@
   array function, for a given upstream gradient ``dout``.
 * :func:`rel_error` — the relative error used throughout the library.
 * :func:`check_layer` and :func:`check_model` — a report per parameter.
+* :func:`standard_checks` and :func:`conv_checks` — the suite of ``numpyvae
+  gradcheck``: every layer and model of the library, small and in float64.
 
 Central differences, :math:`f'(x) \\approx (f(x+h) - f(x-h)) / 2h`, have a
 truncation error of order :math:`h^2` and a rounding error of order
@@ -198,7 +200,7 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
     the autoencoder, the conditional VAE, and a VAE of composed networks (a
     three-hidden-layer tanh encoder over images, a softplus decoder back to
     images), then the convolution layers and the convolutional VAE,
-    autoencoder and conditional VAE (:func:`numpyvae.convnet.conv_checks`).
+    autoencoder and conditional VAE (:func:`conv_checks`).
     Sizes are small, so the whole suite takes seconds.
     """
     from .cvae import CVAE
@@ -272,7 +274,47 @@ def standard_checks(backend=None, seed: int = 0) -> list[GradReport]:
                                title="VAE(encoder: Flatten, 3 x (Linear, Tanh), Linear; "
                                      "decoder: Linear softplus, Linear, Reshape(1, 2, 3)), "
                                      "learned-variance Gaussian, beta 0.5"))
-    from .convnet import conv_checks  # the conv layers, and the conv VAE and autoencoder
+    reports += conv_checks(backend, seed)  # the conv layers, and the conv VAE and autoencoder
+    return reports
 
-    reports += conv_checks(backend, seed)
+
+def conv_checks(backend=None, seed: int = 0):
+    """Gradient checks of the conv layers and the conv models (``numpyvae gradcheck``).
+
+    In float64 with small sizes: ``Conv2d`` and ``ConvTranspose2d`` with
+    unequal kernel sides, strides and paddings (and a fused activation),
+    then the convolutional VAE and autoencoder on 8 x 12 images, and the
+    conditional one on the same images as rows (as the command line trains
+    it, through ``LabelChannels``), end to end with the noise held fixed. The
+    whole models are checked with step ``h = 1e-4``: their loss is a sum of
+    ~100 terms, and with a smaller step the rounding of that sum, not the
+    gradient, sets the error.
+    """
+    from .conv import Conv2d, ConvTranspose2d
+    from .convnet import conv_cvae, conv_vae
+
+    rng = np.random.default_rng(seed)
+    f64 = "float64"
+    reports = []
+    layers = [
+        (Conv2d(3, 4, (3, 2), (2, 1), (1, 0), "tanh", rng=rng, dtype=f64, backend=backend),
+         "Conv2d(3, 4, kernel (3, 2), stride (2, 1), padding (1, 0), tanh)"),
+        (ConvTranspose2d(3, 2, 3, 2, 1, output_padding=1, rng=rng, dtype=f64, backend=backend),
+         "ConvTranspose2d(3, 2, kernel 3, stride 2, padding 1, output_padding 1)"),
+    ]
+    for layer, title in layers:
+        reports.append(check_layer(layer, rng.standard_normal((2, 3, 7, 6)), rng=rng,
+                                   h=1e-5, title=title))
+    x = rng.random((2, 1, 8, 12))
+    for autoencoder in (False, True):
+        model = conv_vae((8, 12), 3, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
+                         autoencoder=autoencoder)
+        name = "Autoencoder" if autoencoder else "VAE"
+        reports.append(check_model(model, x, rng=rng, h=1e-4,
+                                   title=f"conv {name} (8 x 12 images, channels 2 3, latent 3)"))
+    model = conv_cvae((8, 12), 3, 4, channels=(2, 3), seed=seed, dtype=f64, backend=backend,
+                      flat=True)
+    reports.append(check_model(model, x.reshape(2, -1), labels=np.array([3, 1]), rng=rng,
+                               h=1e-4, title="conv CVAE (8 x 12 images as rows, 4 classes, "
+                                             "channels 2 3, latent 3)"))
     return reports

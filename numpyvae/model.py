@@ -35,7 +35,6 @@ format (:mod:`numpyvae.modelfile`), evaluation beyond one batch
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,23 +42,15 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .app.limits import check_parameters, mlp_parameters
 from .backend import get_backend
 from .buffers import WorkBuffers
 from .distributions import (
     DiagonalGaussian,
     Likelihood,
-    likelihood_from_spec,
     make_likelihood,
 )
-from .layers import Layer, Sequential, as_float_dtype, layer_from_spec, mlp, pack_parameters
-from .modelfile import (
-    FORMAT_VERSION,
-    ModelFileError,
-    model_path,
-    read_model_file,
-    write_model_file,
-)
+from .layers import Layer, Sequential, as_float_dtype, mlp, pack_parameters
+from .modelfile import ModelFileError, write_model_file
 from .ops import ACTIVATIONS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -141,11 +132,6 @@ class _EncoderDecoder:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         dtype = as_float_dtype(dtype)
         width = self.latent_widths * latent_dim
-        # Refuse impossible sizes (--hidden 100000000) before allocating or loading anything.
-        check_parameters(mlp_parameters((input_dim, *hidden_dims, width))
-                         + mlp_parameters((latent_dim, *hidden_dims[::-1], input_dim)),
-                         dtype.itemsize, f"{type(self).__name__}(input_dim={input_dim}, "
-                         f"hidden_dims={hidden_dims}, latent_dim={latent_dim})")
         backend = get_backend(backend)
         likelihood_object = make_likelihood(likelihood, gaussian_var, backend=backend)
         rng = np.random.default_rng(seed)  # draws the weights, then the model's noise
@@ -593,70 +579,10 @@ class Autoencoder(_EncoderDecoder):
         return self.reconstruction_nll(z, x), np.zeros(x.shape[0], dtype=self.dtype)
 
 
+#: Model kinds by the name a model file records (``"kind"``). :mod:`numpyvae.cvae`
+#: adds ``"cvae"`` when it is imported; :mod:`numpyvae.architecture` imports it, and
+#: builds a model of any kind from its description.
 MODEL_KINDS = {"vae": VAE, "autoencoder": Autoencoder}
 
 
-def _register_kinds_and_layers() -> None:
-    """Import the modules that add to :data:`MODEL_KINDS` and the layer types.
-
-    :mod:`numpyvae.cvae` (the ``"cvae"`` kind) and :mod:`numpyvae.conv`
-    (``Conv2d``, ``ConvTranspose2d``) build on this module, so they cannot be
-    imported at its top; a model file may name them all the same, so a fresh
-    process that only called :func:`load` must know them.
-    """
-    from . import conv, cvae  # noqa: F401  (imported for what they register)
-
-
-def build_model(config: dict, backend=None):
-    """Construct an untrained model from a :meth:`~VAE.config` or :meth:`~VAE.architecture` dict."""
-    _register_kinds_and_layers()
-    config = dict(config)
-    config.pop("format", None)
-    kind = config.pop("kind", "vae")
-    if kind not in MODEL_KINDS:
-        raise ModelFileError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
-    cls = MODEL_KINDS[kind]
-    if "encoder" not in config:
-        return cls(**config, backend=backend)
-    dtype = as_float_dtype(config.pop("dtype", "float32"))
-    rng = np.random.default_rng(0)  # initial weights, to be overwritten
-    encoder = layer_from_spec(config.pop("encoder"), rng=rng, dtype=dtype, backend=backend)
-    decoder = layer_from_spec(config.pop("decoder"), rng=rng, dtype=dtype, backend=backend)
-    likelihood = likelihood_from_spec(config.pop("likelihood", None), backend=backend)
-    return cls(encoder, decoder, likelihood=likelihood, **config, backend=backend)
-
-
-def _as_json(obj):
-    return json.loads(json.dumps(obj))
-
-
-def load(path, backend=None):
-    """Load a model written by :meth:`VAE.save` (or :meth:`Autoencoder.save`).
-
-    ``path`` is the model file, or a run folder (``numpyvae train --out
-    RUN_DIR``), whose ``model.npz`` is read.
-
-    Reads the current format and the first release's (see
-    :mod:`numpyvae.modelfile`). Raises :class:`ModelFileError` (a
-    ``ValueError``) for a missing, corrupt or mismatched file; the message
-    names the file and what was wrong.
-    """
-    path = model_path(path)
-    header, arrays = read_model_file(path)
-    options, architecture = header.get("options"), header.get("architecture")
-    try:
-        model = build_model(options if options is not None else architecture, backend=backend)
-    except ModelFileError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: the model config is invalid ({exc})") from exc
-    if options is not None and architecture is not None \
-            and _as_json(model.architecture()) != architecture:
-        raise ModelFileError(f"{path}: the recorded architecture does not match the model its "
-                             "options build")
-    model.load_weights(arrays, source=str(path))
-    return model
-
-
-__all__ = ["VAE", "Autoencoder", "LossResult", "MODEL_KINDS", "FORMAT_VERSION",
-           "ModelFileError", "build_model", "load"]
+__all__ = ["VAE", "Autoencoder", "LossResult", "MODEL_KINDS"]

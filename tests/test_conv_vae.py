@@ -10,8 +10,8 @@ from torch_conv_twin import assert_gradients_equal, twin
 
 import numpyvae
 from numpyvae.app.cli import main
-from numpyvae.convnet import check_image_shape, conv_checks, conv_networks, conv_vae
-from numpyvae.gradcheck import check_model
+from numpyvae.convnet import check_image_shape, conv_networks, conv_vae
+from numpyvae.gradcheck import check_model, conv_checks
 
 SHAPE, LATENT, CHANNELS = (8, 12), 3, (2, 3)
 

@@ -15,10 +15,11 @@ import pytest
 
 import numpyvae
 from numpyvae.app.cli import main
+from numpyvae.app.run import inspect_run
 from numpyvae.conv import Conv2d, ConvTranspose2d
 from numpyvae.convnet import conv_vae
 from numpyvae.cvae import CVAE, one_hot
-from numpyvae.inspector.trace import inspect, inspect_run, tiny_conditional_model
+from numpyvae.inspector.trace import inspect, tiny_conditional_model
 from numpyvae.layers import Flatten, Linear, Reshape, Sequential
 
 H = W = 8          # small images: H and W divisible by 4

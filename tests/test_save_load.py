@@ -15,7 +15,7 @@ import numpyvae
 from numpyvae import VAE, Autoencoder, ModelFileError
 from numpyvae.fileio import atomic_write, atomic_write_json, atomic_write_text
 from numpyvae.layers import Flatten, Linear, Reshape, Sequential, Tanh
-from numpyvae.model import FORMAT_VERSION
+from numpyvae.modelfile import FORMAT_VERSION
 
 DATA = Path(__file__).parent / "data"
 

@@ -201,8 +201,8 @@ def _suggest_choice(message) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .run import DEFAULT_EPOCHS, DEFAULT_EPOCHS_OWN_DATA
-    from .run import TRAIN_DEFAULTS as D
+    from .options import DEFAULT_EPOCHS, DEFAULT_EPOCHS_OWN_DATA
+    from .options import TRAIN_DEFAULTS as D
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
@@ -551,7 +551,8 @@ def _gradcheck(args):
 
 def _inspect(args):
     from ..inspector.catalogue import BUGS
-    from ..inspector.trace import inspect, inspect_run, tiny_conditional_model, tiny_model
+    from ..inspector.trace import inspect, tiny_conditional_model, tiny_model
+    from .run import inspect_run
 
     if args.list_bugs:
         for bug in BUGS.values():

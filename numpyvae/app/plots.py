@@ -21,8 +21,8 @@ function                        shows
 Images are rows of a ``(N, H*W)`` array (or ``(N, H, W)``) with values in
 [0, 1], shown white on black.
 
-What does not live here: choosing which images to show and running the model
-(:mod:`numpyvae.app.train` does that for the command line).
+What does not live here: choosing which images to show, running the model on
+them and naming the files of a run (:mod:`numpyvae.app.figures`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Run folders: the jobs of the ``numpyvae`` command.
 
-Train, evaluate, sample, reconstruct, interpolate and redraw figures of a run.
+Train, evaluate, sample, reconstruct, interpolate, inspect and redraw figures of a run.
 
 A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
 ``metrics.jsonl`` and ``figures/`` (its files, their format and errors are
 :mod:`numpyvae.app.runfolder`'s). This module turns command-line options into a
-run, reads a run back, and draws its figures with :mod:`numpyvae.app.plots`.
-Argument parsing is :mod:`numpyvae.app.cli`'s job; the training loop is
-:mod:`numpyvae.app.train`'s. A folder written by :func:`numpyvae.app.train.fit` from
-Python works here too: its test set is kept in the folder.
+run and reads a run back. Argument parsing is :mod:`numpyvae.app.cli`'s job;
+the options' defaults, checks and the model they build are
+:mod:`numpyvae.app.options`'; the training loop is :mod:`numpyvae.app.train`'s;
+the figures are :mod:`numpyvae.app.figures`'. A folder written by
+:func:`numpyvae.app.train.fit` from Python works here too: its test set is kept
+in the folder.
 """
 
 from __future__ import annotations
@@ -22,13 +24,33 @@ import numpy as np
 
 from .. import evaluate, latent
 from ..backend import get_backend
-from ..cvae import CVAE
 from ..fast.warmup import compile_kernels
-from ..model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
+from ..inspector import inspect
+from ..model import MODEL_KINDS, VAE, Autoencoder
+from ..modelfile import ModelFileError
 from ..optim import OPTIMIZERS
-from . import latent_plots, plots, runfolder
+from . import plots, runfolder
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
+from .figures import (
+    figure_path,
+    is_conditional,
+    labels_at,
+    labels_keyword,
+    make_figures,
+    write_interpolation,
+    write_reconstructions,
+    write_samples,
+)
+from .modelfile import load
+from .options import (
+    DEFAULT_EPOCHS,
+    DEFAULT_EPOCHS_OWN_DATA,
+    TRAIN_DEFAULTS,
+    build_model,
+    normalise_options,
+    options_from_config,
+)
 from .runfolder import (
     FIGURES_DIR,
     MODEL_FILE,
@@ -39,7 +61,6 @@ from .runfolder import (
 from .train import (
     METRIC_KEYS,
     STREAM_EVAL,
-    STREAM_FIGURES,
     Trainer,
     eval_inputs,
     positive_int,
@@ -51,24 +72,6 @@ from .train import (
 GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
                  "(and the -ELBO) can be negative; compare them between runs, not with zero")
 
-#: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
-#: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
-#: :data:`DEFAULT_EPOCHS` of the dataset.
-TRAIN_DEFAULTS = {
-    "dataset": "shapes", "epochs": None, "batch_size": 128, "hidden": [400], "latent_dim": 20,
-    "lr": 1e-3, "optimizer": "adam", "beta": 1.0, "kl_warmup": 0, "likelihood": "bernoulli",
-    "binarize": "none", "dtype": "float32", "seed": 0, "model": "vae", "activation": "relu",
-    "iw_train": None, "free_bits": 0.0, "conditional": False, "gaussian_var": 0.01,
-    "data": None, "test_fraction": None, "arch": "mlp", "channels": [32, 64],
-}
-#: Epochs when none are given: the recipe's 10 for the MNIST-like datasets; 30 for
-#: ``shapes``, whose sprites only take shape after ~20 epochs (each epoch is a third
-#: of an MNIST epoch, so this still runs in well under a minute).
-#: Network architectures of ``numpyvae train --arch``.
-ARCHS = ("mlp", "conv")
-DEFAULT_EPOCHS = {"shapes": 30, "mnist": 10, "fashion-mnist": 10}
-#: Epochs when none are given for your own data (``--data FILE``).
-DEFAULT_EPOCHS_OWN_DATA = 10
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
 
@@ -99,67 +102,6 @@ class RunResult:
     stop_signal: int | None = None
 
 
-def options_from_config(config: dict) -> dict:
-    """The ``numpyvae train`` options a run folder's config.json records."""
-    m, t = config.get("model", {}), config.get("training", {})
-    own = config.get("data") or {}
-    return {"dataset": None if own else config.get("dataset"), "epochs": t.get("epochs"),
-            "data": own.get("path"), "test_fraction": own.get("test_fraction"),
-            "gaussian_var": m.get("gaussian_var"),
-            "batch_size": t.get("batch_size"), "hidden": list(m.get("hidden_dims", [])),
-            "latent_dim": m.get("latent_dim"), "lr": t.get("lr"),
-            "optimizer": t.get("optimizer"), "beta": t.get("beta"),
-            "kl_warmup": t.get("kl_warmup"), "likelihood": m.get("likelihood"),
-            "binarize": t.get("binarize"), "dtype": m.get("dtype"), "seed": t.get("seed"),
-            "model": "vae" if m.get("kind") == "cvae" else m.get("kind"),
-            "activation": m.get("activation"), "conditional": m.get("kind") == "cvae",
-            "iw_train": t.get("iw_train"), "free_bits": m.get("free_bits", 0.0),
-            "arch": config.get("arch", "mlp"), "channels": config.get("channels")}
-
-
-def _normalise_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown training option(s) {unknown}; expected some of "
-                         f"{sorted(TRAIN_DEFAULTS)}")
-    out = {k: v for k, v in options.items() if v is not None}
-    if "hidden" in out:
-        hidden = out["hidden"]
-        out["hidden"] = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    for key in ("lr", "beta", "free_bits", "test_fraction"):
-        if key in out:
-            out[key] = float(out[key])
-    if out.get("gaussian_var") not in (None, "learned"):
-        out["gaussian_var"] = float(out["gaussian_var"])
-    if "data" in out:
-        if "dataset" in out:
-            raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
-                             "not both")
-        out["data"] = str(Path(out["data"]).expanduser().resolve())
-    elif "test_fraction" in out:
-        raise ValueError("a test fraction is held out of your own data (--data FILE); the "
-                         "named datasets have their own test sets")
-    if "gaussian_var" in out and out.get("likelihood", "bernoulli") != "gaussian":
-        raise ValueError("--gaussian-var is the variance of a Gaussian decoder; add "
-                         "--likelihood gaussian")
-    if out.get("free_bits", 0) and out.get("model", "vae") != "vae":
-        raise ValueError("--free-bits acts on the KL term, which only a VAE has")
-    if out.get("dataset", "shapes") not in DATASETS:
-        raise ValueError(f"unknown dataset {out['dataset']!r}; expected one of "
-                         f"{', '.join(DATASETS)}")
-    if out.get("arch", "mlp") not in ARCHS:
-        raise ValueError(f"unknown architecture {out['arch']!r}; expected one of "
-                         f"{', '.join(ARCHS)}")
-    if "channels" in out:
-        out["channels"] = [int(c) for c in out["channels"]]
-        if len(out["channels"]) != 2 or min(out["channels"]) < 1:
-            raise ValueError(f"channels must be two positive widths, got {out['channels']}")
-    if out.get("model", "vae") not in MODEL_KINDS:
-        raise ValueError(f"unknown model {out['model']!r}; expected one of "
-                         f"{', '.join(MODEL_KINDS)}")
-    return out
-
-
 def default_run_dir(dataset: str) -> Path:
     """``runs/<dataset>-<date>-<time>`` in the current folder."""
     return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -182,56 +124,6 @@ def load_run(run_dir, backend=None) -> Run:
     except ModelFileError as exc:
         raise RunFolderError(str(exc)) from exc
     return Run(run_dir, config, model, read_metrics(run_dir))
-
-
-def _likelihood(value):
-    """A likelihood name, or the object a model file's spec describes (a resumed conv run)."""
-    if isinstance(value, dict):
-        from ..distributions import likelihood_from_spec
-
-        return likelihood_from_spec(value)
-    return value
-
-
-def build_model(options: dict, input_dim: int, backend=None, image_shape=None,
-                num_classes=None):
-    """The untrained model that ``numpyvae train`` options describe.
-
-    ``arch`` ``"conv"`` builds the convolutional VAE of :mod:`numpyvae.convnet`
-    for images of ``image_shape`` (height and width divisible by 4), taking
-    and giving rows of pixels like the MLP; ``hidden`` and ``activation``
-    then do not apply. With ``options["conditional"]``, a
-    :class:`~numpyvae.CVAE` for ``num_classes`` classes, of either
-    architecture (the conv one from :func:`numpyvae.convnet.conv_cvae`).
-    """
-    extra = {}
-    if options.get("conditional"):
-        if options["model"] != "vae":
-            raise ValueError(f"--conditional needs --model vae, not {options['model']}")
-        if not num_classes:
-            raise ValueError("--conditional needs a labelled dataset (mnist, fashion-mnist, "
-                             "shapes, or your own data with labels)")
-        extra["num_classes"] = int(num_classes)
-    if options.get("gaussian_var") is not None:
-        extra["gaussian_var"] = options["gaussian_var"]
-    common = dict(seed=options["seed"], dtype=options["dtype"], backend=backend,
-                  free_bits=options.get("free_bits") or 0.0, **extra)
-    if options.get("arch", "mlp") == "conv":
-        from ..convnet import conv_cvae, conv_vae
-
-        if image_shape is None:
-            raise ValueError("the convolutional VAE needs the images' shape")
-        shape, channels = tuple(image_shape), tuple(options["channels"])
-        likelihood = _likelihood(options["likelihood"])
-        if options.get("conditional"):
-            return conv_cvae(shape, options["latent_dim"], common.pop("num_classes"), channels,
-                             flat=True, likelihood=likelihood, **common)
-        return conv_vae(shape, options["latent_dim"], channels, flat=True,
-                        autoencoder=options["model"] == "autoencoder", likelihood=likelihood,
-                        **common)
-    cls = CVAE if options.get("conditional") else MODEL_KINDS[options["model"]]
-    return cls(input_dim, hidden_dims=tuple(options["hidden"]), latent_dim=options["latent_dim"],
-               likelihood=options["likelihood"], activation=options["activation"], **common)
 
 
 def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=None,
@@ -308,7 +200,7 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
     ``log`` is called with one line of text for each thing worth telling.
     """
     log = log or (lambda text: None)
-    options = _normalise_options(options)
+    options = normalise_options(options)
     if resume and out is None:
         raise ValueError("--resume needs the run folder to continue: --out RUN_DIR")
     if out is None:
@@ -434,174 +326,6 @@ def _show(value):
     return str(value)
 
 
-# ---------------------------------------------------------------------------- figures
-
-
-def _figure_path(run_dir, name, out=None) -> Path:
-    if out is not None:
-        plots.image_format(out)  # refuse an unknown suffix before any work
-        return Path(out)
-    return Path(run_dir) / FIGURES_DIR / name
-
-
-def _pick(n_total, n, seed):
-    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
-    return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
-
-
-def _conditional(model) -> bool:
-    return getattr(model, "num_classes", None) is not None
-
-
-def _labels_at(dataset, rows):
-    """The test labels at ``rows``, or None for unlabelled data."""
-    return None if dataset.y_test is None else dataset.y_test[rows]
-
-
-def _given(model, labels):
-    """The labels keyword of a conditional model's calls (nothing for any other model)."""
-    return {"labels": np.asarray(labels)} if _conditional(model) else {}
-
-
-def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> Path:
-    """Test images above their reconstructions (the posterior mean, decoded)."""
-    idx = _pick(len(dataset.x_test), n, seed)
-    x = eval_inputs(dataset.x_test[idx], binarize_mode)
-    x_rec = model.reconstruct(x.astype(model.dtype), **_given(model, _labels_at(dataset, idx)))
-    plots.reconstructions(x, x_rec, dataset.image_shape, path=path)
-    return Path(path)
-
-
-def write_samples(model, image_shape, path, n=100, seed=0, label_names=None) -> Path:
-    """A grid of ``n`` decoded draws from the prior.
-
-    For a conditional model, one row per class (``ceil(n / C)`` draws each, at most 12).
-    """
-    rng = np.random.default_rng([int(seed), STREAM_FIGURES])
-    if _conditional(model):
-        C = model.num_classes
-        per_class = max(1, min(math.ceil(n / C), 12))
-        images = model.sample(C * per_class, labels=np.repeat(np.arange(C), per_class), rng=rng)
-        names = label_names or [str(c) for c in range(C)]
-        plots.samples(images, image_shape, nrow=per_class, path=path,
-                      title="decoded draws z ~ N(0, I), one row per class: "
-                            + ", ".join(names[:C]))
-        return Path(path)
-    images = model.sample(n, rng=rng)
-    plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
-    return Path(path)
-
-
-def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
-    """A conditional model's "style transfer": each test image (left column) encoded with its
-    own label, then decoded as every class (one column per class)."""
-    idx = _pick(len(dataset.x_test), n, seed)
-    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    out = model.transfer(x, dataset.y_test[idx])                     # (n, C, D)
-    grid = np.concatenate([x.reshape(len(x), 1, -1), out.reshape(len(x), out.shape[1], -1)],
-                          axis=1)
-    plots.image_grid(grid.reshape(-1, grid.shape[2]), dataset.image_shape, grid.shape[1],
-                     path=path, title="style transfer: each test image (left) encoded "
-                                      "with its label, decoded as every class")
-    return Path(path)
-
-
-def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
-    """``pairs`` strips of ``steps`` images between the codes of two test images."""
-    idx = _pick(len(dataset.x_test), 2 * pairs, seed)
-    np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
-    x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
-    y = _labels_at(dataset, idx)
-    pairs = len(idx) // 2
-    strips = np.stack([model.interpolate(x[2 * i], x[2 * i + 1], steps,
-                                         **_given(model, None if y is None else y[2 * i:2 * i + 2]))
-                       for i in range(pairs)])
-    ends = x[:2 * pairs].reshape(pairs, 2, -1)
-    plots.interpolation(strips, dataset.image_shape, path=path, ends=ends)
-    return Path(path)
-
-
-#: How the factors of ``shapes`` are named on a figure.
-_FACTOR_NAMES = {"x": "x position", "y": "y position", "scale": "scale",
-                 "rotation": "rotation"}
-
-
-def latent_codes(model, x, batch_size=1000, labels=None) -> np.ndarray:
-    """The deterministic code of each row of ``x`` (the posterior mean for a VAE)."""
-    return np.concatenate([
-        model.embed(x[i:i + batch_size].astype(model.dtype),
-                    **({} if labels is None else {"labels": labels[i:i + batch_size]}))
-        for i in range(0, len(x), batch_size)])
-
-
-def write_latent_figures(model, dataset, binarize_mode, run_dir, seed=0, n_dims=10,
-                         steps=11) -> list[Path]:
-    """The per-dimension KL bar chart and a traversal of the ``n_dims`` dimensions of most KL."""
-    x = eval_inputs(dataset.x_test[:5000], binarize_mode).astype(model.dtype)
-    y = dataset.y_test[:5000] if _conditional(model) else None
-    stats = latent.latent_statistics(model, x, labels=y)
-    kl_path = _figure_path(run_dir, "kl_per_dim.png")
-    latent_plots.kl_bars(stats.kl_per_dim, stats.activity, stats.threshold, path=kl_path)
-    if not plots.shows_images(dataset.image_shape):  # plain vectors: no picture to traverse
-        return [kl_path]
-    dims = stats.kl_order()[:n_dims]
-    i0 = _pick(len(x), 1, seed)[0]
-    images = latent.traversal(model, x[i0], dims, steps=steps,
-                              labels=None if y is None else y[i0])
-    traversal_path = _figure_path(run_dir, "traversal.png")
-    latent_plots.traversal(images, dims, stats.kl_per_dim, dataset.image_shape,
-                           path=traversal_path)
-    return [kl_path, traversal_path]
-
-
-def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0) -> list[Path]:
-    """Write every figure of a run into ``run_dir/figures``; return their paths."""
-    shape = dataset.image_shape
-    images = plots.shows_images(shape)
-    paths = []
-    if images:  # plain vectors (N, D) have no picture: their figures are left out
-        paths += [
-            write_reconstructions(model, dataset, binarize_mode,
-                                  _figure_path(run_dir, "reconstructions.png"), seed=seed),
-            write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
-                          label_names=dataset.label_names),
-            write_interpolation(model, dataset, binarize_mode,
-                                _figure_path(run_dir, "interpolation.png"), seed=seed),
-        ]
-    idx = _pick(len(dataset.x_test), 5000, seed)
-    x = eval_inputs(dataset.x_test[idx], binarize_mode)
-    path = _figure_path(run_dir, "latent_scatter.png")
-    labels = None if dataset.y_test is None else dataset.y_test[idx]
-    codes = latent_codes(model, x, labels=labels if _conditional(model) else None)
-    factor = None
-    if dataset.factors_test:  # shapes: also colour by the factor the codes separate best
-        continuous = {_FACTOR_NAMES.get(k, k): np.asarray(v)[idx]
-                      for k, v in dataset.factors_test.items() if k != "shape"}
-        factor = plots.best_factor(codes, continuous) if continuous else None
-    plots.latent_scatter(codes, labels, path=path, label_names=dataset.label_names,
-                         factor=factor)
-    paths.append(path)
-    if _conditional(model) and images:
-        paths.append(write_transfer(model, dataset, binarize_mode,
-                                    _figure_path(run_dir, "transfer.png"), seed=seed))
-    if model.latent_dim == 2 and images:
-        path = _figure_path(run_dir, "manifold.png")
-        given = {}
-        if _conditional(model):  # the decoder's grid for one class: the first
-            name = (dataset.label_names or ["0"])[0]
-            given = {"labels": 0, "title": f"the decoder over a grid of the 2-D latent space "
-                                           f"(N(0, I) quantiles), as class {name}"}
-        plots.manifold(model, shape, n=20, path=path, **given)
-        paths.append(path)
-    if isinstance(model, VAE):
-        paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
-    if history:
-        path = _figure_path(run_dir, "loss_curves.png")
-        plots.loss_curves(history, path=path)
-        paths.append(path)
-    return paths
-
-
 def _image_shape(run: Run):
     return tuple(run.config.get("image_shape", (28, 28)))
 
@@ -627,7 +351,7 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
     _require_images(run)
-    return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
+    return write_samples(run.model, _image_shape(run), figure_path(run_dir, "samples.png", out),
                          n, seed)  # a conditional model: one row per class
 
 
@@ -638,7 +362,7 @@ def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=
     _require_images(run)
     dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_reconstructions(run.model, dataset, run.options["binarize"] or "none",
-                                 _figure_path(run_dir, "reconstructions.png", out),
+                                 figure_path(run_dir, "reconstructions.png", out),
                                  positive_int(n, "n"), seed)
 
 
@@ -649,7 +373,7 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
     _require_images(run)
     dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
-                               _figure_path(run_dir, "interpolation.png", out),
+                               figure_path(run_dir, "interpolation.png", out),
                                positive_int(pairs, "pairs"), positive_int(steps, "steps"),
                                seed)
 
@@ -677,7 +401,7 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     if limit is not None:
         x = x[:positive_int(limit, "limit")]
     x = eval_inputs(x, run.options["binarize"] or "none").astype(run.model.dtype)
-    given = _given(run.model, _labels_at(dataset, slice(0, len(x))))
+    given = labels_keyword(run.model, labels_at(dataset, slice(0, len(x))))
     rng = np.random.default_rng([int(seed), STREAM_EVAL])
     r = evaluate.elbo(run.model, x, batch_size=positive_int(batch_size, "batch_size"), rng=rng,
                       **given)
@@ -705,6 +429,49 @@ def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, 
     if disentanglement:
         out.update(_disentanglement(run.model, dataset, x, batch_size, given.get("labels")))
     return out
+
+
+def inspect_run(run_dir, *, n=4, seed=0, bug=None, node=None, beta=None, data_dir=None,
+                download=True, backend=None, data=None):
+    """``numpyvae inspect RUN_DIR``: the trained model of a run on ``n`` of its test images
+    (:func:`numpyvae.inspector.inspect`).
+
+    ``beta`` defaults to the run's own. A conditional run's model is given the
+    test images' own labels. The test set is found as the other run commands
+    find it (:func:`run_dataset`; ``data`` is a run's own data
+    file if it has moved). Returns the :class:`~numpyvae.inspector.Trace`.
+
+    A run trained on the importance-weighted bound (``--iw-train K``) holds a
+    plain VAE: the trace steps through its ELBO (the bound's ``K = 1`` case,
+    with the KL in closed form, :mod:`numpyvae.iwae`), and a note under the
+    table says so.
+    """
+    if not (isinstance(n, int) and 1 <= n <= 64):
+        raise ValueError(f"inspect: n must be an integer from 1 to 64, got {n!r}")
+    run = load_run(run_dir, backend)
+    dataset = run_dataset(run.config, data_dir, download, progress=False, data=data,
+                          run_dir=run_dir)
+    available = len(dataset.x_test)
+    if available == 0:
+        raise ValueError(f"inspect: {run_dir} has no test images to inspect on")
+    rows = np.sort(np.random.default_rng(seed).choice(available, size=min(n, available),
+                                                      replace=False))
+    x = eval_inputs(dataset.x_test[rows], run.options.get("binarize") or "none")
+    labels = None
+    if is_conditional(run.model):
+        if dataset.y_test is None:
+            raise ValueError(f"inspect: {run_dir} holds a conditional model but its test "
+                             f"images have no labels")
+        labels = np.asarray(dataset.y_test[rows])
+    if beta is None:
+        beta = float(run.options.get("beta") or 1.0)
+    trace = inspect(run.model, x, beta=beta, labels=labels, bug=bug, bug_node=node, seed=seed)
+    k = run.options.get("iw_train")
+    if k:
+        trace.notes.append(f"note: this run was trained on the importance-weighted bound "
+                           f"(--iw-train {k}); the trace steps through the same model's ELBO "
+                           f"(the bound's K = 1 case, with the KL in closed form)")
+    return trace
 
 
 def _disentanglement(model, dataset, x, batch_size, labels=None) -> dict:

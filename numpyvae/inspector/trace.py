@@ -899,51 +899,6 @@ def _compare_with_model(model, x, eps, beta, labels, nodes) -> tuple[dict[str, f
             g[...] = saved[k]
 
 
-def inspect_run(run_dir, *, n=4, seed=0, bug=None, node=None, beta=None, data_dir=None,
-                download=True, backend=None, data=None):
-    """``numpyvae inspect RUN_DIR``: the trained model of a run on ``n`` of its test images.
-
-    ``beta`` defaults to the run's own. A conditional run's model is given the
-    test images' own labels. The test set is found as the other run commands
-    find it (:func:`numpyvae.app.run.run_dataset`; ``data`` is a run's own data
-    file if it has moved). Returns the :class:`Trace`.
-
-    A run trained on the importance-weighted bound (``--iw-train K``) holds a
-    plain VAE: the trace steps through its ELBO (the bound's ``K = 1`` case,
-    with the KL in closed form, :mod:`numpyvae.iwae`), and a note under the
-    table says so.
-    """
-    from ..app.run import load_run, run_dataset
-    from ..app.train import eval_inputs
-
-    if not (isinstance(n, int) and 1 <= n <= 64):
-        raise ValueError(f"inspect: n must be an integer from 1 to 64, got {n!r}")
-    run = load_run(run_dir, backend)
-    dataset = run_dataset(run.config, data_dir, download, progress=False, data=data,
-                          run_dir=run_dir)
-    available = len(dataset.x_test)
-    if available == 0:
-        raise ValueError(f"inspect: {run_dir} has no test images to inspect on")
-    rows = np.sort(np.random.default_rng(seed).choice(available, size=min(n, available),
-                                                      replace=False))
-    x = eval_inputs(dataset.x_test[rows], run.options.get("binarize") or "none")
-    labels = None
-    if _is_conditional(run.model):
-        if dataset.y_test is None:
-            raise ValueError(f"inspect: {run_dir} holds a conditional model but its test "
-                             f"images have no labels")
-        labels = np.asarray(dataset.y_test[rows])
-    if beta is None:
-        beta = float(run.options.get("beta") or 1.0)
-    trace = inspect(run.model, x, beta=beta, labels=labels, bug=bug, bug_node=node, seed=seed)
-    k = run.options.get("iw_train")
-    if k:
-        trace.notes.append(f"note: this run was trained on the importance-weighted bound "
-                           f"(--iw-train {k}); the trace steps through the same model's ELBO "
-                           f"(the bound's K = 1 case, with the KL in closed form)")
-    return trace
-
-
 def tiny_model(backend=None, likelihood="bernoulli"):
     """A small float64 VAE (6-5-3) and a batch of 4, for an instant inspection."""
     from ..model import VAE
@@ -967,5 +922,5 @@ def tiny_conditional_model(backend=None, likelihood="bernoulli"):
     return model, x, np.array([0, 1, 1, 0])
 
 
-__all__ = ["inspect", "inspect_run", "Trace", "Node", "Check", "check_vjp", "build_graph",
+__all__ = ["inspect", "Trace", "Node", "Check", "check_vjp", "build_graph",
            "formula_of", "tiny_model", "tiny_conditional_model", "TOLERANCE"]
