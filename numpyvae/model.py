@@ -328,8 +328,9 @@ class _EncoderDecoder:
         """What the encoder reads for the inputs ``x``: ``x`` itself.
 
         The hook through which a conditional model (:class:`~numpyvae.CVAE`)
-        adds the label; every method that runs the encoder calls it, so the
-        loss and its gradient are written once for both.
+        adds the label; the VAE's methods read the networks' inputs through
+        it and :meth:`decoder_input`, so the loss and its gradient are
+        written once for both.
         """
         self._no_labels(labels)
         return x
