@@ -191,16 +191,16 @@ class CVAE(VAE):
         labels = batch_labels(labels, batch, f"{type(self).__name__}: ", "row")
         return one_hot(labels, self.num_classes, self.dtype)
 
-    def encoder_input(self, x, labels) -> np.ndarray:
+    def encoder_input(self, x, labels=None) -> np.ndarray:
         """``[x | e_y]``: columns for flat ``x``, constant channels for images (B, c, H, W)."""
-        y = self.one_hot(labels, x.shape[0])
+        y = self.one_hot(self._labels(labels), x.shape[0])
         if x.ndim == 2:
             return np.concatenate([x, y], axis=1)
         return append_label_maps(x, y)
 
-    def decoder_input(self, z, labels) -> np.ndarray:
+    def decoder_input(self, z, labels=None) -> np.ndarray:
         """``[z | e_y]``, shape (B, L + C)."""
-        return np.concatenate([z, self.one_hot(labels, z.shape[0])], axis=1)
+        return np.concatenate([z, self.one_hot(self._labels(labels), z.shape[0])], axis=1)
 
     def _labels(self, labels):
         if labels is None:
@@ -208,6 +208,9 @@ class CVAE(VAE):
         return labels
 
     # ------------------------------------------------------------------ the loss
+    # The VAE's, unchanged: it reads the networks' inputs through encoder_input and
+    # decoder_input and drops the label's columns of the decoder's input gradient.
+    # These methods only put ``labels`` second in the argument list and require it.
 
     def loss_and_grads(self, x, labels=None, eps=None, beta=1.0, rng=None) -> LossResult:
         """Loss of a labelled batch and its gradient for every parameter.
@@ -216,60 +219,30 @@ class CVAE(VAE):
         ----------
         x : ndarray, shape ``(B, *input_shape)``
         labels : int array, shape (B,)
-        eps, beta, rng : as :meth:`VAE.loss_and_grads`.
+        eps, beta, rng : as :meth:`VAE.loss_and_grads`, which computes it.
         """
-        x = self.check_input(x)
-        labels = self._labels(labels)
-        B, L = x.shape[0], self.latent_dim
-        eps = self._noise(B, eps, rng)
-        self.zero_grad()
-        h = self.encoder.forward(self.encoder_input(x, labels))     # q(z | x, y): (B, 2L)
-        z, kl = self.posterior.forward(h, eps)
-        out = self.decoder.forward(self.decoder_input(z, labels))   # p(x | z, y)
-        nll, dout = self.likelihood.nll_and_grad(out, x, scale=1.0 / B)
-        dzy = self.decoder.backward(dout)                           # (B, L + C)
-        dz = np.ascontiguousarray(dzy[:, :L])                       # the label's part dropped
-        dh = self.posterior.backward(dz, kl_weight=beta / B)
-        self.encoder.backward(dh)
-        recon, kl_term = float(nll.mean()), self.posterior.kl_objective(kl)
-        return LossResult(recon + beta * kl_term, recon, float(kl.mean()), self.grads)
+        return super().loss_and_grads(x, eps, beta, rng, labels=self._labels(labels))
 
     def elbo_terms(self, x, labels=None, eps=None, rng=None):
         """Per-example ``(recon, kl)`` for one draw of the noise, each (B,)."""
-        x = self.check_input(x)
-        labels = self._labels(labels)
-        eps = self._noise(x.shape[0], eps, rng)
-        z, kl = self.posterior.forward(self.encoder.forward(self.encoder_input(x, labels)), eps)
-        kl = kl.copy()
-        out = self.decoder.forward(self.decoder_input(z, labels))
-        return self.likelihood.nll(out, x), kl
+        return super().elbo_terms(x, eps, rng, labels=self._labels(labels))
 
     # ------------------------------------------------------------------ using it
 
     def encode(self, x, labels=None):
         """``(mu, logvar)`` of ``q(z | x, y)``, each (B, latent_dim)."""
-        x = self.check_input(x)
-        h = self.encoder.forward(self.encoder_input(x, self._labels(labels)))
-        mu, logvar = self.posterior.split(h)
-        return mu.copy(), logvar.copy()
+        return super().encode(x, self._labels(labels))
 
     def embed(self, x, labels=None):
         return self.encode(x, labels)[0]
 
     def decode(self, z, labels=None):
         """The mean of ``p(x | z, y)``: (B, L) codes and (B,) labels (or one int for all)."""
-        z = self._check_latent(z)
-        out = self.decoder.forward(self.decoder_input(z, self._labels(labels)))
-        return self.likelihood.mean(out)
+        return super().decode(z, self._labels(labels))
 
     def reconstruction_nll(self, z, x, labels=None):
         """``-log p(x | z, y)`` per example, (B,)."""
-        z, x = self._check_latent(z), self.check_input(x)
-        if z.shape[0] != x.shape[0]:
-            raise ValueError(f"{type(self).__name__}: z has {z.shape[0]} rows but x has "
-                             f"{x.shape[0]}; expected one x per z")
-        out = self.decoder.forward(self.decoder_input(z, self._labels(labels)))
-        return self.likelihood.nll(out, x)
+        return super().reconstruction_nll(z, x, self._labels(labels))
 
     def reconstruct(self, x, labels=None, sample=False, rng=None):
         """Decode the posterior mean (or a sample) of each input, with its own label."""

@@ -2,6 +2,10 @@
 
 All figures are in nats per example. Everything runs in batches, so memory
 stays bounded for any data set size and any number of importance samples.
+
+What does not live here: the formulas (the reparameterization, the Gaussian
+log-density, log-sum-exp: :mod:`numpyvae.ops`), the importance-weighted
+training objective (:mod:`numpyvae.iwae`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ops
 from .model import VAE
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -78,12 +81,13 @@ def anomaly_scores(model, X, *, batch_size=1000, rng=None, n_samples=1) -> np.nd
     return recon + kl
 
 
-def _logsumexp_update(running_max, running_sum, chunk):
-    """Fold ``chunk`` (k_chunk, B) into a running log-sum-exp kept as (max, scaled sum)."""
-    new_max = np.maximum(running_max, chunk.max(axis=0))
-    running_sum = running_sum * np.exp(running_max - new_max) \
-        + np.exp(chunk - new_max).sum(axis=0)
-    return new_max, running_sum
+def _logsumexp_update(running, chunk):
+    """Fold ``chunk`` (k_chunk, B) into a running log-sum-exp (B,): one more term of the sum.
+
+    :math:`\\log(e^{r} + \\sum_i e^{a_i})` is the log-sum-exp of the running
+    value and the chunk together (``running = -inf`` before any chunk: ``e^r = 0``).
+    """
+    return ops.logsumexp(np.concatenate([running[None], chunk]), axis=0)
 
 
 def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, rng=None,
@@ -117,24 +121,23 @@ def log_likelihood_per_example(model, X, k=5000, *, batch_size=100, chunk=None, 
         B = len(x)
         given = _given(labels, sl)
         mu, logvar = model.encode(x, **given)
-        sigma = np.exp(0.5 * logvar)
-        run_max = np.full(B, -np.inf)
-        run_sum = np.zeros(B)
+        running = np.full(B, -np.inf)                                   # log of an empty sum
         done = 0
         while done < k:
             c = min(chunk, k - done)
             eps = rng.standard_normal((c, B, L)).astype(model.dtype)
-            z = mu + sigma * eps                                        # (c, B, L)
-            log_pz = -0.5 * np.sum(z.astype(np.float64) ** 2 + LOG_2PI, axis=2)
-            log_qz = -0.5 * np.sum(eps.astype(np.float64) ** 2 + LOG_2PI + logvar, axis=2)
+            z = ops.reparameterize(np.broadcast_to(mu, eps.shape),     # (c, B, L)
+                                   np.broadcast_to(logvar, eps.shape), eps)
+            log_pz = ops.gaussian_log_density(z.astype(np.float64))     # log N(z; 0, I)
+            log_qz = ops.gaussian_log_density(eps.astype(np.float64), logvar)  # log q(z|x)
             tiled = {name: np.tile(v, c) for name, v in given.items()}
             xc = np.tile(x, (c,) + (1,) * (x.ndim - 1))                  # (c*B, *input_shape)
             nll = model.reconstruction_nll(z.reshape(c * B, L), xc, **tiled)
             log_w = -nll.reshape(c, B) + log_pz - log_qz                 # (c, B)
-            run_max, run_sum = _logsumexp_update(run_max, run_sum, log_w)
+            running = _logsumexp_update(running, log_w)
             done += c
             bar.update(c * B)
-        out[sl] = run_max + np.log(run_sum) - math.log(k)
+        out[sl] = running - math.log(k)
     bar.close()
     return out
 

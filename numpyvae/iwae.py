@@ -100,9 +100,15 @@ the prior/posterior term is scaled, :math:`\\log w_k = \\log p(x|z_k) +
 batch of ``B K`` rows, example-major: row ``b K + k`` is sample ``k`` of
 example ``b``.
 
+**As an objective.** :class:`ImportanceWeighted` is this bound as an
+object a training step takes (:func:`numpyvae.step.step`), in place of the
+default :class:`numpyvae.step.ELBO`.
+
 What does not live here: the importance-weighted *evaluation* of
 ``log p(x)`` (:func:`numpyvae.evaluate.log_likelihood`), which needs no
-gradient and streams any number of samples.
+gradient and streams any number of samples; the shared formulas
+(log-sum-exp, the normalised weights, the Gaussian log-density:
+:mod:`numpyvae.ops`).
 """
 
 from __future__ import annotations
@@ -113,11 +119,17 @@ from types import MappingProxyType
 
 import numpy as np
 
+from . import ops
 from .model import VAE
 
 
 def log_prior_minus_posterior(z, eps, logvar):
     """:math:`\\log p(z_k) - \\log q(z_k|x)` for every sample.
+
+    The difference of two :func:`numpyvae.ops.gaussian_log_density` values,
+    ``gaussian_log_density(z) - gaussian_log_density(eps, logvar)``, with the
+    :math:`\\log 2\\pi` terms cancelled by hand (see the module docstring):
+    in float32 they would otherwise cost digits of a small difference.
 
     Parameters
     ----------
@@ -134,8 +146,10 @@ def log_prior_minus_posterior(z, eps, logvar):
 def iwae_bound(log_w):
     """The per-example loss :math:`\\log K - \\operatorname{logsumexp}_k \\log w_k` and the weights.
 
-    The log-sum-exp subtracts each row's maximum before exponentiating, so
-    weights of any magnitude (log-weights of -1e4 are usual) do not underflow.
+    Both come from :mod:`numpyvae.ops`: :func:`~numpyvae.ops.logsumexp`
+    (each row's maximum is subtracted before exponentiating, so log-weights
+    of -1e4, usual for images, do not underflow) and
+    :func:`~numpyvae.ops.importance_weights`.
 
     Parameters
     ----------
@@ -148,15 +162,16 @@ def iwae_bound(log_w):
         The normalised weights (each row sums to 1).
     """
     K = log_w.shape[1]
-    m = log_w.max(axis=1, keepdims=True)
-    s = np.exp(log_w - m)
-    total = s.sum(axis=1, keepdims=True)
-    loss = math.log(K) - (m[:, 0] + np.log(total[:, 0]))
-    return loss, s / total
+    loss = math.log(K) - ops.logsumexp(log_w, axis=1)
+    return loss, ops.importance_weights(log_w, axis=1)
 
 
-def iwae_latent_backward(dz, w_tilde, z, eps, logvar, scale, beta=1.0):
+def iwae_latent_backward(dz, w_tilde, z, eps, logvar, scale, beta=1.0, backend=ops):
     """Gradient of the loss with respect to ``mu`` and ``logvar`` (see the module docstring).
+
+    The path through each sample :math:`z_k = \\mu + \\sigma \\varepsilon_k` is the
+    reparameterization's backward (``backend.reparameterize_backward``, by
+    default :func:`numpyvae.ops.reparameterize_backward`), summed over the samples.
 
     Parameters
     ----------
@@ -169,16 +184,21 @@ def iwae_latent_backward(dz, w_tilde, z, eps, logvar, scale, beta=1.0):
         ``1 / B`` for a batch mean.
     beta : float
         The weight of :math:`\\log p(z) - \\log q(z|x)`.
+    backend : module
+        Whose ``reparameterize_backward`` runs (the model's, or the reference ops).
 
     Returns
     -------
     dmu, dlogvar : ndarray, shape (B, L)
     """
+    B, K, L = z.shape
     wb = (scale * beta) * w_tilde                          # (B, K)
     dz_total = dz + wb[:, :, None] * z                     # paths 1 and 2
-    dmu = dz_total.sum(axis=1)
-    sigma = np.exp(0.5 * logvar)
-    dlogvar = 0.5 * sigma * np.sum(dz_total * eps, axis=1)
+    # Through z_k = mu + sigma * eps_k, as B*K rows (example-major), then summed over k.
+    dmu_k, dlogvar_k = backend.reparameterize_backward(
+        dz_total.reshape(B * K, L), np.repeat(logvar, K, axis=0), eps.reshape(B * K, L))
+    dmu = dmu_k.reshape(B, K, L).sum(axis=1)
+    dlogvar = dlogvar_k.reshape(B, K, L).sum(axis=1)
     dlogvar -= 0.5 * wb.sum(axis=1)[:, None]               # path 3: d log q / d logvar = -1/2
     return dmu, dlogvar
 
@@ -239,14 +259,11 @@ class _Passes:
                              f"{', '.join(map(str, shape))}), got {x.shape}")
         self.model, self.x = model, x.astype(model.dtype, copy=False)
         self.batch = len(x)
-        # A conditional model's networks see the label too; it is data and gets no gradient.
-        self.conditional = getattr(model, "num_classes", None) is not None
-        if self.conditional and labels is None:
-            raise ValueError(f"iwae: {type(model).__name__} is conditional; pass labels=")
+        # The networks read their inputs through the model's hooks: a conditional
+        # model's see the label too, which is data and gets no gradient.
         self.labels = labels
         model.zero_grad()
-        h = model.encoder.forward(model.encoder_input(self.x, labels) if self.conditional
-                                  else self.x)
+        h = model.encoder.forward(model.encoder_input(self.x, labels))
         L = model.latent_dim
         self.mu, self.logvar = h[:, :L].copy(), h[:, L:].copy()
 
@@ -254,16 +271,15 @@ class _Passes:
         """``-log p(x_b | z)`` for every row of ``z`` (B*K, L) -> (B*K,)."""
         m = self.model
         self.xk = np.repeat(self.x, k, axis=0)
-        if self.conditional:
-            z = m.decoder_input(z, np.repeat(np.asarray(self.labels), k))
-        self.out = m.decoder.forward(z)
+        labels = None if self.labels is None else np.repeat(np.asarray(self.labels), k)
+        self.out = m.decoder.forward(m.decoder_input(z, labels))
         return m.likelihood.nll(self.out, self.xk)
 
     def decode_backward(self, dnll):
         """Backpropagate a per-row upstream gradient of the NLL; returns dz (B*K, L)."""
         m = self.model
         dz = m.decoder.backward(m.likelihood.nll_backward(self.out, self.xk, dnll))
-        return dz[:, :m.latent_dim] if self.conditional else dz  # the label's columns dropped
+        return dz[:, :m.latent_dim]  # a label's columns dropped
 
     def encode_backward(self, dmu, dlogvar):
         self.model.encoder.backward(np.concatenate([dmu, dlogvar], axis=1))
@@ -310,8 +326,48 @@ def loss_and_grads(model, x, k, eps=None, beta=1.0, rng=None, labels=None) -> IW
     scale = 1.0 / B
     dz = fwd.decode_backward((scale * w_tilde).reshape(B * k).astype(model.dtype))
     dmu, dlogvar = iwae_latent_backward(dz.reshape(B, k, L), w_tilde, z3, eps, logvar,
-                                        scale, beta)
+                                        scale, beta, backend=model.backend)
     fwd.encode_backward(dmu.astype(model.dtype), dlogvar.astype(model.dtype))
-    kl = 0.5 * np.sum(mu * mu + np.expm1(logvar) - logvar, axis=1)
+    kl = model.backend.gaussian_kl(mu, logvar)
     return IWAEResult(float(loss.mean()), float(nll.mean()), float(kl.mean()), model.grads,
                       w_tilde)
+
+
+class ImportanceWeighted:
+    """The importance-weighted bound with ``k`` samples per example, as a training objective.
+
+    What a training step (:func:`numpyvae.step.step`) takes in place of the
+    default :class:`numpyvae.step.ELBO`: its :meth:`loss_and_grads` is
+    :func:`loss_and_grads` above, with ``k`` fixed. ``k = 1`` is the ELBO with
+    the KL estimated from the sample.
+
+    Examples
+    --------
+    >>> import numpy as np, numpyvae
+    >>> from numpyvae.iwae import ImportanceWeighted
+    >>> model = numpyvae.VAE(784, hidden_dims=(64,), latent_dim=8)
+    >>> x = np.random.default_rng(0).random((16, 784), dtype=np.float32)
+    >>> result = ImportanceWeighted(5).loss_and_grads(model, x)
+    >>> result.w_tilde.shape
+    (16, 5)
+    """
+
+    def __init__(self, k):
+        self.k = _check_k(k)
+
+    def check(self, model) -> None:
+        """Raise ``ValueError`` if ``model`` cannot be trained on this bound."""
+        if not isinstance(model, VAE):
+            raise ValueError("iw_train (importance-weighted training) needs a VAE; an "
+                             "autoencoder has no posterior to sample")
+        if getattr(model, "free_bits", 0) > 0:
+            raise ValueError("iw_train and free bits do not combine: free bits change the "
+                             "closed-form KL, which the importance-weighted bound does not use")
+
+    def loss_and_grads(self, model, x, *, labels=None, eps=None, beta=1.0,
+                       rng=None) -> IWAEResult:
+        """The bound's loss of a batch and its gradients; see :func:`loss_and_grads`."""
+        return loss_and_grads(model, x, self.k, eps=eps, beta=beta, rng=rng, labels=labels)
+
+    def __repr__(self):
+        return f"ImportanceWeighted(k={self.k})"

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ops
+
 #: Burda et al.'s threshold on the variance of the posterior mean.
 ACTIVE_THRESHOLD = 0.01
 #: Bins per code dimension for the MI estimate (Chen et al. / disentanglement_lib use 20).
@@ -105,9 +107,12 @@ def posterior_parameters(model, X, *, labels=None, batch_size=1000):
 
 
 def kl_per_dimension(mu, logvar) -> np.ndarray:
-    """Mean over the rows of each dimension's ``KL(N(mu, sigma^2) || N(0, 1))``: (N, L) -> (L,)."""
+    """Mean over the rows of each dimension's ``KL(N(mu, sigma^2) || N(0, 1))``: (N, L) -> (L,).
+
+    :func:`numpyvae.ops.kl_per_dimension` (the closed form), in float64.
+    """
     mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
-    return np.mean(0.5 * (mu * mu + np.expm1(logvar) - logvar), axis=0)
+    return ops.kl_per_dimension(mu, logvar)
 
 
 def active_units(mu, threshold=ACTIVE_THRESHOLD):

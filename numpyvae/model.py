@@ -43,7 +43,6 @@ from types import MappingProxyType
 import numpy as np
 
 from .backend import get_backend
-from .buffers import WorkBuffers
 from .distributions import (
     DiagonalGaussian,
     Likelihood,
@@ -206,9 +205,6 @@ class _EncoderDecoder:
         self.flat_params, self.flat_grads = pack_parameters(slots, self.dtype)
         self.params = MappingProxyType({name: owner.params[k] for name, owner, k in slots})
         self.grads = MappingProxyType({name: owner.grads[k] for name, owner, k in slots})
-        for part in self._parts():
-            part.reuse_buffers = True
-        self._work = WorkBuffers()
 
     @staticmethod
     def _output_shape(what, network, shape):
@@ -263,7 +259,7 @@ class _EncoderDecoder:
     # ------------------------------------------------------------------ plumbing
 
     def _parts(self):
-        """Every object with a backend and work buffers: layers, posterior, likelihood."""
+        """Every object that runs on a backend: layers, posterior, likelihood."""
         yield from self.encoder.layers()
         yield from self.decoder.layers()
         if self.posterior is not None:
@@ -312,23 +308,55 @@ class _EncoderDecoder:
             )
         return z
 
+    # ------------------------------------------------------------------ what the networks read
+
+    def encoder_input(self, x, labels=None) -> np.ndarray:
+        """What the encoder reads for the inputs ``x``: ``x`` itself.
+
+        The hook through which a conditional model (:class:`~numpyvae.CVAE`)
+        adds the label; the VAE's methods read the networks' inputs through
+        it and :meth:`decoder_input`, so the loss and its gradient are
+        written once for both.
+        """
+        self._no_labels(labels)
+        return x
+
+    def decoder_input(self, z, labels=None) -> np.ndarray:
+        """What the decoder reads for the codes ``z`` (B, L): ``z`` itself.
+
+        As :meth:`encoder_input`, a hook for a conditional model.
+
+        Whatever the hook appends after ``z``'s ``L`` columns is data, not a
+        parameter: the backward keeps the first ``L`` columns of the
+        decoder's input gradient, :math:`\\partial \\mathcal L / \\partial z`,
+        and drops the rest (a concatenation's backward selects each part's columns).
+        """
+        self._no_labels(labels)
+        return z
+
+    def _no_labels(self, labels):
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} is not conditional: labels= is for a "
+                             f"conditional model (CVAE)")
+
     # ------------------------------------------------------------------ decoding
 
-    def reconstruction_nll(self, z, x) -> np.ndarray:
+    def reconstruction_nll(self, z, x, labels=None) -> np.ndarray:
         """``-log p(x | z)`` per example, shape (B,), for latent codes ``z`` (B, L)."""
         z, x = self._check_latent(z), self.check_input(x)
         if z.shape[0] != x.shape[0]:
             # A single x would otherwise broadcast silently against every z.
             raise ValueError(f"{type(self).__name__}: z has {z.shape[0]} rows but x has "
                              f"{x.shape[0]}; expected one x per z")
-        return self.likelihood.nll(self.decoder.forward(z), x)
+        return self.likelihood.nll(self.decoder.forward(self.decoder_input(z, labels)), x)
 
-    def decode(self, z) -> np.ndarray:
+    def decode(self, z, labels=None) -> np.ndarray:
         """The mean of ``p(x | z)``: pixel probabilities (Bernoulli) or the mean (Gaussian).
 
         z: (B, latent_dim) -> (B, *input_shape)
         """
-        return self.likelihood.mean(self.decoder.forward(self._check_latent(z)))
+        z = self._check_latent(z)
+        return self.likelihood.mean(self.decoder.forward(self.decoder_input(z, labels)))
 
     def sample(self, n, rng=None) -> np.ndarray:
         """Decode ``n`` draws from the prior ``N(0, I)``: shape (n, *input_shape)."""
@@ -471,7 +499,7 @@ class VAE(_EncoderDecoder):
     def _make_posterior(self):
         return DiagonalGaussian(self.latent_dim, self._free_bits, backend=self.backend)
 
-    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None) -> LossResult:
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, *, labels=None) -> LossResult:
         """Loss of a batch and its gradient for every parameter (gradients are reset first).
 
         Parameters
@@ -482,18 +510,23 @@ class VAE(_EncoderDecoder):
             own generator) when omitted. Pass it to hold the noise fixed.
         beta : float
             Weight of the KL term.
+        labels : int array, shape (B,), optional
+            For a conditional model only (:class:`~numpyvae.CVAE`): the class
+            of each example, which both networks read through
+            :meth:`encoder_input` and :meth:`decoder_input`.
         """
         x = self.check_input(x)
-        B = x.shape[0]
+        B, L = x.shape[0], self.latent_dim
         eps = self._noise(B, eps, rng)
         self.zero_grad()
         # Forward: q(z|x), a sample z ~ q, p(x|z).
-        h = self.encoder.forward(x)                                   # (B, 2L) = [mu | logvar]
+        h = self.encoder.forward(self.encoder_input(x, labels))      # (B, 2L) = [mu | logvar]
         z, kl = self.posterior.forward(h, eps)                        # z = mu + sigma * eps
-        out = self.decoder.forward(z)                                 # (B, *input_shape)
+        out = self.decoder.forward(self.decoder_input(z, labels))     # (B, *input_shape)
         nll, dout = self.likelihood.nll_and_grad(out, x, scale=1.0 / B)  # -log p(x|z), d/dout
         # Backward, in reverse: the loss is mean(nll) + beta * mean(kl).
-        dz = self.decoder.backward(dout)
+        dz = self.decoder.backward(dout)                              # d/d(decoder input)
+        dz = np.ascontiguousarray(dz[:, :L])                          # d/dz: a label's part dropped
         dh = self.posterior.backward(dz, kl_weight=beta / B)          # through z and the KL
         self.encoder.backward(dh)
         recon, kl_term = float(nll.mean()), self.posterior.kl_objective(kl)
@@ -504,16 +537,17 @@ class VAE(_EncoderDecoder):
         L = self.latent_dim
         if eps is None:
             rng = self.rng if rng is None else rng
-            return rng.standard_normal(out=self._work.get("eps", (B, L), self.dtype),
-                                       dtype=self.dtype)
+            return rng.standard_normal((B, L), dtype=self.dtype)
         eps = np.asarray(eps, dtype=self.dtype)
         if eps.shape != (B, L):
-            raise ValueError(f"VAE: expected eps of shape ({B}, {L}), got {eps.shape}")
+            raise ValueError(f"{type(self).__name__}: expected eps of shape ({B}, {L}), "
+                             f"got {eps.shape}")
         return eps
 
-    def encode(self, x):
+    def encode(self, x, labels=None):
         """The posterior's parameters: ``(mu, logvar)``, each (B, latent_dim)."""
-        mu, logvar = self.posterior.split(self.encoder.forward(self.check_input(x)))
+        h = self.encoder.forward(self.encoder_input(self.check_input(x), labels))
+        mu, logvar = self.posterior.split(h)
         return mu.copy(), logvar.copy()
 
     def embed(self, x):
@@ -529,13 +563,13 @@ class VAE(_EncoderDecoder):
             mu = self.posterior.sample(mu, logvar, eps)
         return self.decode(mu)
 
-    def elbo_terms(self, x, eps=None, rng=None):
+    def elbo_terms(self, x, eps=None, rng=None, *, labels=None):
         """Per-example ``(recon, kl)`` for one draw of the noise, each shape (B,)."""
         x = self.check_input(x)
         eps = self._noise(x.shape[0], eps, rng)
-        z, kl = self.posterior.forward(self.encoder.forward(x), eps)
-        kl = kl.copy()
-        return self.likelihood.nll(self.decoder.forward(z), x), kl
+        z, kl = self.posterior.forward(self.encoder.forward(self.encoder_input(x, labels)), eps)
+        out = self.decoder.forward(self.decoder_input(z, labels))
+        return self.likelihood.nll(out, x), kl
 
 
 class Autoencoder(_EncoderDecoder):

@@ -1065,3 +1065,107 @@ def conv_transpose2d_backward_naive(dy, x, W, stride=1, padding=0):
                     dx[n, c, i, j] = np.sum(W[c] * block)
                     dW[c] += x[n, c, i, j] * block
     return dx, dW, dy.sum(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------
+# Densities and importance weights: the formulas the bounds share
+# --------------------------------------------------------------------------
+#
+# The importance-weighted objective (numpyvae.iwae) and the estimate of
+# log p(x) (numpyvae.evaluate) weigh posterior samples by p(x, z) / q(z|x);
+# these are the pieces they have in common. Each takes and returns plain
+# arrays, in the dtype it is given.
+
+
+def gaussian_log_density(eps, logvar=None):
+    """Log-density of a diagonal Gaussian at ``z = mu + sigma * eps``, per example.
+
+    Written in terms of the standardised noise ``eps = (z - mu) / sigma``, the
+    form in which a reparameterized sample arrives. For one dimension,
+
+    .. math::
+
+        \\log \\mathcal N(z; \\mu, \\sigma^2)
+        = -\\tfrac12 \\Big( \\frac{(z - \\mu)^2}{\\sigma^2} + \\log \\sigma^2 + \\log 2\\pi \\Big)
+        = -\\tfrac12 \\big( \\varepsilon^2 + \\mathrm{logvar} + \\log 2\\pi \\big),
+
+    summed over the dimensions of the last axis (independent dimensions
+    multiply, so their log-densities add). Without ``logvar`` this is the
+    standard normal :math:`\\mathcal N(0, I)` (``mu = 0``, ``logvar = 0``),
+    and ``eps`` is ``z`` itself: the prior :math:`\\log p(z)`.
+
+    Parameters
+    ----------
+    eps : ndarray, shape (..., L)
+    logvar : ndarray, broadcastable to ``eps``'s shape, optional
+
+    Returns
+    -------
+    log_density : ndarray, shape (...)
+        One value per example (and per sample), in nats.
+    """
+    terms = eps ** 2 + LOG_2PI
+    if logvar is not None:
+        terms = terms + logvar
+    return -0.5 * np.sum(terms, axis=-1)
+
+
+def logsumexp(a, axis=-1):
+    """:math:`\\log \\sum_i e^{a_i}` along ``axis``, without overflow or underflow.
+
+    With :math:`m = \\max_i a_i`,
+
+    .. math::
+
+        \\log \\sum_i e^{a_i} = m + \\log \\sum_i e^{a_i - m},
+
+    an identity (multiply and divide the sum by :math:`e^m`) whose right side
+    exponentiates only numbers :math:`\\le 0`, the largest of them exactly 0:
+    the sum lies in :math:`[1, n]`, so neither it nor its log can overflow,
+    and log-weights of -1e4 (usual for images) do not underflow to
+    :math:`\\log 0`. Its gradient is :func:`importance_weights`:
+    :math:`\\partial / \\partial a_k = e^{a_k} / \\sum_i e^{a_i}`.
+
+    Parameters
+    ----------
+    a : ndarray
+    axis : int
+
+    Returns
+    -------
+    ndarray, ``a``'s shape without ``axis``
+    """
+    m = np.max(a, axis=axis, keepdims=True)
+    total = np.sum(np.exp(a - m), axis=axis, keepdims=True)
+    return np.squeeze(m + np.log(total), axis=axis)
+
+
+def importance_weights(log_w, axis=-1):
+    """The normalised importance weights :math:`\\tilde w_k = w_k / \\sum_j w_j` along ``axis``.
+
+    From the log-weights :math:`\\log w_k`, this is the softmax
+
+    .. math::
+
+        \\tilde w_k = \\frac{e^{\\log w_k}}{\\sum_j e^{\\log w_j}}
+                    = \\frac{e^{\\log w_k - m}}{\\sum_j e^{\\log w_j - m}},
+        \\qquad m = \\max_j \\log w_j ,
+
+    shifted by the maximum as in :func:`logsumexp` (the shift cancels between
+    numerator and denominator). It is also the gradient of the log-sum-exp:
+    :math:`\\partial \\operatorname{logsumexp}(a) / \\partial a_k =
+    e^{a_k} / \\sum_j e^{a_j} = \\tilde w_k`. The weights along ``axis`` are
+    non-negative and sum to 1.
+
+    Parameters
+    ----------
+    log_w : ndarray, e.g. shape (B, K): ``K`` samples of each of ``B`` examples
+    axis : int
+        The samples' axis.
+
+    Returns
+    -------
+    ndarray, ``log_w``'s shape
+    """
+    s = np.exp(log_w - np.max(log_w, axis=axis, keepdims=True))
+    return s / np.sum(s, axis=axis, keepdims=True)

@@ -250,3 +250,76 @@ def test_torch_oracle_loss_and_every_gradient():
     assert result.loss == pytest.approx(loss.item(), rel=1e-12)
     for name in model.params:
         assert rel_error(grads[name], t[name].grad.numpy()) < 1e-10, name
+
+
+# --------------------------------------------------------------------------
+# The shared formulas (numpyvae.ops) and the bound as an objective
+# --------------------------------------------------------------------------
+
+
+def test_gaussian_log_density_is_the_density_at_z():
+    from numpyvae import ops
+
+    rng = np.random.default_rng(11)
+    mu, logvar = rng.standard_normal((3, 4, L)), rng.uniform(-2, 1, (3, 4, L))
+    eps = rng.standard_normal((3, 4, L))
+    z = mu + np.exp(0.5 * logvar) * eps
+    np.testing.assert_allclose(ops.gaussian_log_density(eps, logvar),
+                               log_normal(z, mu, np.exp(logvar)), rtol=1e-13)
+    np.testing.assert_allclose(ops.gaussian_log_density(z), log_normal(z, 0.0, 1.0),
+                               rtol=1e-13)
+    assert ops.LOG_2PI == math.log(2 * math.pi)
+    # The objective's log-ratio is the difference of the two, log 2 pi cancelled.
+    np.testing.assert_allclose(iwae.log_prior_minus_posterior(z, eps, logvar[:, 0]),
+                               ops.gaussian_log_density(z)
+                               - ops.gaussian_log_density(eps, logvar[:, :1]), rtol=1e-12)
+
+
+def test_logsumexp_and_its_gradient_the_normalised_weights():
+    from numpyvae import ops
+
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((4, 5)) * 3
+    for axis in (0, 1, -1):
+        np.testing.assert_allclose(ops.logsumexp(a, axis=axis),
+                                   np.log(np.sum(np.exp(a), axis=axis)), rtol=1e-14)
+    w = ops.importance_weights(a, axis=1)
+    np.testing.assert_allclose(w, np.exp(a) / np.exp(a).sum(axis=1, keepdims=True), rtol=1e-14)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-15)
+    dout = rng.standard_normal(4)                               # a random upstream gradient
+    numeric = numerical_vjp(lambda: ops.logsumexp(a, axis=1), a, dout)
+    assert rel_error(dout[:, None] * w, numeric) < TOL
+    # Neither overflows nor underflows where the plain formula would.
+    big = np.array([[1000.0, 1000.0], [-1e4, -1e4 + math.log(3.0)]])
+    np.testing.assert_allclose(ops.logsumexp(big, axis=1),
+                               [1000 + math.log(2), -1e4 + math.log(4)], rtol=1e-14)
+    np.testing.assert_allclose(ops.importance_weights(big, axis=1), [[0.5, 0.5], [0.25, 0.75]],
+                               rtol=1e-11)
+
+
+def test_the_bound_as_an_objective_object():
+    from numpyvae.optim import SGD
+    from numpyvae.step import ELBO, step
+
+    model = make()
+    x, eps = data_for(model), noise(B, 3)
+    objective = iwae.ImportanceWeighted(3)
+    assert objective.k == 3 and "k=3" in repr(objective)
+    r = objective.loss_and_grads(model, x, eps=eps, beta=0.7)
+    grads = model.flat_grads.copy()
+    direct = iwae.loss_and_grads(model, x, 3, eps=eps, beta=0.7)
+    assert r.loss == direct.loss and np.array_equal(grads, model.flat_grads)
+    # The one step: the objective's loss and gradients, then the optimizer's step.
+    before = model.flat_params.copy()
+    result = step(model, SGD(model.params, lr=0.1), x, objective=objective, eps=eps, beta=0.7)
+    assert result.loss == direct.loss
+    np.testing.assert_allclose(model.flat_params, before - 0.1 * grads, rtol=1e-14, atol=1e-16)
+    # The default objective is the model's own loss.
+    elbo = ELBO().loss_and_grads(model, x, eps=eps[:, 0], beta=0.7)
+    assert elbo.loss == model.loss_and_grads(x, eps=eps[:, 0], beta=0.7).loss
+    with pytest.raises(ValueError, match="needs a VAE"):
+        objective.check(Autoencoder(D, hidden_dims=HIDDEN, latent_dim=L))
+    with pytest.raises(ValueError, match="free bits do not combine"):
+        objective.check(make(free_bits=0.5))
+    with pytest.raises(ValueError, match="K must be a positive integer"):
+        iwae.ImportanceWeighted(0)

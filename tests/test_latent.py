@@ -152,7 +152,7 @@ def test_traversal_sweeps_one_dimension_per_row():
 
 
 def test_figures_write_pngs(tmp_path):
-    from numpyvae import latent_plots
+    from numpyvae.app import latent_plots
 
     rng = np.random.default_rng(0)
     images = rng.random((3, 7, 784))

@@ -466,3 +466,28 @@ def test_repr_names_the_configuration():
     for part in ("VAE", "input_dim=6", "hidden_dims=(5, 4)", "latent_dim=3", "'gaussian'",
                  "'float64'", "backend='numpy'"):
         assert part in text
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_drawn_noise_is_the_generators_next_draw(backend_name, dtype):
+    """Noise drawn by the model equals ``rng.standard_normal((B, L), dtype)`` passed as eps."""
+    model = make(backend=backend_name, dtype=dtype)
+    x = data_for(model)
+    drawn = model.loss_and_grads(x, beta=BETA, rng=np.random.default_rng(4))
+    grads = model.flat_grads.copy()
+    eps = np.random.default_rng(4).standard_normal((B, L), dtype=model.dtype)
+    given = model.loss_and_grads(x, eps=eps, beta=BETA)
+    assert (drawn.loss, drawn.recon, drawn.kl) == (given.loss, given.recon, given.kl)
+    np.testing.assert_array_equal(grads, model.flat_grads)
+
+
+def test_the_networks_read_their_inputs_through_hooks():
+    """The VAE's hooks are the identity and refuse labels: it is not conditional."""
+    model = make()
+    x, z = data_for(model), eps_for(model)
+    assert model.encoder_input(x) is x and model.decoder_input(z) is z
+    for call in (lambda: model.loss_and_grads(x, labels=np.zeros(B, int)),
+                 lambda: model.encode(x, np.zeros(B, int)),
+                 lambda: model.decode(z, np.zeros(B, int))):
+        with pytest.raises(ValueError, match="VAE is not conditional"):
+            call()

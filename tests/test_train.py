@@ -276,3 +276,59 @@ def test_real_fashion_mnist_training(fashion_mnist_dir):
     assert start > 500  # an untrained Bernoulli decoder: about 784 * log 2 nats
     assert history[-1]["test_loss"] < 0.6 * start
     assert history[-1]["test_loss"] < history[0]["test_loss"]
+
+
+# ---------------------------------------------------------------------------- one step door
+
+
+def test_every_model_and_objective_takes_the_same_step():
+    """take_step is numpyvae.step.step (loss and gradients, then the optimizer's step)."""
+    from numpyvae import CVAE
+    from numpyvae.app.train import take_step
+    from numpyvae.iwae import ImportanceWeighted
+    from numpyvae.optim import Adam
+    from numpyvae.step import step
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((12, 10)) > 0.5).astype(np.float64)
+    y = rng.integers(0, 3, 12)
+    kw = dict(hidden_dims=(6,), latent_dim=2, dtype="float64", seed=3)
+    cases = [(lambda: VAE(10, **kw), {}), (lambda: Autoencoder(10, **kw), {}),
+             (lambda: CVAE(10, num_classes=3, **kw), {"labels": y}),
+             (lambda: VAE(10, **kw), {"objective": ImportanceWeighted(3)}),
+             (lambda: CVAE(10, num_classes=3, **kw),
+              {"labels": y, "objective": ImportanceWeighted(2)})]
+    for build, given in cases:
+        a, b = build(), build()
+        ra = take_step(a, Adam(a.params, lr=0.01), x, beta=0.5,
+                       rng=np.random.default_rng(1), **given)
+        rb = step(b, Adam(b.params, lr=0.01), x, beta=0.5, rng=np.random.default_rng(1),
+                  **given)
+        assert (ra.loss, ra.recon, ra.kl) == (rb.loss, rb.recon, rb.kl)
+        np.testing.assert_array_equal(a.flat_params, b.flat_params)
+        assert not np.array_equal(a.flat_params, build().flat_params)  # a step was taken
+
+
+def test_the_step_leaves_the_parameters_when_the_loss_is_not_finite():
+    from numpyvae.optim import Adam
+    from numpyvae.step import step
+
+    model = VAE(10, hidden_dims=(6,), latent_dim=2, dtype="float64")
+    before = model.flat_params.copy()
+    x = np.random.default_rng(0).random((4, 10))
+    result = step(model, Adam(model.params), x, eps=np.full((4, 2), np.inf))
+    assert not np.isfinite(result.loss)
+    np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_checkpoint_helpers_name_the_difference(tmp_path):
+    from numpyvae.app import checkpoint
+
+    assert checkpoint.description(3, 0) == "end of epoch 3"
+    assert checkpoint.description(3, 17) == "epoch 4, step 17"
+    checkpoint.require_same(tmp_path, "training configuration", {"a": 1}, {"a": 1})
+    with pytest.raises(RunFolderError, match=r"the training configuration differs "
+                                             r"\(a: 1 in the checkpoint, 2 now; b: None"):
+        checkpoint.require_same(tmp_path, "training configuration", {"a": 1}, {"a": 2, "b": 0})
+    assert checkpoint.guess_image_shape(784) == [28, 28]
+    assert checkpoint.guess_image_shape(10) == [1, 10]

@@ -1,13 +1,16 @@
-"""Training: the minibatch loop, checkpoints and resume.
+"""Training: the minibatch loop.
 
-:func:`fit` (or :class:`Trainer`) trains a model on arrays. Given ``out_dir``
-it keeps a *run folder* (its files, their format, the lock and the errors
-are :mod:`numpyvae.app.runfolder`'s): ``config.json``, ``model.npz``,
-``checkpoint.npz`` (everything a resume needs, in one file),
-``metrics.jsonl`` (one JSON object per epoch, see :data:`METRIC_KEYS`) and,
-when the test set has no dataset name, ``test_data.npz``; the figures are
-drawn by :mod:`numpyvae.app.run`. Such a folder works with every ``numpyvae``
-command (``evaluate``, ``figures``, ``sample``, ...).
+:func:`fit` (or :class:`Trainer`) trains a model on arrays. Every step is
+one call, whatever the model and the objective: :func:`take_step`.
+
+Given ``out_dir`` the trainer keeps a *run folder* (its files, their format,
+the lock and the errors are :mod:`numpyvae.app.runfolder`'s): ``config.json``,
+``model.npz``, ``checkpoint.npz`` (everything a resume needs, in one file:
+:mod:`numpyvae.app.checkpoint`), ``metrics.jsonl`` (one JSON object per
+epoch, see :data:`METRIC_KEYS`) and, when the test set has no dataset name,
+``test_data.npz``; the figures are drawn by :mod:`numpyvae.app.run`. Such a
+folder works with every ``numpyvae`` command (``evaluate``, ``figures``,
+``sample``, ...).
 
 Every file is written atomically, the checkpoint at the end of each epoch
 and first: model.npz and metrics.jsonl are copies of what it holds, and a
@@ -46,12 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import evaluate, iwae, latent
+from .. import evaluate, latent
 from ..fast.step import train_step
 from ..fast.threads import step_threads
+from ..iwae import ImportanceWeighted
 from ..model import MODEL_KINDS, VAE
 from ..optim import OPTIMIZERS
-from . import interrupts, runfolder
+from ..step import ELBO, step
+from . import checkpoint, interrupts, runfolder
 from .data import BINARIZE_MODES, binarize, check_training_data
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
     CHECKPOINT_FILE,
@@ -98,6 +103,22 @@ def eval_inputs(x, mode: str) -> np.ndarray:
     if mode == "none":
         return x
     return binarize(x, "static", np.random.default_rng([TEST_BINARIZE_SEED, STREAM_STATIC]))
+
+
+def take_step(model, optimizer, x, *, labels=None, objective=None, beta=1.0, rng=None):
+    """One training step of any model on any objective, on the fastest thread count.
+
+    What it computes is :func:`numpyvae.step.step`'s: the objective's loss and
+    gradients, then ``optimizer.step`` if the loss is finite. The default
+    objective (:class:`~numpyvae.step.ELBO`) on a batch without labels goes
+    through :func:`numpyvae.fast.step.train_step`, which runs the same step
+    as one kernel call when the backend and the model allow it.
+    """
+    if labels is None and (objective is None or type(objective) is ELBO):
+        return train_step(model, optimizer, x, beta=beta, rng=rng)
+    with step_threads(model):
+        return step(model, optimizer, x, labels=labels, objective=objective, beta=beta,
+                    rng=rng)
 
 
 def _json_safe(value):
@@ -206,12 +227,9 @@ class Trainer:
         self.y_train = self._check_y(y_train, self.x_train, "y_train")
         self.y_test = None if self.x_test is None else self._check_y(y_test, self.x_test,
                                                                       "y_test")
-        if self.iw_train is not None and not isinstance(model, VAE):
-            raise ValueError("iw_train (importance-weighted training) needs a VAE; an "
-                             "autoencoder has no posterior to sample")
-        if self.iw_train is not None and getattr(model, "free_bits", 0) > 0:
-            raise ValueError("iw_train and free bits do not combine: free bits change the "
-                             "closed-form KL, which the importance-weighted bound does not use")
+        #: What every step minimises: the model's own loss, or the importance-weighted bound.
+        self.objective = ELBO() if self.iw_train is None else ImportanceWeighted(self.iw_train)
+        self.objective.check(model)
         self.config_extra = dict(config_extra or {})
         self._test_data = None
         if x_test is not None and self.config_extra.get("dataset") is None:
@@ -326,18 +344,19 @@ class Trainer:
         self.stop_signal = None
         if self.out_dir is None:
             return self._fit(epochs)
-        checkpoint = self.out_dir / CHECKPOINT_FILE
+        checkpoint_file = self.out_dir / CHECKPOINT_FILE
 
         def new_run():
-            return not (resume and (checkpoint.exists() or (self.out_dir / CONFIG_FILE).is_file()))
+            return not (resume and (checkpoint_file.exists()
+                                    or (self.out_dir / CONFIG_FILE).is_file()))
 
         if new_run():  # refuse a folder of someone else's files before writing a lock file in it
             runfolder.check_new(self.out_dir)
         with runfolder.lock(self.out_dir):
             if new_run():
                 runfolder.check_new(self.out_dir)  # again: another process may have started
-            elif checkpoint.exists():
-                self.load_checkpoint(checkpoint)
+            elif checkpoint_file.exists():
+                self.load_checkpoint(checkpoint_file)
                 if self.progress:
                     _write_line(self.resume_description(epochs))
             elif resume and self.progress:
@@ -383,20 +402,10 @@ class Trainer:
                 xb = X[idx]
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
-                beta = self.beta_at(self.global_step)
-                given = self._given(self.y_train, idx)
-                if self.iw_train is None and not given:
-                    # loss_and_grads + optimizer.step, on the fastest thread count (fast.step)
-                    result = train_step(model, self.optimizer, xb, beta=beta, rng=rng)
-                else:
-                    with step_threads(model):
-                        if self.iw_train is None:
-                            result = model.loss_and_grads(xb, beta=beta, rng=rng, **given)
-                        else:
-                            result = iwae.loss_and_grads(model, xb, self.iw_train, beta=beta,
-                                                         rng=rng, **given)
-                        if math.isfinite(result.loss):
-                            self.optimizer.step(result.grads)
+                labels = None if self.y_train is None else self.y_train[idx]
+                result = take_step(model, self.optimizer, xb, labels=labels,
+                                   objective=self.objective,
+                                   beta=self.beta_at(self.global_step), rng=rng)
                 if not math.isfinite(result.loss):  # no step was taken on it
                     raise self._diverged(result.loss, e, k, n_steps)
                 self.global_step += 1
@@ -530,14 +539,9 @@ class Trainer:
     # -------------------------------------------------------------- checkpoints
 
     def _write_config(self, epochs):
-        config = {"format": RUN_FORMAT, "model": self.model.config(),
-                  "training": {**self.hyperparameters(), "epochs": epochs},
-                  **self.config_extra}
-        if config.get("dataset") is None:  # arrays from Python: how to draw them, where they are
-            config.setdefault("image_shape", _guess_image_shape(self.model.input_dim))
-            if self._test_data is not None:
-                config.setdefault("test_data", runfolder.TEST_DATA_FILE)
-        runfolder.write_config(self.out_dir, config)
+        checkpoint.write_config(self.out_dir, self.model,
+                                {**self.hyperparameters(), "epochs": epochs}, self.config_extra,
+                                test_data=self._test_data is not None)
 
     def _trainer_state(self) -> dict:
         return {"format": RUN_FORMAT, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
@@ -550,76 +554,31 @@ class Trainer:
         """Write checkpoint.npz, then its copies model.npz and metrics.jsonl (each atomically)."""
         if self.out_dir is None:
             return
-        arrays = {f"param/{k}": v for k, v in self.model.params.items()}
-        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        runfolder.write_checkpoint(self.out_dir, arrays, self._trainer_state())
-        self._write_copies()
-        self._checkpoint_desc = (f"end of epoch {self.epoch}" if self.step_in_epoch == 0 else
-                                 f"epoch {self.epoch + 1}, step {self.step_in_epoch}")
+        checkpoint.write(self.out_dir, self.model, self.optimizer, self._trainer_state())
+        self._checkpoint_desc = checkpoint.description(self.epoch, self.step_in_epoch)
 
     def _write_copies(self) -> None:
         """model.npz and metrics.jsonl: what the checkpoint holds, in the files users read."""
-        self.model.save(self.out_dir / MODEL_FILE)
-        runfolder.write_metrics(self.out_dir, self.history)
+        checkpoint.write_copies(self.out_dir, self.model, self.history)
 
     def load_checkpoint(self, path) -> None:
         """Restore weights, optimizer state, counters, RNG state and metrics from ``path``.
 
-        Everything is checked before anything is changed: the file
-        (:func:`numpyvae.app.runfolder.read_checkpoint`), that it continues this
-        configuration, and that its counters agree with each other and with
-        the data. Raises :class:`RunFolderError` naming the file and the problem.
+        Everything is checked before anything is changed
+        (:func:`numpyvae.app.checkpoint.read`). Raises :class:`RunFolderError`
+        naming the file and the problem.
         """
-        path = Path(path)
-        arrays, state = runfolder.read_checkpoint(path, METRIC_KEYS)
-        saved = state["hyperparameters"]
-        _require_same(path, "training configuration", {**saved, "lr": None},
-                      {**self.hyperparameters(), "lr": None})
-        _require_same(path, "model configuration", state["model"], self.model.config())
-        n_steps = math.ceil(len(self.x_train) / self.batch_size)
-        epoch, step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        if step >= n_steps or global_step != epoch * n_steps + step:
-            raise RunFolderError(
-                f"{path}: the trainer state's counters disagree (epoch {epoch}, step {step} "
-                f"of {n_steps}, global step {global_step}; expected global step "
-                f"{epoch * n_steps + step})")
-        if state["partial"]["n"] != min(step * self.batch_size, len(self.x_train)):
-            raise RunFolderError(f"{path}: the trainer state's partial epoch counts "
-                                 f"{state['partial']['n']} examples after {step} steps")
-        unknown = sorted(k for k in arrays if not k.startswith(("param/", "optim/")))
-        if unknown:
-            raise RunFolderError(f"{path}: unexpected entries {unknown[:5]}")
-        params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
-        optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-        for name, a in optim.items():
-            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
-                raise RunFolderError(f"{path}: optimizer state {name!r} is not finite numbers")
-        if optim.get("step", np.zeros(2)).shape != () or int(optim["step"]) != global_step:
-            raise RunFolderError(f"{path}: the optimizer's step count does not match the "
-                                 f"global step {global_step}")
-        before = {k: v.copy() for k, v in self.model.params.items()}
-        try:
-            self.model.load_weights(params, source=str(path))
-            self.optimizer.load_state_dict(optim)
-        except (ValueError, TypeError) as exc:
-            for k, v in before.items():
-                self.model.params[k][...] = v
-            raise RunFolderError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) \
-                from exc
+        state = checkpoint.read(path, self.model, self.optimizer,
+                                hyperparameters=self.hyperparameters(),
+                                n_train=len(self.x_train), batch_size=self.batch_size,
+                                metric_keys=METRIC_KEYS)
         self.lr_changes = [list(c) for c in state.get("lr_changes", [])]
-        if saved.get("lr") != self.lr:
-            self.lr_changes.append([global_step, self.lr])
-        self.epoch, self.step_in_epoch = epoch, step
-        self.global_step, self.history = global_step, state["history"]
+        if state["hyperparameters"].get("lr") != self.lr:
+            self.lr_changes.append([state["global_step"], self.lr])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.history = state["global_step"], state["history"]
         self._partial, self._rng_state = state["partial"], state["rng_state"]
         self._checkpoint_desc = "the one resumed from"
-
-
-def _require_same(path, what, saved, current):
-    diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {current.get(k)!r} now"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-    if diff:
-        raise RunFolderError(f"{path}: cannot resume, the {what} differs ({'; '.join(diff)})")
 
 
 def _zero_sums():
@@ -699,12 +658,6 @@ def positive_int(value, what: str) -> int:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
-
-
-def _guess_image_shape(input_dim: int) -> list:
-    """How to draw an example of ``input_dim`` values: a square if it is one, else a row."""
-    side = math.isqrt(input_dim)
-    return [side, side] if side * side == input_dim else [1, input_dim]
 
 
 def fit(model, x_train, x_test=None, *, epochs=10, batch_size=128, lr=1e-3, optimizer="adam",
