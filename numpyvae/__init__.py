@@ -47,6 +47,9 @@ MOVED = {
     "numpyvae.safenpz": "numpyvae.app.safenpz", "numpyvae.limits": "numpyvae.app.limits",
     "numpyvae.interrupts": "numpyvae.app.interrupts", "numpyvae.fused": "numpyvae.fast.step",
     "numpyvae.threads": "numpyvae.fast.threads", "numpyvae.warmup": "numpyvae.fast.warmup",
+    "numpyvae.latent_plots": "numpyvae.app.latent_plots",
+    "numpyvae.inspect_catalogue": "numpyvae.inspector.catalogue",
+    "numpyvae.inspect_plot": "numpyvae.inspector.plot",
 }
 
 
