@@ -12,8 +12,8 @@ kept apart from the arithmetic:
 * which BLAS library is found (:data:`GEMM`, :data:`BLAS`): Intel MKL when
   it is installed (``pip install "numpyvae[mkl]"``, x86-64), loaded through
   its single dynamic library ``libmkl_rt`` and switched to its sequential
-  layer; else the OpenBLAS inside NumPy (64-bit integers; measured 14%
-  faster here than SciPy's copy, and it spares importing scipy.linalg), or
+  layer; else the OpenBLAS inside NumPy (64-bit integers; measured faster
+  here than SciPy's copy, and it spares importing scipy.linalg), or
   else SciPy's, through the documented ``scipy.linalg.cython_blas``; and
   :data:`THREAD_SWITCH`, the library's own thread count, which the backend
   sets to one while its kernels call BLAS (see
@@ -21,9 +21,9 @@ kept apart from the arithmetic:
   ``NUMPYVAE_BLAS=mkl`` insists on it.
 
   Why MKL: on the products of the default VAE, one thread each, its
-  ``sgemm`` measured 1.2 to 1.7 times as fast as OpenBLAS 0.3.31 for 32
-  examples and 1.0 to 1.25 times for 128 (``benchmarks/bench_peers.py``
-  has the whole training step with each).
+  ``sgemm`` measured faster than OpenBLAS's, most of all for 32 examples
+  (``benchmarks/bench_peers.py`` times the whole training step with each:
+  the rows ``numba`` and ``numba openblas``).
 
 What does not live here: how matrices are split between threads
 (:func:`numpyvae.fast.numba_kernels.gemm_parallel`), the other matmul
