@@ -283,6 +283,72 @@ class _EncoderDecoder:
     def num_params(self) -> int:
         return self.flat_params.size
 
+    def describe(self) -> dict:
+        """What this model is, in plain terms, for a backend that runs it its own way.
+
+        A fast path (:func:`numpyvae.fast.step.train_step`) reads this
+        instead of looking at the model's classes; what it does not
+        recognise, it leaves to ``loss_and_grads``. Returns a dict:
+
+        ``kind``
+            ``"vae"``, ``"autoencoder"``, ... (:attr:`kind`). A subclass whose
+            loss is not its parent's has a kind of its own (``"cvae"``).
+        ``dtype``, ``latent_dim``, ``input_shape``, ``free_bits``
+            as the attributes of those names.
+        ``posterior``
+            the posterior's class name (``"DiagonalGaussian"``), or None.
+        ``likelihood``
+            its :meth:`~numpyvae.distributions.Likelihood.spec` with ``type``
+            the class's own name, plus ``logvar`` (a Gaussian's log-variance:
+            a scalar, or the learned array) and ``offsets`` (below).
+        ``encoder``, ``decoder``
+            the layers that do the work, Sequentials opened up, in order:
+            ``{"type": class name, "activation", "alpha" (None where the
+            layer has none), "params": {key: array}, "offsets": {key: int}}``.
+        ``flat_params``, ``flat_grads``
+            the buffers every parameter and gradient is a view of.
+
+        An ``offsets`` entry is where that parameter starts in ``flat_params``
+        and its gradient in ``flat_grads`` (the same place in both), in
+        elements; None when the array is not a contiguous view there (a
+        parameter replaced after the model was built).
+        """
+        flat, flat_grads = self.flat_params, self.flat_grads
+
+        def offset(param, grad):
+            where = []
+            for a, buffer in ((param, flat), (grad, flat_grads)):
+                if not (isinstance(a, np.ndarray) and a.dtype == buffer.dtype
+                        and a.flags.c_contiguous):
+                    return None
+                start = a.__array_interface__["data"][0] - buffer.__array_interface__["data"][0]
+                if start < 0 or start % a.itemsize or start + a.nbytes > buffer.nbytes:
+                    return None
+                where.append(start // a.itemsize)
+            return where[0] if where[0] == where[1] else None
+
+        def part(obj):
+            return {"params": dict(obj.params),
+                    "offsets": {k: offset(obj.params[k], obj.grads.get(k)) for k in obj.params}}
+
+        def layers(network):
+            return [{"type": type(layer).__name__,
+                     "activation": getattr(layer, "activation", None),
+                     "alpha": getattr(layer, "alpha", None), **part(layer)}
+                    for layer in _leaves(network)]
+
+        lik = self.likelihood
+        logvar = getattr(lik, "logvar", None)
+        return {
+            "kind": self.kind, "dtype": self.dtype, "latent_dim": self.latent_dim,
+            "input_shape": self.input_shape, "free_bits": self.free_bits,
+            "posterior": None if self.posterior is None else type(self.posterior).__name__,
+            "likelihood": {**lik.spec(), "type": type(lik).__name__,
+                           "logvar": logvar() if callable(logvar) else None, **part(lik)},
+            "encoder": layers(self.encoder), "decoder": layers(self.decoder),
+            "flat_params": flat, "flat_grads": flat_grads,
+        }
+
     def check_input(self, x, what="x") -> np.ndarray:
         """``x`` as a batch this model takes: shape ``(B, *input_shape)``, the model's dtype.
 

@@ -126,6 +126,20 @@ class Optimizer:
     def hyperparameters(self) -> dict:
         return {"lr": self.lr}
 
+    def flat_state(self) -> dict | None:
+        """The flat buffers of the fused update, or None when the parameters are not flat.
+
+        When every parameter is a view of one flat buffer (a model's
+        ``flat_params``), returns ``{"type": the optimizer's class name,
+        "params": that buffer, <slot>: the slot's state buffer, ...}`` (for
+        Adam, ``"m"`` and ``"v"``, each the parameters' shape). These are
+        the optimizer's own arrays, not copies: a backend that takes the step
+        itself updates them in place and adds its steps to ``step_count``.
+        """
+        if self._flat is None:
+            return None
+        return {"type": type(self).__name__, "params": self._flat, **self._flat_state}
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """A flat dict of arrays: ``"<slot>.<param name>"`` plus ``"step"``; copies."""
         out = {"step": np.array(self.step_count)}

@@ -361,3 +361,154 @@ def test_adam_steps_inside_the_kernel_call_and_other_optimizers_after_it(monkeyp
         assert fast_opt.step_count == slow_opt.step_count == 3
         assert len(calls) == (3 if optimizer is SGD else 0) + 3  # the slow twin's 3 steps
         _assert_same(fast, slow, 1e-11, optimizer.__name__)
+
+
+# --------------------------------------------------------------------------
+# The fused step asks the model (describe) and the optimizer (flat_state)
+# --------------------------------------------------------------------------
+
+
+def _counting_mlp_step(model):
+    """Replace ``model.backend.mlp_step`` by a counting twin; returns (calls, restore)."""
+    calls, real = [], model.backend.mlp_step
+    model.backend.mlp_step = lambda *args: calls.append(1) or real(*args)
+    return calls, lambda: setattr(model.backend, "mlp_step", real)
+
+
+@pytest.mark.parametrize("likelihood,extra", LIKELIHOODS, ids=["bernoulli", "gaussian",
+                                                               "gaussian learned"])
+@pytest.mark.parametrize("kind", [VAE, Autoencoder])
+def test_describe_says_what_the_model_is_and_where_each_parameter_lives(kind, likelihood, extra):
+    model = kind(10, (7, 6), 3, likelihood=likelihood, activation="tanh", dtype="float64",
+                 backend="numpy", **extra)
+    desc = model.describe()
+    assert desc["kind"] == model.kind and desc["dtype"] == np.float64
+    assert desc["latent_dim"] == 3 and desc["input_shape"] == (10,) and desc["free_bits"] == 0.0
+    assert desc["posterior"] == ("DiagonalGaussian" if kind is VAE else None)
+    assert desc["flat_params"] is model.flat_params and desc["flat_grads"] is model.flat_grads
+    widths = [(10, 7), (7, 6), (6, 3 * model.latent_widths), (3, 6), (6, 7), (7, 10)]
+    layers = desc["encoder"] + desc["decoder"]
+    assert [layer["params"]["W"].shape for layer in layers] == widths
+    assert [layer["type"] for layer in layers] == ["Linear"] * 6
+    assert [layer["activation"] for layer in layers] == ["tanh", "tanh", "identity"] * 2
+    lik = desc["likelihood"]
+    assert lik["type"] == type(model.likelihood).__name__
+    parts = [(layer["params"], layer["offsets"]) for layer in layers]
+    parts.append((lik["params"], lik["offsets"]))
+    described = [(p, offsets[key]) for params, offsets in parts for key, p in params.items()]
+    assert [p.shape for p, _ in described] == [p.shape for p in model.params.values()]
+    model.flat_params.fill(np.nan)
+    model.flat_grads.fill(np.nan)
+    for p, start in described:  # write each parameter and its gradient through its offset
+        model.flat_params[start:start + p.size] = np.arange(p.size)
+        model.flat_grads[start:start + p.size] = -np.arange(p.size)
+    for (p, _), (name, g) in zip(described, model.grads.items(), strict=True):
+        np.testing.assert_array_equal(p.ravel(), np.arange(p.size), err_msg=name)
+        np.testing.assert_array_equal(model.params[name].ravel(), np.arange(p.size))
+        np.testing.assert_array_equal(g.ravel(), -np.arange(p.size), err_msg=name)
+    if extra.get("gaussian_var") == "learned":
+        assert lik["logvar"] is model.likelihood.params["logvar"]
+    elif likelihood == "gaussian":
+        assert lik["logvar"] == np.float64(np.log(0.5)) and lik["var"] == 0.5
+
+
+def test_a_parameter_moved_out_of_the_flat_buffer_has_no_offset_and_takes_the_per_op_path():
+    fast, fast_opt, slow, slow_opt = _pair(VAE, "bernoulli", {}, "float64")
+    layer = next(lr for lr in fast.encoder.layers() if "W" in lr.params)
+    layer.params["W"] = layer.params["W"].copy()  # no longer a view of flat_params
+    assert fast.describe()["encoder"][0]["offsets"]["W"] is None
+    calls, restore = _counting_mlp_step(fast)
+    try:
+        x, eps = np.random.default_rng(15).random((5, 10)), np.ones((5, 3))
+        train_step(fast, fast_opt, x, eps=eps)
+    finally:
+        restore()
+    assert calls == []
+
+
+def test_a_conditional_model_takes_the_per_op_path():
+    from numpyvae import CVAE
+
+    model = CVAE(10, num_classes=3, hidden_dims=(7,), latent_dim=3, backend="numba",
+                 dtype="float64", seed=1)
+    assert model.describe()["kind"] == "cvae"
+    calls, restore = _counting_mlp_step(model)
+    try:  # the per-op path runs the CVAE's own loss, which asks for the labels
+        with pytest.raises(ValueError, match="pass labels="):
+            train_step(model, Adam(model.params, backend="numba"), np.ones((4, 10)))
+    finally:
+        restore()
+    assert calls == []
+
+
+def test_a_subclass_of_a_layer_is_a_layer_the_kernel_does_not_know():
+    from numpyvae import Linear, Sequential
+
+    class Doubled(Linear):  # may change the math: the kernel must not run it as a Linear
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+        def backward(self, dout):
+            return super().backward(2 * dout)
+
+    def model(backend):
+        common = dict(rng=np.random.default_rng(16), dtype="float64", backend=backend)
+        return VAE(Sequential(Doubled(10, 6, "tanh", **common), Linear(6, 4, **common)),
+                   Sequential(Linear(2, 5, "tanh", **common), Linear(5, 10, **common)),
+                   latent_dim=2, backend=backend)
+
+    fast, slow = model("numba"), model("numpy")
+    assert fast.describe()["encoder"][0]["type"] == "Doubled"
+    fast_opt, slow_opt = Adam(fast.params, backend="numba"), Adam(slow.params, backend="numpy")
+    calls, restore = _counting_mlp_step(fast)
+    try:
+        rng = np.random.default_rng(17)
+        for _ in range(2):
+            x, eps = rng.random((6, 10)), rng.standard_normal((6, 2))
+            got = train_step(fast, fast_opt, x, eps=eps)
+            want = slow.loss_and_grads(x, eps=eps)
+            slow_opt.step(want.grads)
+            assert abs(got.loss - want.loss) <= 1e-12 * abs(want.loss)
+    finally:
+        restore()
+    assert calls == []
+    _assert_same(fast, slow, 1e-11, "a subclass of Linear")
+
+
+def test_flat_state_gives_the_optimizers_own_buffers_or_none():
+    model = VAE(10, (7,), 3, backend="numpy", dtype="float64", seed=1)
+    for optimizer, slots in ((Adam, ("m", "v")), (AdamW, ("m", "v")), (SGD, ("velocity",))):
+        opt = optimizer(model.params, backend="numpy")
+        state = opt.flat_state()
+        assert state["type"] == optimizer.__name__ and state["params"] is model.flat_params
+        assert set(state) == {"type", "params", *slots}
+        for slot in slots:  # the very arrays the optimizer keeps, by name, as views
+            assert state[slot].shape == model.flat_params.shape
+            for name, a in opt.state[slot].items():
+                assert np.shares_memory(a, state[slot]), (slot, name)
+    apart = {name: p.copy() for name, p in model.params.items()}  # separate arrays: not flat
+    assert Adam(apart, backend="numpy").flat_state() is None
+
+
+def test_an_optimizer_without_a_flat_state_steps_after_the_kernel(monkeypatch):
+    # Adam over the model's parameters in another order: no flat buffer, so the
+    # kernel cannot take its step; the fused forward and backward still run and
+    # Adam steps after them, one parameter at a time. The same results either way.
+    from numpyvae.optim import Optimizer
+
+    fast, _, slow, slow_opt = _pair(VAE, "gaussian", {"gaussian_var": "learned"}, "float64")
+    fast_opt = Adam(dict(reversed(list(fast.params.items()))), backend="numba")
+    assert fast_opt.flat_state() is None
+    steps, real_step = [], Optimizer.step
+    monkeypatch.setattr(Optimizer, "step", lambda self, g: steps.append(self) or real_step(self, g))
+    calls, restore = _counting_mlp_step(fast)
+    try:
+        rng = np.random.default_rng(18)
+        for _ in range(3):
+            x, eps = rng.random((8, 10)), rng.standard_normal((8, 3))
+            train_step(fast, fast_opt, x, eps=eps)
+            slow_opt.step(slow.loss_and_grads(x, eps=eps).grads)
+    finally:
+        restore()
+    assert calls == [1, 1, 1] and steps.count(fast_opt) == 3
+    _assert_same(fast, slow, 1e-11, "Adam in another order")

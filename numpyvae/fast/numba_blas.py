@@ -20,11 +20,11 @@ kept apart from the arithmetic:
   (see :mod:`numpyvae.fast.numba_ops`). ``NUMPYVAE_BLAS=openblas`` skips
   MKL; ``NUMPYVAE_BLAS=mkl`` insists on it, whatever the CPU.
 
-  Why by vendor: MKL takes slow code paths on CPUs that are not Intel's. On
-  an AMD EPYC, the default VAE's training step ran at half the speed with
-  MKL as with NumPy's OpenBLAS; on Intel CPUs MKL's small products are the
-  faster (``benchmarks/bench_peers.py`` measures the step with each, and
-  records which BLAS it ran).
+  Why by vendor: MKL takes slow code paths on CPUs that are not Intel's (on
+  an AMD EPYC the default VAE's training step ran far slower with MKL than
+  with NumPy's OpenBLAS), while on Intel CPUs its small products are the
+  faster. ``benchmarks/bench_peers.py`` times the whole training step with
+  each: the rows ``numba`` and ``numba openblas``.
 
 What does not live here: how matrices are split between threads
 (:func:`numpyvae.fast.numba_kernels.gemm_parallel`), the other matmul

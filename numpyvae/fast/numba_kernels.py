@@ -53,8 +53,8 @@ benchmarked in ``benchmarks/bench_kernels.py``:
 
 The last two take any strides; BLAS needs one unit stride per matrix, and
 the backend falls back to the tiled kernel when a view has none. BLAS
-measured two to three times faster than the tiled kernel here, so it is the
-one the backend uses.
+measured faster than the tiled kernel here (``benchmarks/bench_kernels.py``,
+the matmul three ways), so it is the one the backend uses.
 
 Threads
 -------
@@ -225,7 +225,7 @@ def bias_gradient_block(dy, y, act, alpha, da, db, j0, j1):
     For the identity, ``da`` is ``dy`` itself and is not written. ReLU has a
     loop of its own, as in :func:`bias_activation_block`. Each row is two
     loops, ``da`` first and then its sum into ``db``: one loop doing both
-    (``da`` may be ``dy`` itself) measured 1.4 times slower at batch 512.
+    (``da`` may be ``dy`` itself) measured slower at batch 512.
     """
     T = db.dtype.type
     alpha = T(alpha)
@@ -266,10 +266,9 @@ def split_rows(M, N, tasks):
 
     By rows when every thread gets at least 128 of them, or the rows are
     the longer side. Measured on the default VAE's products, two threads:
-    a weight gradient (400 x 784 from 32 examples) took 0.12 ms cut by rows
-    against 0.24 ms by columns; a forward product of 32 or 128 examples is
-    faster by columns (0.13 against 0.18 ms at 32), one of 512 by rows
-    (1.30 against 1.40 ms).
+    a weight gradient (400 x 784 from 32 examples) is faster cut by rows; a
+    forward product of 32 or 128 examples is faster by columns, one of 512
+    by rows (the products at the step's shapes: ``benchmarks/bench_kernels.py``).
     """
     return M >= 128 * tasks or M > N
 
@@ -490,8 +489,8 @@ def bernoulli_nll_and_grad_row(logits, x, scale, dlogits):
 
     Two passes: ``e = exp(-|l|)`` into ``dlogits`` first, then the loss and
     the gradient from it (written over ``e``). The same arithmetic as one
-    pass, to the bit, and 1.6 times faster measured: each loop is simpler
-    for the compiler to vectorise.
+    pass, to the bit, and faster measured: each loop is simpler for the
+    compiler to vectorise.
     """
     T = dlogits.dtype.type
     for d in range(logits.shape[0]):

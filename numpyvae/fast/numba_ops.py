@@ -51,16 +51,16 @@ from .tbb import load_tbb
 #
 # * TBB (the ``tbb`` package, a dependency where its wheels exist): its idle
 #   threads sleep, it survives ``fork()``, and the per-op step is as fast on it
-#   as on OpenMP on an idle machine (two cores, default VAE, batch 128: 35,900
-#   samples/s against 36,200) and six times faster with a competing process
-#   on the machine (16,700 against 3,300 on two threads);
+#   as on OpenMP on an idle machine and several times faster with a competing
+#   process on the machine (two threads);
 # * OpenMP: as fast when idle, but GNU OpenMP's threads spin while they wait,
 #   which on a busy machine takes the time slice the working thread needs, and
 #   a child process forked after a parallel kernel ran cannot run one;
-# * workqueue: always loads, but launches each parallel kernel slowly (15,300
-#   samples/s idle at batch 128: half).
+# * workqueue: always loads, but launches each parallel kernel slowly (about
+#   half the speed, idle).
 #
-# Measured with benchmarks/bench_peers.py. Environment variables that the user
+# Measured by benchmarks/bench_peers.py, its threading table (each layer, idle
+# and with one competing process). Environment variables that the user
 # set win. How many of the threads a training step uses is chosen by timing
 # (numpyvae.fast.threads).
 THREADING_LAYER_PRIORITY = ("tbb", "omp", "workqueue")
@@ -152,7 +152,7 @@ def _hand_matmul(alpha, a, b, beta, c):
 # OpenBLAS keeps its own threads, which spin for a while after each call;
 # Numba's threads do the same after each parallel loop. With both pools
 # active, two cores carry four busy threads and every hand-over waits for a
-# time slice (steps ran 50x slower on a loaded machine). So the kernels cut
+# time slice (steps ran dozens of times slower on a loaded machine). So the kernels cut
 # each matrix product into one block per Numba thread and call BLAS
 # single-threaded on each block: OpenBLAS is switched to one thread for the
 # duration of each call into a kernel that uses it, and back after. Where
@@ -508,7 +508,7 @@ class threads:
 
     def __enter__(self):
         self.before = numba.get_num_threads()
-        if self.before != self.k:  # setting costs about 10 us: only when it changes
+        if self.before != self.k:  # setting it takes time: only when it changes
             numba.set_num_threads(self.k)
 
     def __exit__(self, *exc):
@@ -594,10 +594,11 @@ def _conv_work(name, shape, dtype):
 #: About how many columns (windows, over a group of examples) a convolution's
 #: products take at once. Each thread multiplies ``G = GROUP_COLUMNS //
 #: windows`` examples side by side (at least one, at most its share of the
-#: batch) instead of one at a time. Measured on the conv VAE's middle layer
-#: (Conv 32->64, 49 windows, batch 128, two threads): forward 2.8 -> 2.3 ms
-#: and backward 5.8 -> 4.8 ms with 8 examples a product (392 columns); 16
-#: (784 columns) ran the backward slower than 8.
+#: batch) instead of one at a time. On the conv VAE's middle layer (Conv
+#: 32->64, 49 windows, batch 128, two threads) 8 examples a product (392
+#: columns) ran forward and backward faster than one, and 16 (784 columns)
+#: ran the backward slower than 8 (the layers' kernels are timed by
+#: ``benchmarks/bench_conv.py``).
 GROUP_COLUMNS = 512
 
 

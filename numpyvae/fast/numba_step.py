@@ -15,10 +15,9 @@ Numba's pool, by rows or by columns as :func:`~.numba_kernels.split_rows`
 says), so the big products run at the same speed; what goes is the Python
 between them, and most of the parallel regions. Each region ends in a
 barrier where every thread waits for the slowest, and a region that
-follows serial work pays for waking the pool's sleeping threads (measured
-on two cores with TBB: 1.3 us for a region straight after another, 20 us
-after 50 us of serial work). So the backward is arranged in as few regions
-as the dependencies allow:
+follows serial work pays for waking the pool's sleeping threads (on TBB
+many times what a region straight after another pays). So the backward is
+arranged in as few regions as the dependencies allow:
 
 * A layer whose products are shared between threads takes two regions
   (:func:`big_layer_backward`): ``da = dy f'(y)`` and ``db``, each thread a
@@ -41,9 +40,10 @@ as the dependencies allow:
   of gradients ping-pong back through the network.
 
 In the default model at batch 128 the step takes 7 regions where one per
-kernel and one per layer's Adam took 16; measured against that, the step
-is 1.05 to 1.12 times as fast at batch 128 and 512. With an optimizer
-other than Adam (or AdamW) the optimizer steps after the call.
+kernel and one per layer's Adam took 16. What the one call gains over the
+per-op path is measured by ``benchmarks/bench_peers.py`` (its threading
+table: the training step beside the per-op path). With an optimizer other
+than Adam (or AdamW) the optimizer steps after the call.
 
 A large batch (:data:`DATA_PARALLEL_ROWS` examples or more per thread) is
 cut the other way (:func:`mlp_step_rows`): each thread takes its block of
@@ -99,23 +99,24 @@ BERNOULLI, GAUSSIAN = 0, 1
 #: Columns of the ``layers`` table.
 W_OFF, B_OFF, IN, OUT, ACT, Y_OFF = range(6)
 #: A product of fewer multiply-adds than this (``B * I * O``) runs on one
-#: thread. Measured on two cores: the latent layer's products at batch 128
-#: (1 to 2 million) took 40-50 us split in two and 10-20 us on one thread.
+#: thread: the latent layer's products at batch 128 (1 to 2 million) ran
+#: faster on one thread than split in two, on two cores (each product alone:
+#: ``benchmarks/bench_kernels.py``).
 SMALL_PRODUCT = 1 << 22
 #: How many multiply-adds of a small layer's product take as long as one
-#: parameter's Adam step, on one thread. Measured on the default VAE at
-#: batch 128: the small layers' backward, 6.1 million multiply-adds, took
-#: 218 us; Adam on the 314,000 parameters of the last layer, 234 us.
+#: parameter's Adam step, on one thread: the ratio of the two times in the
+#: default VAE at batch 128 (the small layers' backward, 6.1 million
+#: multiply-adds, against Adam on the 314,000 parameters of the last layer;
+#: ``benchmarks/bench_kernels.py`` times each kernel alone at these shapes).
 ADAM_ELEMENT_MACS = 20
 #: A batch with at least this many examples for each thread of Numba's pool
 #: takes the data-parallel step (:func:`mlp_step_rows`; the choice is made in
-#: :func:`numpyvae.fast.numba_ops.mlp_step`). Measured on two cores, the
-#: default VAE with Adam, against :func:`mlp_step` (in-process, alternating):
-#: batch 512 on two threads 1.06-1.07 times as fast, batch 1024 1.09 times,
-#: batch 512 on one thread the same (one thread's products of 256 rows ran
-#: at 172-195 GFLOP/s, of 512 rows at 161-168). With 128 rows each (batch
-#: 256) two threads gained 7% but one thread lost 5%, which is the thread a
-#: busy machine leaves: so below 256 rows each the products are shared.
+#: :func:`numpyvae.fast.numba_ops.mlp_step`). Timed against :func:`mlp_step`
+#: on two cores (the default VAE with Adam, in one process, alternating), it
+#: was faster from 256 rows per thread on, on two threads and on one; with
+#: 128 rows each two threads gained but one thread lost, and one thread is
+#: what a busy machine leaves: so below 256 rows each the products are
+#: shared. ``benchmarks/bench_peers.py`` measures the step at batch 512.
 DATA_PARALLEL_ROWS = 256
 #: Elements summed (and stepped) at a time in :func:`reduce_and_step`.
 REDUCE_CHUNK = 4096

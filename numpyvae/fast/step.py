@@ -15,31 +15,35 @@ and to step through.
 
 **The one-call forward and backward** (the default). When the backend
 offers it (the Numba backend's :func:`~numpyvae.fast.numba_ops.mlp_step`)
-and the model is one it covers — a :class:`~numpyvae.model.VAE` or
-:class:`~numpyvae.model.Autoencoder` whose networks are made of
-:class:`~numpyvae.layers.Linear` layers, without free bits — the forward
+and the model is one it covers — by the model's own account
+(:meth:`~numpyvae.VAE.describe`), a VAE or autoencoder whose networks are
+made of ``Linear`` layers, without free bits — the forward
 and backward pass runs as one call into jitted code
 (:mod:`numpyvae.fast.numba_step`), the same kernels in the same order,
 without the Python between them; the optimizer's step follows. Same loss,
 same gradients (to rounding), same noise drawn from the same generator;
 the tests hold the two paths to each other and to the NumPy reference.
-Measured on two cores (``benchmarks/bench_peers.py``, its threading
-table), it runs the default VAE's step 1.54 times as fast as the per-op
-path at batch 32 and 1.24 times at batch 128: the Python between the
-kernels goes, and most of the parallel regions
-(:mod:`numpyvae.fast.numba_step`). A large batch (256 examples or more
-per thread) runs data-parallel instead: each thread takes its block of
-examples through the whole step, and the blocks' gradients are summed
-(1.06-1.07 times as fast at batch 512 on two cores). With :class:`~numpyvae.optim.Adam` or
-:class:`~numpyvae.optim.AdamW` on the model's flat buffer, the optimizer's
-step is taken inside the same call, each layer's as soon as nothing reads
-its weights any more; any other optimizer steps after it.
+It is faster than the per-op path, most of all at small batches: the
+Python between the kernels goes, and most of the parallel regions
+(:mod:`numpyvae.fast.numba_step`); ``benchmarks/bench_peers.py`` measures
+by how much (its threading table, the training step beside the per-op
+path; ``benchmarks/results/peers.json``). A large batch (256 examples or
+more per thread) runs data-parallel instead: each thread takes its block of
+examples through the whole step, and the blocks' gradients are summed.
+With Adam or AdamW on the model's flat buffer (as the optimizer's
+:meth:`~numpyvae.optim.Optimizer.flat_state` says), the optimizer's step
+is taken inside the same call, each layer's as soon as nothing reads its
+weights any more; any other optimizer steps after it.
 
 Any other model, backend or input takes the per-op path, which also
 raises the errors that explain bad input.
 
-This module only describes a model to the kernel (a table of layers and
-offsets into the flat parameter buffer) and keeps the work buffers.
+This module only turns the model's description into the kernel's terms (a
+table of layers and offsets into the flat parameter buffer) and keeps the
+work buffers. It asks the model and the optimizer what they are and never
+checks their classes: a model describes its layers and distributions by
+name, so a subclass (which may change the math) is a name the kernel does
+not know, and takes the per-op path.
 """
 
 from __future__ import annotations
@@ -50,10 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..distributions import Bernoulli, DiagonalGaussian, Gaussian, GaussianLearnedVariance
-from ..layers import Linear, Sequential
-from ..model import VAE, Autoencoder, LossResult
-from ..optim import Adam, AdamW
+from ..model import LossResult
 from .threads import step_threads
 
 
@@ -88,6 +89,17 @@ def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+# What the fused kernel covers, in the names that a model's describe() and an
+# optimizer's flat_state() use; anything else takes the per-op path. Classes
+# are named here, not imported: a subclass has a name of its own (it may
+# change the math), so it is not covered.
+FUSED_KINDS = ("vae", "autoencoder")  # the models whose loss the kernel computes
+FUSED_POSTERIOR = "DiagonalGaussian"
+FUSED_LAYERS = ("Linear",)
+FUSED_LIKELIHOODS = {"Bernoulli": "bernoulli", "Gaussian": "gaussian",  # -> the kernel's name
+                     "GaussianLearnedVariance": "gaussian"}
+FUSED_OPTIMIZERS = ("Adam", "AdamW")  # whose step the kernel takes itself
+
 
 def _plan_for(model, optimizer):
     """The model's fused-step plan, or None when the per-op path must run."""
@@ -103,7 +115,8 @@ def _plan_for(model, optimizer):
     except TypeError:  # not weak-referenceable: not a model this module knows
         return None
     if plan is None or plan.backend is not backend:
-        plan = _describe(model, backend)
+        describe = getattr(model, "describe", None)
+        plan = _plan(describe(), backend) if callable(describe) else None
         _PLANS[model] = plan if plan is not None else _Unfusable(backend)
     return None if isinstance(plan, _Unfusable) else plan
 
@@ -113,78 +126,55 @@ class _Unfusable:
     backend: object
 
 
-def _offset(a, flat):
-    """Where ``a`` (a C-contiguous view) starts in the 1-D ``flat``, in elements, or None."""
-    if not isinstance(a, np.ndarray) or a.dtype != flat.dtype or not a.flags.c_contiguous:
+def _likelihood(lik, dtype):
+    """``(kernel code name, logvar (1,) or (D,), its offset or -1 if fixed)``, or None."""
+    name = FUSED_LIKELIHOODS.get(lik["type"])
+    if name is None:
         return None
-    start = a.__array_interface__["data"][0] - flat.__array_interface__["data"][0]
-    if start < 0 or start % a.itemsize or start + a.nbytes > flat.nbytes:
-        return None
-    return start // a.itemsize
+    if lik["type"] == "GaussianLearnedVariance":
+        offset = lik["offsets"].get("logvar")
+        return None if offset is None else (name, lik["logvar"].reshape(-1), offset)
+    if name == "gaussian":
+        return name, np.full(1, lik["logvar"], dtype), -1
+    return name, np.zeros(1, dtype), -1
 
 
-def _linear_layers(network):
-    """The network's Linear layers in order, or None if it holds any other kind of layer."""
-    leaves = [layer for layer in network.layers() if not isinstance(layer, Sequential)]
-    if not leaves or any(type(layer) is not Linear for layer in leaves):
-        return None
-    return leaves
+def _plan(desc, backend):
+    """A :class:`_Plan` from ``desc``, a model's :meth:`~numpyvae.VAE.describe`, or None.
 
-
-def _likelihood(model, dtype):
-    """``(code, logvar (1,) or (D,), (learned logvar, its gradient) or None)``, or None."""
-    lik = model.likelihood
-    kind = type(lik)  # exactly these classes: a subclass may change the math
-    if kind is Bernoulli:
-        return "bernoulli", np.zeros(1, dtype), None
-    if kind is Gaussian:
-        return "gaussian", np.full(1, lik.logvar(), dtype), None
-    if kind is GaussianLearnedVariance:
-        learned = lik.params["logvar"]
-        return "gaussian", learned.reshape(-1), (learned, lik.grads["logvar"])
-    return None
-
-
-def _describe(model, backend):
-    """A :class:`_Plan` for ``model``, or None if the fused kernel does not cover it."""
-    if type(model) not in (VAE, Autoencoder):  # exactly these: a subclass may change the step
+    None when the fused kernel does not cover the model: another kind of
+    model, free bits, another posterior or likelihood, a network with any
+    layer but ``Linear``, or a parameter outside the flat buffer.
+    """
+    if desc["kind"] not in FUSED_KINDS or desc["free_bits"] != 0.0:
         return None
-    kind = model.kind
-    if getattr(model, "free_bits", 0.0) != 0.0:
+    vae = desc["kind"] == "vae"
+    if vae and desc["posterior"] != FUSED_POSTERIOR:
         return None
-    if kind == "vae" and type(getattr(model, "posterior", None)) is not DiagonalGaussian:
-        return None
-    flat, flat_grads = model.flat_params, model.flat_grads
+    flat = desc["flat_params"]
     if flat.dtype not in (np.float32, np.float64):
         return None
-    encoder, decoder = _linear_layers(model.encoder), _linear_layers(model.decoder)
-    if encoder is None or decoder is None:
+    encoder, decoder = desc["encoder"], desc["decoder"]
+    layers = [*encoder, *decoder]
+    if not encoder or not decoder or any(layer["type"] not in FUSED_LAYERS for layer in layers):
         return None
-    lik = _likelihood(model, flat.dtype)
+    lik = _likelihood(desc["likelihood"], flat.dtype)
     if lik is None:
         return None
-    lik_name, logvar, learned = lik
+    lik_name, logvar, logvar_off = lik
     rows, alphas = [], []
-    for layer in (*encoder, *decoder):
-        W, b = layer.params["W"], layer.params["b"]
-        offsets = (_offset(W, flat), _offset(b, flat), _offset(layer.grads["W"], flat_grads),
-                   _offset(layer.grads["b"], flat_grads))
-        if None in offsets or offsets[:2] != offsets[2:]:
+    for layer in layers:
+        W, b = layer["offsets"]["W"], layer["offsets"]["b"]
+        if W is None or b is None:
             return None
-        rows.append([offsets[0], offsets[1], layer.in_features, layer.out_features,
-                     backend.activation_code(layer.activation), 0])
-        alphas.append(layer.alpha)
-    logvar_off = -1
-    if learned is not None:
-        param, grad = learned
-        logvar_off = _offset(param, flat)
-        if logvar_off is None or _offset(grad, flat_grads) != logvar_off:
-            return None
+        n_in, n_out = layer["params"]["W"].shape
+        rows.append([W, b, n_in, n_out, backend.activation_code(layer["activation"]), 0])
+        alphas.append(layer["alpha"])
     return _Plan(backend=backend, layers=np.array(rows, dtype=np.int64),
                  alphas=np.array(alphas, dtype=flat.dtype), n_enc=len(encoder),
-                 vae=kind == "vae", likelihood=backend.STEP_LIKELIHOODS[lik_name],
-                 logvar=logvar, logvar_off=logvar_off, input_dim=encoder[0].in_features,
-                 latent_dim=model.latent_dim, dtype=flat.dtype,
+                 vae=vae, likelihood=backend.STEP_LIKELIHOODS[lik_name],
+                 logvar=logvar, logvar_off=logvar_off, input_dim=rows[0][2],
+                 latent_dim=desc["latent_dim"], dtype=flat.dtype,
                  covers_all=_covers_all(rows, logvar_off, logvar.size, flat.size))
 
 
@@ -257,19 +247,21 @@ class _Plan:
     def _adam(self, model, optimizer):
         """Adam's arguments for a step inside the kernel call, or None to step after it.
 
-        Inside when the optimizer is exactly :class:`~numpyvae.optim.Adam` or
-        :class:`~numpyvae.optim.AdamW` on the model's flat parameter buffer,
-        on this backend, and the kernel's layers (and learned variance) are
-        all of its parameters. Same arithmetic as ``optimizer.step``, done
-        layer by layer inside the kernel call.
+        Inside when the optimizer's :meth:`~numpyvae.optim.Optimizer.flat_state`
+        says it is Adam or AdamW (:data:`FUSED_OPTIMIZERS`) on the model's flat
+        parameter buffer, on this backend, and the kernel's layers (and
+        learned variance) are all of its parameters. Same arithmetic as
+        ``optimizer.step``, done layer by layer inside the kernel call.
         """
-        if (type(optimizer) not in (Adam, AdamW) or optimizer.backend is not self.backend
-                or optimizer._flat is not model.flat_params or not self.covers_all):
+        flat_state = getattr(optimizer, "flat_state", None)
+        state = flat_state() if callable(flat_state) else None
+        if (state is None or state["type"] not in FUSED_OPTIMIZERS
+                or optimizer.backend is not self.backend
+                or state["params"] is not model.flat_params or not self.covers_all):
             return None
         b1, b2 = optimizer.betas
-        return (optimizer._flat_state["m"], optimizer._flat_state["v"], optimizer.lr, b1, b2,
-                optimizer.eps, optimizer.weight_decay, optimizer.step_count + 1,
-                optimizer.decoupled)
+        return (state["m"], state["v"], optimizer.lr, b1, b2, optimizer.eps,
+                optimizer.weight_decay, optimizer.step_count + 1, optimizer.decoupled)
 
     def step(self, model, optimizer, x, eps, beta, rng):
         """The fused step on a checked batch ``x``; see :func:`train_step`."""

@@ -5,14 +5,16 @@ matrix product and each elementwise pass between its threads. When another
 process keeps a core busy, a parallel region on two threads waits at its
 end for whichever thread the scheduler has set aside, at every one of the
 step's regions (twenty-odd on the per-op path, seven in the one-call step
-at batch 128), and one thread can be faster. Measured on the default
-VAE at batch 128 on two cores (``benchmarks/bench_peers.py``): idle, two
-threads ~36,000 samples/s against one thread's ~23,000; with one competing
-CPU-bound process, in one run one thread ~20,000 against two threads'
-~17,000 on TBB (in others the two within 10%), and ~3,000 on OpenMP's
-spinning threads, which one thread escapes. Which is faster changes while a
-run goes on (a notebook starts next door, a course server empties), so the
-step measures it, all the time.
+at batch 128), and one thread can be faster. Idle, two threads run the
+default VAE's step faster than one; beside one competing CPU-bound process
+one thread runs as fast as two or faster on TBB, and OpenMP's spinning
+threads collapse, which one thread escapes. Measured by
+``benchmarks/bench_core_share.py`` (the step on one thread and on all,
+idle and beside a busy process, with the cores the process was granted:
+``benchmarks/results/core_share.json``) and ``benchmarks/bench_peers.py``
+(its threading table: each threading layer). Which is faster changes while
+a run goes on (a notebook starts next door, a course server empties), so
+the step measures it, all the time.
 
 :class:`ThreadChooser` runs one count and now and then probes the other
 for a few steps, comparing the two counts' median step times; the count

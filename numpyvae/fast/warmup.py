@@ -1,10 +1,12 @@
 """Compiling the Numba kernels before training starts, and saying so.
 
 The first time the ``numba`` backend runs on a machine it compiles its
-kernels: about ten seconds, after which they load from Numba's on-disk cache
-in well under a second. Left to happen inside the first training step, that
-time shows up as a progress bar at 18 s/batch with an estimate of most of an
-hour. :func:`compile_kernels` instead runs one training step (and one
+kernels, for many seconds; after that they load from Numba's on-disk cache
+in a fraction of the time (``benchmarks/bench_startup.py`` measures both:
+the first training step cold and cached). Left to happen inside the first
+training step, that time shows up as a progress bar whose first batch takes
+as long as the compilation, with an estimate of most of an hour.
+:func:`compile_kernels` instead runs one training step (and one
 evaluation) of a throwaway model built like the real one, on two examples,
 before the bar starts. Numba compiles once per argument *type*, not per
 size, so this compiles exactly what training will use, and it leaves the
