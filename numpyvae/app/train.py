@@ -8,7 +8,7 @@ the lock and the errors are :mod:`numpyvae.app.runfolder`'s): ``config.json``,
 ``model.npz``, ``checkpoint.npz`` (everything a resume needs, in one file:
 :mod:`numpyvae.app.checkpoint`), ``metrics.jsonl`` (one JSON object per
 epoch, see :data:`METRIC_KEYS`) and, when the test set has no dataset name,
-``test_data.npz``; the figures are drawn by :mod:`numpyvae.app.run`. Such a
+``test_data.npz``; the figures are drawn by :mod:`numpyvae.app.figures`. Such a
 folder works with every ``numpyvae`` command (``evaluate``, ``figures``,
 ``sample``, ...).
 
@@ -51,12 +51,11 @@ import numpy as np
 
 from .. import evaluate, latent
 from ..fast.step import train_step
-from ..fast.threads import step_threads
 from ..iwae import ImportanceWeighted
 from ..model import MODEL_KINDS, VAE
 from ..optim import OPTIMIZERS
-from ..step import ELBO, step
-from . import checkpoint, interrupts, runfolder
+from ..step import ELBO
+from . import checkpoint, interrupts, limits, runfolder
 from .data import BINARIZE_MODES, binarize, check_training_data
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
     CHECKPOINT_FILE,
@@ -106,19 +105,14 @@ def eval_inputs(x, mode: str) -> np.ndarray:
 
 
 def take_step(model, optimizer, x, *, labels=None, objective=None, beta=1.0, rng=None):
-    """One training step of any model on any objective, on the fastest thread count.
+    """One training step of any model on any objective: :func:`numpyvae.fast.step.train_step`.
 
     What it computes is :func:`numpyvae.step.step`'s: the objective's loss and
-    gradients, then ``optimizer.step`` if the loss is finite. The default
-    objective (:class:`~numpyvae.step.ELBO`) on a batch without labels goes
-    through :func:`numpyvae.fast.step.train_step`, which runs the same step
-    as one kernel call when the backend and the model allow it.
+    gradients, then ``optimizer.step`` if the loss is finite, on the fastest
+    thread count, as one kernel call when the backend and the model allow it.
     """
-    if labels is None and (objective is None or type(objective) is ELBO):
-        return train_step(model, optimizer, x, beta=beta, rng=rng)
-    with step_threads(model):
-        return step(model, optimizer, x, labels=labels, objective=objective, beta=beta,
-                    rng=rng)
+    return train_step(model, optimizer, x, labels=labels, objective=objective, beta=beta,
+                      rng=rng)
 
 
 def _json_safe(value):
@@ -216,6 +210,7 @@ class Trainer:
                 and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         self.lr, self.optimizer_name = float(lr), optimizer
+        limits.check_model_size(model)  # before the optimizer allocates its state
         self.optimizer = OPTIMIZERS[optimizer](model.params, lr=lr, backend=model.backend)
         self.beta, self.kl_warmup = float(beta), int(kl_warmup)
         self.binarize, self.seed = binarize, int(seed)

@@ -55,31 +55,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import LossResult
+from ..step import ELBO, step
 from .threads import step_threads
 
 
-def train_step(model, optimizer, x, *, eps=None, beta=1.0, rng=None,
-               fused=True) -> LossResult:
+def train_step(model, optimizer, x, *, labels=None, objective=None, eps=None, beta=1.0,
+               rng=None, fused=True) -> LossResult:
     """One optimizer step on batch ``x``: the loss before the step, and the gradients.
 
-    Parameters are as :meth:`numpyvae.VAE.loss_and_grads`'s; ``optimizer``
-    was built on ``model.params``. Returns the :class:`~numpyvae.model.LossResult`
-    of the batch (``grads`` are the model's gradient arrays, as there). When
-    the loss is not finite the parameters are left as they were.
+    The step of :func:`numpyvae.step.step` (the objective's loss and
+    gradients, then ``optimizer.step`` if the loss is finite), for any model
+    and objective: parameters are as there; ``optimizer`` was built on
+    ``model.params``. When the loss is not finite the parameters are left as
+    they were.
 
     The step runs on the thread count that :func:`numpyvae.fast.threads.step_threads`
     measures to be fastest. The forward and backward pass run as one kernel
-    call when the model is one it covers; ``fused=False`` runs the per-op
-    path, one layer op at a time (see the module docstring).
+    call when the model is one the kernel covers and the objective is the
+    ELBO without labels; ``fused=False`` runs the per-op path, one layer op at
+    a time (see the module docstring).
     """
-    plan = _plan_for(model, optimizer) if fused else None
+    plain_elbo = labels is None and (objective is None or type(objective) is ELBO)
+    plan = _plan_for(model, optimizer) if fused and plain_elbo else None
     xc = None if plan is None else plan.batch(model, x)
     if xc is None:
         with step_threads(model):
-            result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng)
-            if math.isfinite(result.loss):
-                optimizer.step(result.grads)
-        return result
+            return step(model, optimizer, x, labels=labels, objective=objective, eps=eps,
+                        beta=beta, rng=rng)
     return plan.step(model, optimizer, xc, eps, beta, rng)
 
 
