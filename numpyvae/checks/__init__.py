@@ -44,7 +44,7 @@ def tool_checks(backend=None, seed: int = 0, *, fast_path: bool = False) -> list
     from .optimizers import optimizer_checks
 
     backend = get_backend(backend)
-    reports = list(standard_checks(backend, seed))
+    reports = list(standard_checks(backend=backend, seed=seed))
     reports += density_checks(backend, seed)
     reports += objective_checks(backend, seed)
     reports += accumulation_checks(backend, seed)
