@@ -422,16 +422,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "and a central-difference check of its backward in float64. A "
                     "conditional run is inspected on its test images' own labels. --bug "
                     "plants a known-wrong backward formula in one node; the check points at "
-                    "it. Exits with 1 if any node's check fails.",
-        epilog="examples:\n  numpyvae inspect --tiny                 # a 6-5-3 float64 VAE, "
-               "instant\n  numpyvae inspect --tiny --conditional   # the same as a CVAE\n"
+                    "it. The model's own loss_and_grads is compared with the trace: gradients "
+                    "that differ beyond rounding are a wiring bug, and the parameter that "
+                    "differs most is named. --tiny alone steps through a few tiny models "
+                    "that between them have every node type; --activation, --likelihood, "
+                    "--arch, --conditional and --beta build the one model asked for, and the "
+                    "output says which node types that run did not cover. Exits with 1 if "
+                    "any node's check fails or the model's gradients differ from the trace's.",
+        epilog="examples:\n  numpyvae inspect --tiny                 # tiny models with every "
+               "node type\n  numpyvae inspect --tiny --conditional   # a 6-5-3 float64 CVAE\n"
+               "  numpyvae inspect --tiny --activation tanh --likelihood gaussian --beta 0.5\n"
+               "  numpyvae inspect --tiny --arch conv\n"
                "  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
                "  numpyvae inspect --tiny --bug reparam-dropped-half\n"
                "  numpyvae inspect --list-bugs")
     p.add_argument("run_dir", nargs="?", help="a run folder (or use --tiny)")
-    p.add_argument("--tiny", action="store_true", help="a small float64 VAE on random data")
+    p.add_argument("--tiny", action="store_true",
+                   help="small float64 models on random data: alone, a few that between them "
+                        "have every node type; with the options below, the one asked for")
     p.add_argument("--conditional", action="store_true",
                    help="with --tiny: a small conditional VAE (2 classes) and random labels")
+    p.add_argument("--activation", choices=("identity", "relu", "leaky_relu", "tanh", "sigmoid",
+                                            "softplus"), default=None,
+                   help="with --tiny: the MLP's activation (default relu)")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
+                   help="with --tiny: the decoder's likelihood (default bernoulli)")
+    p.add_argument("--gaussian-var", type=_gaussian_var, metavar="VAR", default=None,
+                   help="with --tiny --likelihood gaussian: the fixed variance (default 0.5) "
+                        "or 'learned'")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=None,
+                   help="with --tiny: an MLP (default) or a small convolutional model")
     p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
     p.add_argument("--beta", type=float, default=None,
                    help="KL weight (default: the run's, or 1 with --tiny)")
@@ -578,7 +598,8 @@ def _gradcheck(args):
 
 def _inspect(args):
     from ..inspector.catalogue import BUGS
-    from ..inspector.trace import inspect, inspect_run, tiny_conditional_model, tiny_model
+    from ..inspector.coverage import not_covered, tiny_models
+    from ..inspector.trace import inspect, inspect_run
 
     if args.list_bugs:
         for bug in BUGS.values():
@@ -586,23 +607,47 @@ def _inspect(args):
         return 0
     if args.tiny == (args.run_dir is not None):
         raise ValueError("give either a run folder or --tiny")
-    if args.conditional and not args.tiny:
-        raise ValueError("--conditional goes with --tiny (a run folder's model is conditional "
-                         "or not as it was trained)")
-    if args.tiny:
-        labels = None
-        if args.conditional:
-            model, x, labels = tiny_conditional_model(backend=args.backend)
-        else:
-            model, x = tiny_model(backend=args.backend)
-        trace = inspect(model, x, beta=1.0 if args.beta is None else args.beta, labels=labels,
-                        bug=args.bug, bug_node=args.node, seed=args.seed)
-    else:
+    built = {"--conditional": args.conditional, "--activation": args.activation,
+             "--likelihood": args.likelihood, "--gaussian-var": args.gaussian_var,
+             "--arch": args.arch}
+    given = [name for name, value in built.items() if value not in (None, False)]
+    if given and not args.tiny:
+        raise ValueError(f"{given[0]} goes with --tiny (a run folder's model is built as it "
+                         f"was trained)")
+    if not args.tiny:
         trace = inspect_run(args.run_dir, n=args.n, seed=args.seed, bug=args.bug,
                             node=args.node, beta=args.beta, data_dir=args.data_dir,
                             download=not args.no_download, backend=args.backend,
                             data=args.data)
-    print(trace)
+        print(trace)
+        _inspect_figure(args, trace)
+        return 0 if trace.passed else EXIT_FAILED
+    models = tiny_models(activation=args.activation, likelihood=args.likelihood,
+                         gaussian_var=args.gaussian_var, arch=args.arch,
+                         conditional=args.conditional, beta=args.beta, backend=args.backend)
+    if args.bug is not None and not given:
+        models = models[:1]  # a planted bug goes into the first tiny model
+    traces = []
+    for title, model, x, labels, beta in models:
+        if len(models) > 1:
+            print(f"== {title}")
+        beta = beta if args.beta is None else args.beta
+        trace = inspect(model, x, beta=beta, labels=labels, bug=args.bug, bug_node=args.node,
+                        seed=args.seed)
+        traces.append(trace)
+        print(trace)
+        print()
+    _inspect_figure(args, traces[0])
+    missing = not_covered(traces)
+    print("node types not covered by this run: " + ", ".join(missing) if missing else
+          "every node type of the library was covered")
+    failed = [title for (title, *_), t in zip(models, traces, strict=True) if not t.passed]
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(traces)} models: {'; '.join(failed)}")
+    return EXIT_FAILED if failed else 0
+
+
+def _inspect_figure(args, trace):
     if args.figure:
         import matplotlib
 
@@ -610,7 +655,6 @@ def _inspect(args):
         fig = trace.plot()
         fig.savefig(args.figure, dpi=120, bbox_inches="tight")
         print(args.figure)
-    return 0 if trace.passed else EXIT_FAILED
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
