@@ -41,12 +41,16 @@ class Comparison(GradReport):
 
     def __str__(self):
         got, expected = self.labels
-        lines = [f"{self.title}", f"  {'tensor':<22}{'shape':<14}{'rel error':>11}  "
-                 f"{'worst at':<12}{got:>13}{expected:>13}  result"]
+        w = max([22] + [len(r.name) + 2 for r in self])
+        s = max([14] + [len(str(r.shape)) + 2 for r in self])
+        i = max([12] + [len(str(r.worst_index)) + 2 for r in self])
+        lines = [f"{self.title}", f"  {'tensor':<{w}}{'shape':<{s}}{'rel error':>11}  "
+                 f"{'worst at':<{i}}{got:>13}{expected:>13}  result"]
         for r in self:
             lines.append(
-                f"  {r.name:<22}{str(r.shape):<14}{r.rel_error:>11.2e}  {str(r.worst_index):<12}"
-                f"{r.analytic:>13.6g}{r.numeric:>13.6g}  {'ok' if r.passed else 'FAIL'}"
+                f"  {r.name:<{w}}{str(r.shape):<{s}}{r.rel_error:>11.2e}  "
+                f"{str(r.worst_index):<{i}}{r.analytic:>13.6g}{r.numeric:>13.6g}  "
+                f"{'ok' if r.passed else 'FAIL'}"
             )
         return "\n".join(lines)
 
