@@ -283,3 +283,49 @@ def test_the_command_names_a_planted_bug(monkeypatch, capsys):
     assert ("the posterior's backward ops, central differences: gaussian_kl_backward: "
             "dlogvar off by") in out
     assert "FAILED:" in out
+
+
+# --------------------------------------------------------------------------
+# The fast path: its own ops and the one-call step
+# --------------------------------------------------------------------------
+
+
+def test_a_dropped_half_in_the_numba_reparameterization_backward(monkeypatch):
+    pytest.importorskip("numba")
+    from numpyvae.fast import numba_ops
+
+    real = numba_ops.reparameterize_backward
+
+    def dropped_half(dz, logvar, eps, dmu=None, dlogvar=None):
+        dmu, dlogvar = real(dz, logvar, eps)
+        return dmu, 2 * dlogvar
+
+    monkeypatch.setattr(numba_ops, "reparameterize_backward", dropped_half)
+    bad = failing_rows(densities.latent_checks("numba"))
+    assert bad == {"reparameterize_backward: dlogvar"}
+
+
+def test_an_off_by_one_bias_correction_in_the_one_call_step(monkeypatch):
+    pytest.importorskip("numba")
+    from numpyvae.fast import numba_ops
+    from numpyvae.fast.step_checks import step_checks
+    from numpyvae.model import VAE
+    from numpyvae.optim import Adam
+
+    real = numba_ops.mlp_step
+
+    def shifted(*args, **kwargs):
+        *args, adam = args if "adam" not in kwargs else (*args, kwargs.pop("adam"))
+        if adam is not None:
+            adam = (*adam[:7], adam[7] + 1, adam[8])  # the step count, one ahead
+        return real(*args, adam=adam)
+
+    monkeypatch.setattr(numba_ops, "mlp_step", shifted)
+    config = [("VAE(20, hidden 10, latent 2), Adam, batch 8",
+               lambda be: VAE(20, hidden_dims=(10,), latent_dim=2, dtype="float64", seed=0,
+                              backend=be), Adam, {"lr": 1e-3}, 8)]
+    (report,) = step_checks(configs=config)
+    assert not report.passed and report.title.startswith("VAE(20, hidden 10, latent 2), Adam")
+    assert {r.name for r in report if not r.passed} == set(VAE(20, (10,), 2).params)
+    monkeypatch.setattr(numba_ops, "mlp_step", real)
+    assert step_checks(configs=config)[0].passed

@@ -49,11 +49,15 @@ def _configs(fast):
     )
 
 
-def step_checks(seed: int = 0) -> list:
-    """One report per configuration: the one-call step (numba) against the per-op path (numpy)."""
+def step_checks(seed: int = 0, configs=None) -> list:
+    """One report per configuration: the one-call step (numba) against the per-op path (numpy).
+
+    ``configs``: ``(title, make(backend) -> model, optimizer class, options, batch)``
+    tuples; by default the three of :func:`_configs`.
+    """
     fast, ref = get_backend("numba"), get_backend("numpy")
     reports = []
-    for title, make, optimizer_cls, options, batch in _configs(fast):
+    for title, make, optimizer_cls, options, batch in configs or _configs(fast):
         rng = np.random.default_rng(seed)
         models = [make(fast), make(ref)]
         n_in = models[0].input_shape[0]
