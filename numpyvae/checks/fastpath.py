@@ -88,8 +88,10 @@ def op_checks(fast, ref, seed=0) -> list:
                 res.append((*be.gaussian_nll_and_grad(logits, logvar, x, 1 / B, dlv), dlv))
             report += _pairs("gaussian_nll_and_grad (nll, dmean, dlogvar)", *res)
             report += optimizer_op_rows(fast, ref, rng, P)
-            report += conv_rows(fast, ref, rng, B)
         reports.append(report)
+    reports.append(Comparison(f"numba against numpy, the conv VAE's layers (batch {B})",
+                              conv_rows(fast, ref, rng, B, threads=_thread_counts(fast)),
+                              labels=("numba", "numpy")))
     return reports
 
 
@@ -120,11 +122,13 @@ def optimizer_op_rows(fast, ref, rng, P) -> list:
     return rows
 
 
-def conv_rows(fast, ref, rng, B) -> list:
+def conv_rows(fast, ref, rng, B, threads=None) -> list:
     """Every convolution of the conv VAE (28 x 28, channels 32 64), at batch ``B``, both ways.
 
     Each layer's input shape is the one it sees in the model (found by running
-    the reference model's networks on a batch).
+    the reference model's networks on a batch). ``threads``: the thread
+    counts to run ``fast`` on (each row then says which), or None to run it
+    as it is; the reference runs once.
     """
     from ..conv import Conv2d, ConvTranspose2d
     from ..convnet import conv_vae
@@ -143,21 +147,29 @@ def conv_rows(fast, ref, rng, B) -> list:
         W, b = layer.params["W"], layer.params["b"]
         kw = dict(stride=layer.stride, padding=layer.padding, activation=layer.activation)
         name = "conv2d" if isinstance(layer, Conv2d) else "conv_transpose2d"
-        if name == "conv_transpose2d":
-            kw["output_padding"] = layer.output_padding
+        forward = dict(kw, output_padding=layer.output_padding) if name != "conv2d" else kw
+        y = getattr(ref, f"{name}_forward")(x, W, b, **forward)
+        dy = rng.standard_normal(y.shape)
+        expected = _conv_pass(ref, name, x, W, b, dy, forward, kw)
         title = f"{name} {shape[1:]} W {W.shape}"
-        outs = [getattr(be, f"{name}_forward")(x, W, b, **kw) for be in (fast, ref)]
-        rows += _pairs(f"{title} forward", *outs)
-        dy = rng.standard_normal(outs[1].shape)
-        grads = []
-        for be, y in zip((fast, ref), outs, strict=True):
-            dW, db = np.zeros_like(W), np.zeros_like(b)
-            dx = getattr(be, f"{name}_backward")(dy, x, W, y, dW, db, stride=layer.stride,
-                                                 padding=layer.padding,
-                                                 activation=layer.activation)
-            grads.append((dx, dW, db))
-        rows += _pairs(f"{title} backward (dx, dW, db)", *grads)
+        for k in threads or (None,):
+            if k is None:
+                got, where = _conv_pass(fast, name, x, W, b, dy, forward, kw), ""
+            else:
+                with fast.threads(k):
+                    got = _conv_pass(fast, name, x, W, b, dy, forward, kw)
+                where = f", {k} thread(s)"
+            rows += _pairs(f"{title} forward{where}", got[0], expected[0])
+            rows += _pairs(f"{title} backward (dx, dW, db){where}", got[1], expected[1])
     return rows
+
+
+def _conv_pass(be, name, x, W, b, dy, forward, backward):
+    """One convolution's forward and backward on ``be``: ``(y, (dx, dW, db))``."""
+    y = getattr(be, f"{name}_forward")(x, W, b, **forward)
+    dW, db = np.zeros_like(W), np.zeros_like(b)
+    dx = getattr(be, f"{name}_backward")(dy, x, W, y, dW, db, **backward)
+    return y, (dx, dW, db)
 
 
 def model_checks(fast, ref, seed=0) -> list:
