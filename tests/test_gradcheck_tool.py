@@ -329,3 +329,58 @@ def test_an_off_by_one_bias_correction_in_the_one_call_step(monkeypatch):
     assert {r.name for r in report if not r.passed} == set(VAE(20, (10,), 2).params)
     monkeypatch.setattr(numba_ops, "mlp_step", real)
     assert step_checks(configs=config)[0].passed
+
+
+def test_all_checks_both_backends_and_the_fast_path(monkeypatch, capsys):
+    import numpyvae.checks as checks
+    from numpyvae.gradcheck import GradReport
+
+    calls = []
+
+    def fake_tool_checks(backend, seed, *, fast_path=False):
+        calls.append((backend, fast_path))
+        return [GradReport(f"checks on {backend}", [compare("x", 1.0, 1.0, 1e-12)])]
+
+    monkeypatch.setattr(checks, "tool_checks", fake_tool_checks)
+    pytest.importorskip("numba")
+    from numpyvae.fast import step_checks
+
+    def fake_step_checks(seed):
+        calls.append("step")
+        return [GradReport("one-call step", [])]
+
+    monkeypatch.setattr(step_checks, "step_checks", fake_step_checks)
+    assert main(["gradcheck", "--all"]) == 0
+    assert calls == [("numpy", False), ("numba", True), "step"]
+    assert "all 3 checks passed on numpy and numba" in capsys.readouterr().out
+    calls.clear()
+    assert main(["gradcheck"]) == 0
+    assert calls == [("numpy", False)]
+
+
+def test_the_checks_are_core_modules():
+    """They import neither the fast path nor the application (the Numba backend by name)."""
+    import ast
+    from pathlib import Path
+
+    import numpyvae
+
+    root = Path(numpyvae.__file__).parent
+    files = [*sorted((root / "checks").glob("*.py")), root / "inspector" / "coverage.py"]
+    for path in files:
+        package = "numpyvae." + ".".join(path.relative_to(root).parent.parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rstrip(".").split(".")
+                if node.level:
+                    base = base[:len(base) - node.level + 1]
+                    name = ".".join([*base, node.module or ""]).rstrip(".")
+                else:
+                    name = node.module
+                names = [name] + [f"{name}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("numpyvae.fast", "numpyvae.app")), (path, name)
