@@ -1,7 +1,7 @@
 """The ``numpyvae`` command: argument parsing and error reporting only.
 
 Each subcommand parses its options and calls one function of
-:mod:`numpyvae.app.run` (or :mod:`numpyvae.gradcheck`), where the work is done.
+:mod:`numpyvae.app.run` (or :mod:`numpyvae.checks`), where the work is done.
 Errors a user can cause (a missing, corrupt or hostile data, model or run
 file, a bad option, an unknown dataset, a run folder in use, sizes beyond
 the machine's memory, an unavailable backend, a full disk) arrive here as
@@ -384,16 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "gradcheck", formatter_class=fmt,
-        help="check every hand-written gradient against finite differences",
+        help="check every hand-written gradient, loss and update against an independent answer",
         description="Compare the backward pass of every layer type (Linear with each "
-                    "activation, each activation, Flatten, Reshape, Sequential) and of the "
-                    "whole VAE (Bernoulli and Gaussian likelihoods), the autoencoder and a "
-                    "VAE of composed networks (tanh encoder, image-shaped data) with central "
-                    "differences in float64, and print a table per check. Exits with 1 if "
+                    "activation, each activation, Flatten, Reshape, LabelChannels, Sequential, "
+                    "Conv2d, ConvTranspose2d) and of the whole models (the VAE with each "
+                    "likelihood, the autoencoder, the conditional VAE, the conv VAE) with "
+                    "central differences in float64; each likelihood's loss value, the "
+                    "posterior's sample and KL against the textbook densities, and every "
+                    "backward path of the likelihoods (nll_backward too) and the latent "
+                    "layer; the importance-weighted objective's value and gradient; that "
+                    "gradients accumulate and zero_grad clears them; and one step of SGD, "
+                    "momentum, Nesterov, Adam and AdamW against the textbook formulas. "
+                    "On the numpy reference by default (seconds). With --backend numba the "
+                    "same on the Numba backend, then its ops, a whole training step and the "
+                    "one-call step against the reference at training shapes; --all runs "
+                    "both backends. Prints a table per check and one line per failure "
+                    "(the parameter or op, the largest error and where). Exits with 1 if "
                     "any check fails.",
-        epilog="example:\n  numpyvae gradcheck --backend numba")
+        epilog="examples:\n  numpyvae gradcheck                  # the reference, in seconds\n"
+               "  numpyvae gradcheck --backend numba  # and the fast path at training shapes\n"
+               "  numpyvae gradcheck --all")
     p.add_argument("--seed", type=_non_negative, default=0)
-    _add_backend(p)
+    p.add_argument("--backend", choices=("numpy", "numba"), default="numpy",
+                   help="the backend whose gradients are checked (default: numpy, the "
+                        "reference); numba also compares it with the reference at training "
+                        "shapes")
+    p.add_argument("--all", action="store_true",
+                   help="check both backends, and the fast path against the reference")
 
     p = sub.add_parser(
         "inspect", formatter_class=fmt,
@@ -405,16 +422,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "and a central-difference check of its backward in float64. A "
                     "conditional run is inspected on its test images' own labels. --bug "
                     "plants a known-wrong backward formula in one node; the check points at "
-                    "it. Exits with 1 if any node's check fails.",
-        epilog="examples:\n  numpyvae inspect --tiny                 # a 6-5-3 float64 VAE, "
-               "instant\n  numpyvae inspect --tiny --conditional   # the same as a CVAE\n"
+                    "it. The model's own loss_and_grads is compared with the trace: gradients "
+                    "that differ beyond rounding are a wiring bug, and the parameter that "
+                    "differs most is named. --tiny alone steps through a few tiny models "
+                    "that between them have every node type; --activation, --likelihood, "
+                    "--arch, --conditional and --beta build the one model asked for, and the "
+                    "output says which node types that run did not cover. Exits with 1 if "
+                    "any node's check fails or the model's gradients differ from the trace's.",
+        epilog="examples:\n  numpyvae inspect --tiny                 # tiny models with every "
+               "node type\n  numpyvae inspect --tiny --conditional   # a 6-5-3 float64 CVAE\n"
+               "  numpyvae inspect --tiny --activation tanh --likelihood gaussian --beta 0.5\n"
+               "  numpyvae inspect --tiny --arch conv\n"
                "  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
                "  numpyvae inspect --tiny --bug reparam-dropped-half\n"
                "  numpyvae inspect --list-bugs")
     p.add_argument("run_dir", nargs="?", help="a run folder (or use --tiny)")
-    p.add_argument("--tiny", action="store_true", help="a small float64 VAE on random data")
+    p.add_argument("--tiny", action="store_true",
+                   help="small float64 models on random data: alone, a few that between them "
+                        "have every node type; with the options below, the one asked for")
     p.add_argument("--conditional", action="store_true",
                    help="with --tiny: a small conditional VAE (2 classes) and random labels")
+    p.add_argument("--activation", choices=("identity", "relu", "leaky_relu", "tanh", "sigmoid",
+                                            "softplus"), default=None,
+                   help="with --tiny: the MLP's activation (default relu)")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
+                   help="with --tiny: the decoder's likelihood (default bernoulli)")
+    p.add_argument("--gaussian-var", type=_gaussian_var, metavar="VAR", default=None,
+                   help="with --tiny --likelihood gaussian: the fixed variance (default 0.5) "
+                        "or 'learned'")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=None,
+                   help="with --tiny: an MLP (default) or a small convolutional model")
     p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
     p.add_argument("--beta", type=float, default=None,
                    help="KL weight (default: the run's, or 1 with --tiny)")
@@ -534,24 +571,35 @@ def _figures(args):
 
 
 def _gradcheck(args):
-    from ..gradcheck import standard_checks
+    from ..checks import tool_checks
+    from ..checks.compare import failures
 
-    reports = standard_checks(backend=args.backend, seed=args.seed)
+    backends = ("numpy", "numba") if args.all else (args.backend,)
+    reports = []
+    for backend in backends:
+        reports += tool_checks(backend, args.seed, fast_path=backend == "numba")
+    if "numba" in backends:
+        from ..fast.step_checks import step_checks
+
+        reports += step_checks(args.seed)
     for report in reports:
         print(report)
         print()
     failed = [r.title for r in reports if not r.passed]
     worst = max(r.max_error for r in reports)
     if failed:
+        print("\n".join(failures(reports)))
         print(f"FAILED: {len(failed)} of {len(reports)} checks: {'; '.join(failed)}")
         return EXIT_FAILED
-    print(f"all {len(reports)} checks passed (largest relative error {worst:.1e})")
+    print(f"all {len(reports)} checks passed on {' and '.join(backends)} "
+          f"(largest relative error {worst:.1e})")
     return 0
 
 
 def _inspect(args):
     from ..inspector.catalogue import BUGS
-    from ..inspector.trace import inspect, tiny_conditional_model, tiny_model
+    from ..inspector.coverage import not_covered, tiny_models
+    from ..inspector.trace import inspect
     from .run import inspect_run
 
     if args.list_bugs:
@@ -560,23 +608,47 @@ def _inspect(args):
         return 0
     if args.tiny == (args.run_dir is not None):
         raise ValueError("give either a run folder or --tiny")
-    if args.conditional and not args.tiny:
-        raise ValueError("--conditional goes with --tiny (a run folder's model is conditional "
-                         "or not as it was trained)")
-    if args.tiny:
-        labels = None
-        if args.conditional:
-            model, x, labels = tiny_conditional_model(backend=args.backend)
-        else:
-            model, x = tiny_model(backend=args.backend)
-        trace = inspect(model, x, beta=1.0 if args.beta is None else args.beta, labels=labels,
-                        bug=args.bug, bug_node=args.node, seed=args.seed)
-    else:
+    built = {"--conditional": args.conditional, "--activation": args.activation,
+             "--likelihood": args.likelihood, "--gaussian-var": args.gaussian_var,
+             "--arch": args.arch}
+    given = [name for name, value in built.items() if value not in (None, False)]
+    if given and not args.tiny:
+        raise ValueError(f"{given[0]} goes with --tiny (a run folder's model is built as it "
+                         f"was trained)")
+    if not args.tiny:
         trace = inspect_run(args.run_dir, n=args.n, seed=args.seed, bug=args.bug,
                             node=args.node, beta=args.beta, data_dir=args.data_dir,
                             download=not args.no_download, backend=args.backend,
                             data=args.data)
-    print(trace)
+        print(trace)
+        _inspect_figure(args, trace)
+        return 0 if trace.passed else EXIT_FAILED
+    models = tiny_models(activation=args.activation, likelihood=args.likelihood,
+                         gaussian_var=args.gaussian_var, arch=args.arch,
+                         conditional=args.conditional, beta=args.beta, backend=args.backend)
+    if args.bug is not None and not given:
+        models = models[:1]  # a planted bug goes into the first tiny model
+    traces = []
+    for title, model, x, labels, beta in models:
+        if len(models) > 1:
+            print(f"== {title}")
+        beta = beta if args.beta is None else args.beta
+        trace = inspect(model, x, beta=beta, labels=labels, bug=args.bug, bug_node=args.node,
+                        seed=args.seed)
+        traces.append(trace)
+        print(trace)
+        print()
+    _inspect_figure(args, traces[0])
+    missing = not_covered(traces)
+    print("node types not covered by this run: " + ", ".join(missing) if missing else
+          "every node type of the library was covered")
+    failed = [title for (title, *_), t in zip(models, traces, strict=True) if not t.passed]
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(traces)} models: {'; '.join(failed)}")
+    return EXIT_FAILED if failed else 0
+
+
+def _inspect_figure(args, trace):
     if args.figure:
         import matplotlib
 
@@ -584,7 +656,6 @@ def _inspect(args):
         fig = trace.plot()
         fig.savefig(args.figure, dpi=120, bbox_inches="tight")
         print(args.figure)
-    return 0 if trace.passed else EXIT_FAILED
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,

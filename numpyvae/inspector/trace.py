@@ -56,6 +56,11 @@ F64 = np.dtype(np.float64)
 #: A node's check passes when every relative error is below this (float64; a
 #: correct backward agrees with central differences to about 1e-8).
 TOLERANCE = 1e-6
+#: The verdict also fails when the model's own gradients (``loss_and_grads``)
+#: differ from the trace's by more than the rounding of the model's dtype (a
+#: float32 model agrees to about 1e-5): then the model does not compute what
+#: its nodes do, a wiring bug that no single node's check can see.
+MODEL_TOLERANCE = {"float64": 1e-7, "float32": 1e-3}
 #: Arrays up to this many elements are checked element by element; larger ones
 #: along random directions (see :func:`check_vjp`).
 FULL_CHECK_LIMIT = 4096
@@ -614,8 +619,15 @@ class Trace(Mapping):
         return [n.name for n in self.nodes.values() if n.check and not n.check.passed]
 
     @property
+    def model_failed(self) -> list[str]:
+        """Parameters whose model gradient differs from the trace's beyond rounding, worst first."""
+        tol = MODEL_TOLERANCE.get(str(self.model_dtype), max(MODEL_TOLERANCE.values()))
+        wrong = [k for k, e in self.model_errors.items() if not e <= tol]
+        return sorted(wrong, key=self.model_errors.get, reverse=True)
+
+    @property
     def passed(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.model_failed
 
     def table(self, formulas: bool = True) -> str:
         """One row per node: shapes, output statistics, gradient norms and the check."""
@@ -649,6 +661,10 @@ class Trace(Mapping):
             lines.append(f"the model's own loss_and_grads ({self.model_dtype}): {loss}"
                          f"largest relative gradient difference "
                          f"{self.model_errors[worst]:.1e} ({worst})")
+            if self.model_failed and not self.failed:  # every node right, the sum of them wrong
+                lines.append(f"WRONG: the model's own gradients differ from the trace's beyond "
+                             f"rounding in {len(self.model_failed)} parameter(s), most in "
+                             f"{worst}: loss_and_grads does not compute what its nodes do")
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -923,4 +939,4 @@ def tiny_conditional_model(backend=None, likelihood="bernoulli"):
 
 
 __all__ = ["inspect", "Trace", "Node", "Check", "check_vjp", "build_graph",
-           "formula_of", "tiny_model", "tiny_conditional_model", "TOLERANCE"]
+           "formula_of", "tiny_model", "tiny_conditional_model", "TOLERANCE", "MODEL_TOLERANCE"]
