@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 
 from . import interrupts
 
@@ -631,12 +632,12 @@ def _inspect(args):
     traces = []
     for title, model, x, labels, beta in models:
         if len(models) > 1:
-            print(f"== {title}")
+            print(textwrap.fill(f"== {title}", 100, subsequent_indent="   "))
         beta = beta if args.beta is None else args.beta
         trace = inspect(model, x, beta=beta, labels=labels, bug=args.bug, bug_node=args.node,
                         seed=args.seed)
+        print(trace.table(explain=not traces))  # what the columns mean: once
         traces.append(trace)
-        print(trace)
         print()
     _inspect_figure(args, traces[0])
     missing = not_covered(traces)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..gradcheck import numerical_vjp, rel_error
+from .formulas import backward_formula
 
 F64 = np.dtype(np.float64)
 
@@ -629,11 +630,17 @@ class Trace(Mapping):
     def passed(self) -> bool:
         return not self.failed and not self.model_failed
 
-    def table(self, formulas: bool = True) -> str:
-        """One row per node: shapes, output statistics, gradient norms and the check."""
-        head = (f"{'node':<26} {'kind':<18} {'in -> out':<24} {'out mean/std':>17} "
-                f"{'|dout|':>9} {'|dx|':>9}  check")
-        lines = [head, "-" * len(head)]
+    def table(self, formulas: bool = True, explain: bool = True) -> str:
+        """One row per node: output statistics, gradient norms and the check (within 100 columns).
+
+        Under each row, with ``formulas``: the node's kind and shapes, its
+        forward formula and the local backward formula that the check holds
+        it to. Long lines wrap; nothing is cut. ``explain`` prints what the
+        columns mean above the table.
+        """
+        head = (f"{'node':<24} {'kind':<23} {'out mean/std':>17} {'|dout|':>9} {'|dx|':>9}"
+                f"  check")
+        lines = [*(_wrap(COLUMNS, WIDTH) + [""] if explain else []), head, "-" * WIDTH]
         for n in self.nodes.values():
             shapes = (",".join(_shape(v) for v in n.inputs.values()) + " -> "
                       + ",".join(_shape(v) for v in n.outputs.values()))
@@ -643,28 +650,41 @@ class Trace(Mapping):
             if n.check is None:
                 status = "-"
             elif n.check.passed:
-                status = f"ok    {n.check.max_error:.1e}"
+                status = f"ok {n.check.max_error:.1e}"
             else:
                 status = f"WRONG {n.check.max_error:.1e} in {n.check.worst}"
-            lines.append(f"{n.name:<26} {n.kind:<18} {shapes:<24} "
-                         f"{o.mean():>8.3g}/{o.std():<8.3g} {dout:>9.2e} {dx:>9.2e}  {status}")
-            if formulas and n.summary:
-                lines.append(f"    {n.summary}" + (f"   [planted bug: {n.bug}]" if n.bug else ""))
-        lines.append("-" * len(head))
-        lines.append(f"loss {self.loss:.6g} (beta {self.beta:g});  "
-                     + (f"{len(self.failed)} node(s) failed: {', '.join(self.failed)}"
-                        if self.failed else "every node's backward agrees with central "
-                        "differences (float64)"))
+            name = n.name
+            if len(name) > 24:  # a long name gets a line of its own; the columns stay put
+                lines.append(name)
+                name = ""
+            stats = f"{o.mean():.3g}/{o.std():.3g}"
+            lines.extend(_wrap(f"{name:<24} {n.kind:<23} {stats:>17} {dout:>9.2e} {dx:>9.2e}"
+                               f"  {status}", WIDTH, "", " " * 4))
+            if formulas:
+                lines.extend(_wrap(f"shapes    {shapes}", WIDTH, "    ", " " * 14))
+                if n.summary:
+                    lines.extend(_wrap(f"forward   {n.summary}" + (
+                        f"   [planted bug: {n.bug}]" if n.bug else ""), WIDTH, "    ", " " * 14))
+                backward = backward_formula(n.kind)
+                if backward:
+                    lines.extend(_wrap(f"backward  {backward}", WIDTH, "    ", " " * 14))
+        lines.append("-" * WIDTH)
+        summary = [f"loss {self.loss:.6g} (beta {self.beta:g});  "
+                   + (f"{len(self.failed)} node(s) failed: {', '.join(self.failed)}"
+                      if self.failed else "every node's backward agrees with central "
+                      "differences (float64)")]
         if self.model_errors:
             worst = max(self.model_errors, key=self.model_errors.get)
             loss = "" if self.model_loss is None else f"loss {self.model_loss:.6g}, "
-            lines.append(f"the model's own loss_and_grads ({self.model_dtype}): {loss}"
-                         f"largest relative gradient difference "
-                         f"{self.model_errors[worst]:.1e} ({worst})")
+            summary.append(f"the model's own loss_and_grads ({self.model_dtype}): {loss}"
+                           f"largest relative gradient difference "
+                           f"{self.model_errors[worst]:.1e} ({worst})")
             if self.model_failed and not self.failed:  # every node right, the sum of them wrong
-                lines.append(f"WRONG: the model's own gradients differ from the trace's beyond "
-                             f"rounding in {len(self.model_failed)} parameter(s), most in "
-                             f"{worst}: loss_and_grads does not compute what its nodes do")
+                summary.append(f"WRONG: the model's own gradients differ from the trace's "
+                               f"beyond rounding in {len(self.model_failed)} parameter(s), "
+                               f"most in {worst}: loss_and_grads does not compute what its "
+                               f"nodes do")
+        lines.extend(line for text in summary for line in _wrap(text, WIDTH, "", "    "))
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -679,6 +699,26 @@ class Trace(Mapping):
         from .plot import plot_trace
 
         return plot_trace(self, ax=ax)
+
+
+#: The width the table keeps to (a terminal, a notebook's output, the website's column).
+WIDTH = 100
+#: What the table's columns mean, printed once above it.
+COLUMNS = ("Columns: out mean/std of the node's output; |dout| the size (L2 norm) of the loss's "
+           "gradient arriving at that output; |dx| the size of the gradients the node's backward "
+           "sends to its inputs; check: the largest relative error of that backward against "
+           "central differences in float64 with a random upstream gradient (ok below 1e-6), and "
+           "where it lies. Under each node: its shapes, its forward formula, and the backward "
+           "formula the check holds it to (dout: the gradient arriving at its output).")
+
+
+def _wrap(text, width, indent="", subsequent=None):
+    """``text`` as lines of at most ``width`` columns (indented), broken at spaces, never cut."""
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=indent,
+                         subsequent_indent=indent if subsequent is None else subsequent,
+                         break_long_words=False, break_on_hyphens=False) or [indent]
 
 
 def _shape(a) -> str:
