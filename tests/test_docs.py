@@ -162,9 +162,6 @@ def test_layout_figure_labels_are_readable_at_the_page_width():
     plt.close(fig)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "numpyvae/inspector/plot.py draws 7-point labels on a figure 2.4 inches wide per "
-    "column, about 3 px high once shown in the main column"))
 def test_inspector_graph_labels_are_readable_at_the_page_width():
     pytest.importorskip("matplotlib")
     import matplotlib
