@@ -263,7 +263,7 @@ def test_cvae_table_and_graph_show_the_label_nodes(tmp_path):
     fig = trace.plot()
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "data x, y" in texts
-    assert any(t.startswith("condition.x\nConcatLabel") for t in texts)
+    assert any(t.startswith("condition.x: ConcatLabel") for t in texts)
     assert any(t.startswith("condition.z") and "bug: concat-wrong-slice" in t for t in texts)
     fig.savefig(tmp_path / "graph.png")
     assert (tmp_path / "graph.png").stat().st_size > 10_000
