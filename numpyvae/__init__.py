@@ -46,6 +46,7 @@ MOVED = {
     "numpyvae.safenpz": "numpyvae.app.safenpz", "numpyvae.limits": "numpyvae.app.limits",
     "numpyvae.interrupts": "numpyvae.app.interrupts", "numpyvae.fused": "numpyvae.fast.step",
     "numpyvae.threads": "numpyvae.fast.threads", "numpyvae.warmup": "numpyvae.fast.warmup",
+    "numpyvae.buffers": "numpyvae.fast.buffers",
 }
 
 

@@ -1,6 +1,7 @@
 """Work buffers: arrays kept between calls so that a training step allocates nothing.
 
-Two helpers, used by the layers, the distributions, the model and the backends:
+Two helpers, used by the layers, the distributions, the model and the backends
+(its old name, ``numpyvae.buffers``, still imports):
 
 * :func:`out_or_empty` — the ``out=`` convention of every backend op: write
   into the caller's array when one is given, else allocate a fresh one.
