@@ -543,8 +543,10 @@ def test_a_training_step_allocates_nothing():
         train_step(model, opt, x)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    # The smallest work buffer, (64, 8) float32, is 2 KiB; a step's Python objects are less.
-    assert peak < 2048, f"{peak} bytes allocated during 5 training steps"
+    # The step's arrays are (64, 64) float32 (16 KiB) or larger, but for the
+    # per-example vectors; its Python objects (the loss result, the thread
+    # timer's records) take a few KiB.
+    assert peak < 8192, f"{peak} bytes allocated during 5 training steps"
 
 
 @pytest.mark.parametrize("optimizer", [Adam, AdamW])
