@@ -50,6 +50,7 @@ MOVED = {
     "numpyvae.latent_plots": "numpyvae.app.latent_plots",
     "numpyvae.inspect_catalogue": "numpyvae.inspector.catalogue",
     "numpyvae.inspect_plot": "numpyvae.inspector.plot",
+    "numpyvae.buffers": "numpyvae.fast.buffers",
 }
 
 

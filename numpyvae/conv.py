@@ -166,17 +166,15 @@ class _ConvBase(Layer):
 
     def forward(self, x):
         self._check(x)
-        out = self._buffer("y", (x.shape[0], *self.output_shape(x.shape[1:])), self.dtype)
         self._x = x
-        self._y = self._forward(x, out)
+        self._y = self._forward(x)
         return self._y
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         self._check(dout, "upstream gradient", self._y.shape)
-        dx = None if self.skip_input_grad else self._buffer("dx", self._x.shape, self.dtype)
-        return self._backward(dout, dx)
+        return self._backward(dout)
 
     def __repr__(self):
         extra = "".join(f", {k}={v!r}" for k, v in self.spec().items()
@@ -245,16 +243,16 @@ class Conv2d(_ConvBase):
     def _spatial_output(self, h, w):
         return conv2d_output_size((h, w), self.kernel_size, self.stride, self.padding)
 
-    def _forward(self, x, out):
+    def _forward(self, x):
         """x: (B, C, H, W) -> y: (B, O, Ho, Wo)."""
         return self.backend.conv2d_forward(x, self.params["W"], self.params["b"], self.stride,
-                                           self.padding, self.activation, self.alpha, out=out)
+                                           self.padding, self.activation, self.alpha)
 
-    def _backward(self, dout, dx):
+    def _backward(self, dout):
         """dout: (B, O, Ho, Wo) -> dx: (B, C, H, W), or None if ``skip_input_grad``."""
         return self.backend.conv2d_backward(
             dout, self._x, self.params["W"], self._y, self.grads["W"], self.grads["b"],
-            self.stride, self.padding, self.activation, self.alpha, dx=dx,
+            self.stride, self.padding, self.activation, self.alpha,
             need_dx=not self.skip_input_grad)
 
 
@@ -324,17 +322,17 @@ class ConvTranspose2d(_ConvBase):
             return {}
         return {"output_padding": _spec_value(self.output_padding)}
 
-    def _forward(self, x, out):
+    def _forward(self, x):
         """x: (B, C, H, W) -> y: (B, O, Ho, Wo)."""
         return self.backend.conv_transpose2d_forward(
             x, self.params["W"], self.params["b"], self.stride, self.padding,
-            self.output_padding, self.activation, self.alpha, out=out)
+            self.output_padding, self.activation, self.alpha)
 
-    def _backward(self, dout, dx):
+    def _backward(self, dout):
         """dout: (B, O, Ho, Wo) -> dx: (B, C, H, W), or None if ``skip_input_grad``."""
         return self.backend.conv_transpose2d_backward(
             dout, self._x, self.params["W"], self._y, self.grads["W"], self.grads["b"],
-            self.stride, self.padding, self.activation, self.alpha, dx=dx,
+            self.stride, self.padding, self.activation, self.alpha,
             need_dx=not self.skip_input_grad)
 
 

@@ -30,18 +30,15 @@ import math
 import numpy as np
 
 from .backend import get_backend
-from .buffers import WorkBuffers
 
 
 class _UsesBackend:
-    """A backend, parameters and work buffers: what a distribution shares with a layer."""
+    """A backend and parameters: what a distribution shares with a layer."""
 
     def __init__(self, backend=None):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.backend = get_backend(backend)
-        self.reuse_buffers = False
-        self._work = WorkBuffers()
 
     def set_backend(self, backend) -> None:
         self.backend = get_backend(backend)
@@ -54,9 +51,6 @@ class _UsesBackend:
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0)
-
-    def _buffer(self, name, shape, dtype):
-        return self._work.get(name, shape, dtype) if self.reuse_buffers else None
 
 
 # --------------------------------------------------------------------------
@@ -129,10 +123,8 @@ class DiagonalGaussian(_UsesBackend):
         eps : (B, L) standard-normal noise
         -> z : (B, L), kl : (B,) nats
         """
-        B, L = eps.shape
         self._h, self._eps = h, eps
-        return self.backend.latent_forward(h, eps, z=self._buffer("z", (B, L), h.dtype),
-                                           kl=self._buffer("kl", (B,), h.dtype))
+        return self.backend.latent_forward(h, eps)
 
     def backward(self, dz, kl_weight: float):
         """Gradient with respect to ``h`` of ``loss = f(z) + kl_weight * sum(kl)``.
@@ -155,12 +147,8 @@ class DiagonalGaussian(_UsesBackend):
         if self._h is None:
             raise RuntimeError("DiagonalGaussian.backward called before forward")
         h = self._h
-        dkl = self._buffer("dkl", (h.shape[0],), h.dtype)
-        if dkl is None:
-            dkl = np.empty(h.shape[0], dtype=h.dtype)
-        dkl.fill(kl_weight)
-        return self.backend.latent_backward(dz, h, self._eps, dkl, self.free_bits,
-                                            dh=self._buffer("dh", h.shape, h.dtype))
+        dkl = np.full(h.shape[0], kl_weight, dtype=h.dtype)
+        return self.backend.latent_backward(dz, h, self._eps, dkl, self.free_bits)
 
     def kl_objective(self, kl) -> float:
         """The KL term the loss minimises, nats per example.
@@ -260,10 +248,7 @@ class Bernoulli(Likelihood):
         return self.backend.bernoulli_nll(_rows(out), _rows(x))
 
     def nll_and_grad(self, out, x, scale):
-        B = out.shape[0]
-        nll, dout = self.backend.bernoulli_nll_and_grad(
-            _rows(out), _rows(x), scale, nll=self._buffer("nll", (B,), out.dtype),
-            dlogits=self._buffer("dout", _rows(out).shape, out.dtype))
+        nll, dout = self.backend.bernoulli_nll_and_grad(_rows(out), _rows(x), scale)
         return nll, dout.reshape(out.shape)
 
     def nll_backward(self, out, x, dnll):
@@ -292,11 +277,8 @@ class _GaussianMean(Likelihood):
         return self.backend.gaussian_nll(_rows(out), _flat(self.logvar()), _rows(x))
 
     def nll_and_grad(self, out, x, scale):
-        B = out.shape[0]
         nll, dout = self.backend.gaussian_nll_and_grad(
-            _rows(out), _flat(self.logvar()), _rows(x), scale, _flat(self._dlogvar()),
-            nll=self._buffer("nll", (B,), out.dtype),
-            dmean=self._buffer("dout", _rows(out).shape, out.dtype))
+            _rows(out), _flat(self.logvar()), _rows(x), scale, _flat(self._dlogvar()))
         return nll, dout.reshape(out.shape)
 
     def nll_backward(self, out, x, dnll):

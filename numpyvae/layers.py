@@ -31,9 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .app.limits import check_parameters
 from .backend import get_backend
-from .buffers import WorkBuffers
 from .init import get_initializer
 from .ops import ACTIVATIONS
 
@@ -62,19 +60,16 @@ def _shape_text(example_shape) -> str:
 
 
 class Layer:
-    """Base class: parameters, gradients, a forward cache, work buffers and a shape contract.
+    """Base class: parameters, gradients, a forward cache and a shape contract.
 
     Attributes
     ----------
     params, grads : dict[str, ndarray]
         Same keys. ``grads`` accumulate across ``backward`` calls until
         :meth:`zero_grad`.
-    reuse_buffers : bool
-        When True, outputs are written into work buffers kept by the layer,
-        so a training step allocates nothing; the array returned by
-        ``forward``/``backward`` is then overwritten by the next call.
-        Off by default so that results can be kept; models switch it on
-        for their internal hot path.
+
+    ``forward`` and ``backward`` return new arrays (the backend's ops
+    allocate their results), so a result can be kept across later calls.
 
     A subclass implements ``forward``, ``backward``, :meth:`output_shape` and
     :meth:`spec` (and :meth:`from_spec` when its constructor needs ``rng`` or
@@ -89,8 +84,6 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.backend = get_backend(backend)
-        self.reuse_buffers = False
-        self._work = WorkBuffers()
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -136,10 +129,6 @@ class Layer:
     def layers(self) -> Iterator[Layer]:
         """This layer and every layer inside it."""
         yield self
-
-    def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray | None:
-        """A work buffer to write into, or ``None`` to let the op allocate."""
-        return self._work.get(name, shape, dtype) if self.reuse_buffers else None
 
     def _check_input(self, x, example_shape: tuple | None, dtype: np.dtype | None,
                      what: str = "input"):
@@ -218,8 +207,6 @@ class Linear(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation, self.alpha = activation, float(alpha)
         self.dtype = as_float_dtype(dtype)
-        check_parameters(self.in_features * self.out_features + self.out_features,
-                         self.dtype.itemsize, f"Linear({self.in_features}, {self.out_features})")
         rng = np.random.default_rng() if rng is None else rng
         W, b = get_initializer(init)(rng, self.in_features, self.out_features, self.dtype)
         self.params = {"W": W, "b": b}
@@ -246,9 +233,8 @@ class Linear(Layer):
     def forward(self, x):
         """x: (B, in_features) -> y: (B, out_features)."""
         self._check_input(x, (self.in_features,), self.dtype)
-        out = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
         W, b = self.params["W"], self.params["b"]
-        y = self.backend.linear_forward(x, W, b, self.activation, self.alpha, out=out)
+        y = self.backend.linear_forward(x, W, b, self.activation, self.alpha)
         self._x, self._y = x, y
         return y
 
@@ -258,12 +244,9 @@ class Linear(Layer):
             raise RuntimeError("Linear.backward called before forward")
         self._check_input(dout, (self.out_features,), self.dtype, what="upstream gradient")
         self._check_batch(dout, self._x.shape[0])
-        dx = None
-        if not self.skip_input_grad:
-            dx = self._buffer("dx", self._x.shape, self.dtype)
         return self.backend.linear_backward(
             dout, self._x, self.params["W"], self._y, self.grads["W"], self.grads["b"],
-            self.activation, self.alpha, dx=dx, need_dx=not self.skip_input_grad,
+            self.activation, self.alpha, need_dx=not self.skip_input_grad,
         )
 
     def __repr__(self):
@@ -298,8 +281,7 @@ class Activation(Layer):
         """x: (B, ...) -> y: same shape, same dtype."""
         self._check_input(x, None, None)
         flat = x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
-        out = self._buffer("y", flat.shape, x.dtype)
-        self._y = self.backend.activation_forward(flat, self.activation, self.alpha, out=out)
+        self._y = self.backend.activation_forward(flat, self.activation, self.alpha)
         self._shape = x.shape
         return self._y if x.ndim == 2 else self._y.reshape(x.shape)
 
@@ -310,8 +292,7 @@ class Activation(Layer):
         self._check_input(dout, self._shape[1:], self._y.dtype, what="upstream gradient")
         self._check_batch(dout, self._shape[0])
         flat = dout if dout.ndim == 2 else dout.reshape(self._y.shape)
-        dx = self._buffer("dx", self._y.shape, self._y.dtype)
-        dx = self.backend.activation_backward(flat, self._y, self.activation, self.alpha, dx=dx)
+        dx = self.backend.activation_backward(flat, self._y, self.activation, self.alpha)
         return dx if dout.ndim == 2 else dx.reshape(self._shape)
 
     def __repr__(self):
@@ -454,19 +435,17 @@ class Reshape(Layer):
         return f"Reshape({', '.join(str(d) for d in self.shape)})"
 
 
-def append_label_maps(images, onehot, out=None) -> np.ndarray:
+def append_label_maps(images, onehot) -> np.ndarray:
     """Images with the label as channels: ``(B, c, H, W)`` and ``(B, C)`` -> ``(B, c + C, H, W)``.
 
     Channel ``c + k`` of example ``b`` is the constant map ``onehot[b, k]``:
     the one-hot vector broadcast to every position, so a convolution sees the
     label wherever it looks (the usual way of conditioning a convolutional
-    network on a class). Any number of spatial axes works. ``out``, if given,
-    is written into and returned.
+    network on a class). Any number of spatial axes works.
     """
     B, c = images.shape[:2]
-    if out is None:
-        out = np.empty((B, c + onehot.shape[1], *images.shape[2:]),
-                       dtype=np.result_type(images, onehot))
+    out = np.empty((B, c + onehot.shape[1], *images.shape[2:]),
+                   dtype=np.result_type(images, onehot))
     out[:, :c] = images
     out[:, c:] = onehot.reshape(*onehot.shape, *([1] * (images.ndim - 2)))
     return out
@@ -532,8 +511,7 @@ class LabelChannels(Layer):
         self._check_input(x, (self.in_features,), None)
         B, D = x.shape[0], self.in_features - self.num_classes
         self._batch = B
-        out = self._buffer("out", (B, *self.output_shape(x.shape[1:])), x.dtype)
-        return append_label_maps(x[:, :D].reshape(B, *self.image_shape), x[:, D:], out=out)
+        return append_label_maps(x[:, :D].reshape(B, *self.image_shape), x[:, D:])
 
     def backward(self, dout):
         """dout: (B, c + C, H, W) -> dx: (B, D + C), the label's columns summed over positions."""
@@ -543,9 +521,7 @@ class LabelChannels(Layer):
                           what="upstream gradient")
         self._check_batch(dout, self._batch)
         B, c, D = dout.shape[0], self.image_shape[0], self.in_features - self.num_classes
-        dx = self._buffer("dx", (B, self.in_features), dout.dtype)
-        if dx is None:
-            dx = np.empty((B, self.in_features), dtype=dout.dtype)
+        dx = np.empty((B, self.in_features), dtype=dout.dtype)
         dx[:, :D] = dout[:, :c].reshape(B, D)
         dx[:, D:] = dout[:, c:].sum(axis=(2, 3))
         return dx

@@ -12,22 +12,25 @@ Conventions
   features, ``L`` for the latent dimension and ``D`` for the data dimension.
 * ``logvar`` is :math:`\\log\\sigma^2`, and :math:`\\sigma = \\exp(\\tfrac12\\,\\mathrm{logvar})`.
 * An array keeps its dtype: nothing here upcasts float32 to float64.
-* ``out=`` / ``dx=`` arguments let a caller reuse work buffers; when ``None``
-  a fresh array is returned.
-* Backward functions that produce parameter gradients *accumulate* into them
-  (``dW += ...``); those that produce input gradients *write* them.
+* Every op is a plain function of its inputs: it returns new arrays and
+  changes none of its inputs, with two exceptions. Backward functions
+  *accumulate* the gradients of parameters into the caller's arrays
+  (``dW += ...``, as micrograd does and as the layers' ``+=`` contract needs),
+  and the optimizer updates change the parameters and their own state in
+  place (that is what an update is). Input gradients are returned.
 
 What does not live here: the layer objects (:mod:`numpyvae.layers`), the
 distribution objects that call the latent and likelihood ops
 (:mod:`numpyvae.distributions`), the model wiring (:mod:`numpyvae.model`) and
-the optimizer state (:mod:`numpyvae.optim`).
+the optimizer state (:mod:`numpyvae.optim`). Nor anything that is only
+there for speed (output buffers, cache blocking, flushing subnormal numbers,
+scratch arrays): that is the fast path's (:mod:`numpyvae.fast`), and the
+tests hold it to the numbers computed here.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .buffers import out_or_empty
 
 NAME = "numpy"
 
@@ -38,21 +41,19 @@ LOG_2PI = float(np.log(2 * np.pi))
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "softplus")
 
 
-def sigmoid(x, out=None):
+def sigmoid(x):
     """Logistic function, computed without overflow for any sign of ``x``.
 
     Uses :math:`\\sigma(x) = 1/(1+e^{-x})` for ``x >= 0`` and
     :math:`e^{x}/(1+e^{x})` for ``x < 0``, so ``exp`` only sees non-positive
     arguments.
     """
-    out = out_or_empty(out, x.shape, x.dtype)
-    return sigmoid_from(x, np.exp(-np.abs(x)), out)
+    return sigmoid_from(x, np.exp(-np.abs(x)))
 
 
-def sigmoid_from(x, e, out):
-    """:func:`sigmoid` of ``x`` into ``out``, given ``e = exp(-|x|)`` (a caller may have it)."""
-    np.divide(np.where(x >= 0, 1, e), 1 + e, out=out)
-    return out
+def sigmoid_from(x, e):
+    """:func:`sigmoid` of ``x``, given ``e = exp(-|x|)`` (a caller may have it)."""
+    return np.where(x >= 0, 1, e) / (1 + e)
 
 
 # --------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def sigmoid_from(x, e, out):
 # --------------------------------------------------------------------------
 
 
-def activation_forward(x, activation, alpha=0.01, out=None):
+def activation_forward(x, activation, alpha=0.01):
     """Apply an elementwise activation.
 
     Parameters
@@ -74,27 +75,25 @@ def activation_forward(x, activation, alpha=0.01, out=None):
     Returns
     -------
     y : ndarray, shape (B, O), same dtype as ``x``
+        A new array (for the identity too).
     """
-    out = out_or_empty(out, x.shape, x.dtype)
     if activation == "identity":
-        out[...] = x
-    elif activation == "relu":
-        np.maximum(x, 0, out=out)
-    elif activation == "leaky_relu":
-        np.multiply(x, np.where(x > 0, 1, alpha).astype(x.dtype), out=out)
-    elif activation == "tanh":
-        np.tanh(x, out=out)
-    elif activation == "sigmoid":
-        sigmoid(x, out=out)
-    elif activation == "softplus":
+        return x.copy()
+    if activation == "relu":
+        return np.maximum(x, 0)
+    if activation == "leaky_relu":
+        return x * np.where(x > 0, 1, alpha).astype(x.dtype)
+    if activation == "tanh":
+        return np.tanh(x)
+    if activation == "sigmoid":
+        return sigmoid(x)
+    if activation == "softplus":
         # log(1 + e^x) = max(x, 0) + log1p(e^{-|x|}), finite for every x.
-        np.add(np.maximum(x, 0), np.log1p(np.exp(-np.abs(x))), out=out)
-    else:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-    return out
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
 
 
-def activation_backward(dy, y, activation, alpha=0.01, dx=None):
+def activation_backward(dy, y, activation, alpha=0.01):
     """Backward of :func:`activation_forward`, written in terms of the output ``y``.
 
     Every activation here has a derivative that is a function of its own
@@ -123,23 +122,21 @@ def activation_backward(dy, y, activation, alpha=0.01, dx=None):
     Returns
     -------
     dx : ndarray, shape (B, O)
+        A new array (for the identity too).
     """
-    dx = out_or_empty(dx, y.shape, y.dtype)
     if activation == "identity":
-        dx[...] = dy
-    elif activation == "relu":
-        np.multiply(dy, y > 0, out=dx)
-    elif activation == "leaky_relu":
-        np.multiply(dy, np.where(y > 0, 1, alpha).astype(y.dtype), out=dx)
-    elif activation == "tanh":
-        np.multiply(dy, 1 - y * y, out=dx)
-    elif activation == "sigmoid":
-        np.multiply(dy, y * (1 - y), out=dx)
-    elif activation == "softplus":
-        np.multiply(dy, -np.expm1(-y), out=dx)
-    else:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-    return dx
+        return dy.copy()
+    if activation == "relu":
+        return dy * (y > 0)
+    if activation == "leaky_relu":
+        return dy * np.where(y > 0, 1, alpha).astype(y.dtype)
+    if activation == "tanh":
+        return dy * (1 - y * y)
+    if activation == "sigmoid":
+        return dy * (y * (1 - y))
+    if activation == "softplus":
+        return dy * -np.expm1(-y)
+    raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
 
 
 # --------------------------------------------------------------------------
@@ -147,7 +144,7 @@ def activation_backward(dy, y, activation, alpha=0.01, dx=None):
 # --------------------------------------------------------------------------
 
 
-def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
+def linear_forward(x, W, b, activation="identity", alpha=0.01):
     """``y = f(x @ W + b)`` for an activation ``f``.
 
     Parameters
@@ -160,16 +157,11 @@ def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
     -------
     y : ndarray, shape (B, O)
     """
-    out = out_or_empty(out, (x.shape[0], W.shape[1]), W.dtype)
-    np.matmul(x, W, out=out)
-    out += b
-    if activation != "identity":
-        activation_forward(out, activation, alpha, out=out)
-    return out
+    a = x @ W + b
+    return a if activation == "identity" else activation_forward(a, activation, alpha)
 
 
-def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=None,
-                    need_dx=True):
+def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, need_dx=True):
     """Backward of :func:`linear_forward`.
 
     With the pre-activation :math:`a = xW + b` and :math:`y = f(a)`, the chain
@@ -208,16 +200,12 @@ def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=N
     db += da.sum(axis=0)
     if not need_dx:
         return None
-    dx = out_or_empty(dx, x.shape, W.dtype)
-    np.matmul(da, W.T, out=dx)
-    return dx
+    return da @ W.T
 
 
-def matmul(a, b, out=None):
+def matmul(a, b):
     """``a @ b`` for 2-D arrays: ``(M, K) @ (K, N) -> (M, N)``."""
-    out = out_or_empty(out, (a.shape[0], b.shape[1]), np.result_type(a, b))
-    np.matmul(a, b, out=out)
-    return out
+    return a @ b
 
 
 # --------------------------------------------------------------------------
@@ -225,7 +213,7 @@ def matmul(a, b, out=None):
 # --------------------------------------------------------------------------
 
 
-def reparameterize(mu, logvar, eps, out=None):
+def reparameterize(mu, logvar, eps):
     """Draw ``z = mu + sigma * eps`` with ``sigma = exp(logvar / 2)``.
 
     Sampling :math:`z \\sim \\mathcal N(\\mu, \\sigma^2)` directly has no
@@ -242,13 +230,10 @@ def reparameterize(mu, logvar, eps, out=None):
     -------
     z : ndarray, shape (B, L)
     """
-    out = out_or_empty(out, mu.shape, mu.dtype)
-    np.multiply(np.exp(0.5 * logvar), eps, out=out)
-    out += mu
-    return out
+    return mu + np.exp(0.5 * logvar) * eps
 
 
-def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
+def reparameterize_backward(dz, logvar, eps):
     """Backward of :func:`reparameterize`.
 
     .. math::
@@ -266,16 +251,12 @@ def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
     Returns
     -------
     dmu, dlogvar : ndarray, shape (B, L)
-        Written (not accumulated).
+        New arrays.
     """
-    dmu = out_or_empty(dmu, dz.shape, dz.dtype)
-    dlogvar = out_or_empty(dlogvar, dz.shape, dz.dtype)
-    dmu[...] = dz
-    np.multiply(0.5 * dz * eps, np.exp(0.5 * logvar), out=dlogvar)
-    return dmu, dlogvar
+    return dz.copy(), 0.5 * dz * eps * np.exp(0.5 * logvar)
 
 
-def gaussian_kl(mu, logvar, out=None):
+def gaussian_kl(mu, logvar):
     """KL(N(mu, sigma^2) || N(0, I)) in closed form, summed over dimensions.
 
     For one dimension, with :math:`q = \\mathcal N(\\mu, \\sigma^2)` and
@@ -300,12 +281,10 @@ def gaussian_kl(mu, logvar, out=None):
     kl : ndarray, shape (B,)
         One value per example, in nats.
     """
-    out = out_or_empty(out, mu.shape[:1], mu.dtype)
-    np.sum(0.5 * (mu * mu + np.exp(logvar) - 1 - logvar), axis=1, out=out)
-    return out
+    return np.sum(0.5 * (mu * mu + np.exp(logvar) - 1 - logvar), axis=1)
 
 
-def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
+def gaussian_kl_backward(dkl, mu, logvar):
     """Backward of :func:`gaussian_kl` for an upstream gradient per example.
 
     Differentiating the closed form term by term,
@@ -324,17 +303,13 @@ def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
     Returns
     -------
     dmu, dlogvar : ndarray, shape (B, L)
-        Written (not accumulated).
+        New arrays.
     """
-    dmu = out_or_empty(dmu, mu.shape, mu.dtype)
-    dlogvar = out_or_empty(dlogvar, mu.shape, mu.dtype)
     g = dkl[:, None]
-    np.multiply(g, mu, out=dmu)
-    np.multiply(g, 0.5 * np.expm1(logvar), out=dlogvar)
-    return dmu, dlogvar
+    return g * mu, g * (0.5 * np.expm1(logvar))
 
 
-def latent_forward(h, eps, z=None, kl=None):
+def latent_forward(h, eps):
     """The whole Gaussian latent layer: split, sample and KL.
 
     The encoder's last layer has width ``2 L``: its first half is
@@ -352,10 +327,10 @@ def latent_forward(h, eps, z=None, kl=None):
     """
     L = eps.shape[1]
     mu, logvar = h[:, :L], h[:, L:]
-    return reparameterize(mu, logvar, eps, out=z), gaussian_kl(mu, logvar, out=kl)
+    return reparameterize(mu, logvar, eps), gaussian_kl(mu, logvar)
 
 
-def latent_backward(dz, h, eps, dkl, free_bits=0.0, dh=None):
+def latent_backward(dz, h, eps, dkl, free_bits=0.0):
     """Backward of :func:`latent_forward`: both paths into ``mu`` and ``logvar``.
 
     ``mu`` and ``logvar`` reach the loss twice, through ``z`` and through the
@@ -378,19 +353,16 @@ def latent_backward(dz, h, eps, dkl, free_bits=0.0, dh=None):
     Returns
     -------
     dh : ndarray, shape (B, 2L)
+        ``[dmu | dlogvar]``.
     """
     L = eps.shape[1]
     mu, logvar = h[:, :L], h[:, L:]
-    dh = out_or_empty(dh, h.shape, h.dtype)
     dmu, dlogvar = reparameterize_backward(dz, logvar, eps)
     kl_mu, kl_logvar = gaussian_kl_backward(dkl, mu, logvar)
     if free_bits > 0:
         active = (kl_per_dimension(mu, logvar) > free_bits).astype(h.dtype)
-        kl_mu *= active
-        kl_logvar *= active
-    np.add(dmu, kl_mu, out=dh[:, :L])
-    np.add(dlogvar, kl_logvar, out=dh[:, L:])
-    return dh
+        kl_mu, kl_logvar = kl_mu * active, kl_logvar * active
+    return np.concatenate([dmu + kl_mu, dlogvar + kl_logvar], axis=1)
 
 
 def kl_per_dimension(mu, logvar):
@@ -403,7 +375,7 @@ def kl_per_dimension(mu, logvar):
 # --------------------------------------------------------------------------
 
 
-def bernoulli_nll(logits, x, out=None):
+def bernoulli_nll(logits, x):
     """Binary cross-entropy with logits, summed over pixels: -log p(x | z).
 
     With :math:`p = \\sigma(l)`,
@@ -420,9 +392,7 @@ def bernoulli_nll(logits, x, out=None):
     -------
     nll : ndarray, shape (B,)
     """
-    out = out_or_empty(out, logits.shape[:1], logits.dtype)
-    np.sum(bernoulli_per_pixel(logits, x, np.exp(-np.abs(logits))), axis=1, out=out)
-    return out
+    return np.sum(bernoulli_per_pixel(logits, x, np.exp(-np.abs(logits))), axis=1)
 
 
 def bernoulli_per_pixel(logits, x, e):
@@ -430,7 +400,7 @@ def bernoulli_per_pixel(logits, x, e):
     return np.maximum(logits, 0) - x * logits + np.log1p(e)
 
 
-def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
+def bernoulli_nll_backward(dnll, logits, x):
     """Backward of :func:`bernoulli_nll`.
 
     .. math::
@@ -446,14 +416,10 @@ def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
     -------
     dlogits : ndarray, shape (B, D)
     """
-    dlogits = out_or_empty(dlogits, logits.shape, logits.dtype)
-    sigmoid(logits, out=dlogits)
-    dlogits -= x
-    dlogits *= dnll[:, None]
-    return dlogits
+    return (sigmoid(logits) - x) * dnll[:, None]
 
 
-def gaussian_nll(mean, logvar, x, out=None):
+def gaussian_nll(mean, logvar, x):
     """Gaussian negative log-likelihood, summed over pixels.
 
     .. math::
@@ -472,14 +438,12 @@ def gaussian_nll(mean, logvar, x, out=None):
     -------
     nll : ndarray, shape (B,)
     """
-    out = out_or_empty(out, mean.shape[:1], mean.dtype)
     r = x - mean
     per_pixel = 0.5 * (LOG_2PI + logvar + r * r * np.exp(-logvar))
-    np.sum(per_pixel.astype(mean.dtype, copy=False), axis=1, out=out)
-    return out
+    return np.sum(per_pixel.astype(mean.dtype, copy=False), axis=1)
 
 
-def gaussian_nll_backward(dnll, mean, logvar, x, dmean=None):
+def gaussian_nll_backward(dnll, mean, logvar, x):
     """Backward of :func:`gaussian_nll`.
 
     .. math::
@@ -499,16 +463,15 @@ def gaussian_nll_backward(dnll, mean, logvar, x, dmean=None):
         Each example's contribution; the caller reduces it to the shape of
         ``logvar`` (sum over the batch for a per-pixel log-variance).
     """
-    dmean = out_or_empty(dmean, mean.shape, mean.dtype)
     inv_var = np.exp(-logvar)
     r = mean - x
     g = dnll[:, None]
-    np.multiply(g, r * inv_var, out=dmean)
+    dmean = (g * (r * inv_var)).astype(mean.dtype, copy=False)
     dlogvar = (g * 0.5 * (1 - r * r * inv_var)).astype(mean.dtype, copy=False)
     return dmean, dlogvar
 
 
-def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
+def bernoulli_nll_and_grad(logits, x, scale):
     """Per-example Bernoulli NLL and ``scale`` times its gradient, in one call.
 
     The loss of a batch is ``mean(nll)``, so ``scale`` is usually ``1 / B``.
@@ -520,17 +483,13 @@ def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
     nll : ndarray, shape (B,)
     dlogits : ndarray, shape (B, D)
     """
-    nll = out_or_empty(nll, logits.shape[:1], logits.dtype)
-    dlogits = out_or_empty(dlogits, logits.shape, logits.dtype)
     e = np.exp(-np.abs(logits))  # e^{-|l|}: shared by the loss and sigma(l)
-    np.sum(bernoulli_per_pixel(logits, x, e), axis=1, out=nll)
-    sigmoid_from(logits, e, dlogits)
-    dlogits -= x
-    dlogits *= logits.dtype.type(scale)
+    nll = np.sum(bernoulli_per_pixel(logits, x, e), axis=1)
+    dlogits = (sigmoid_from(logits, e) - x) * logits.dtype.type(scale)
     return nll, dlogits
 
 
-def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=None, dmean=None):
+def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar):
     """Per-example Gaussian NLL and ``scale`` times its gradients, in one call.
 
     ``dlogvar`` (shape of ``logvar``) is accumulated into with the gradient
@@ -541,9 +500,9 @@ def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=None, dmean=None)
     nll : ndarray, shape (B,)
     dmean : ndarray, shape (B, D)
     """
-    nll = gaussian_nll(mean, logvar, x, out=nll)
+    nll = gaussian_nll(mean, logvar, x)
     dnll = np.full(mean.shape[:1], scale, dtype=mean.dtype)
-    dmean, dlogvar_each = gaussian_nll_backward(dnll, mean, logvar, x, dmean=dmean)
+    dmean, dlogvar_each = gaussian_nll_backward(dnll, mean, logvar, x)
     if dlogvar is not None:
         dlogvar += dlogvar_each.sum(axis=0).reshape(dlogvar.shape)
     return nll, dmean
@@ -552,47 +511,6 @@ def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=None, dmean=None)
 # --------------------------------------------------------------------------
 # Optimizer updates (in place, on flat or shaped arrays alike)
 # --------------------------------------------------------------------------
-
-
-def flush_subnormal(a, magnitude=None):
-    """Set to zero, in place, every element of ``a`` below the normal range of its dtype.
-
-    A running average that only decays (an optimizer's momentum where the
-    gradient is exactly zero) reaches the subnormal numbers, below
-    ``np.finfo(dtype).tiny`` (1.2e-38 in float32), and stays there for
-    hundreds of steps; arithmetic on them is dozens of times slower on
-    x86 CPUs. Zero is within one subnormal of the value, and free.
-
-    ``magnitude`` is ``|a|`` when the caller has it at hand (``a`` itself
-    when it is never negative, a scratch array filled by ``np.abs``).
-    """
-    if magnitude is None:
-        magnitude = np.abs(a)
-    np.copyto(a, 0, where=magnitude < np.finfo(a.dtype).tiny)
-
-
-#: The optimizer updates run over this many elements of a flat buffer at a
-#: time, so that what one chunk's passes touch (parameters, gradients,
-#: running averages and scratch: six arrays of this size) stays in a core's L2
-#: cache from one pass to the next. On the MLP recipe's 650,000 parameters
-#: Adam ran faster in chunks of this size than in one piece
-#: (``benchmarks/bench_kernels.py`` times ``adam_update`` on all of them).
-UPDATE_CHUNK = 65536
-
-
-def in_chunks(update, arrays, *scalars):
-    """``update(*chunks, *scalars)`` on matching chunks of the flat ``arrays``.
-
-    ``None`` in ``arrays`` (SGD's velocity without momentum) passes
-    through; shaped (not flat) arrays are updated in one call.
-    """
-    first = arrays[0]
-    if first.ndim != 1 or first.shape[0] <= UPDATE_CHUNK:
-        update(*arrays, *scalars)
-        return
-    for start in range(0, first.shape[0], UPDATE_CHUNK):
-        span = slice(start, start + UPDATE_CHUNK)
-        update(*(a if a is None else a[span] for a in arrays), *scalars)
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
@@ -604,20 +522,13 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
         v \\leftarrow \\mu v + g, \\quad
         \\theta \\leftarrow \\theta - \\eta\\,(g + \\mu v \\text{ if Nesterov else } v).
 
-    ``velocity`` is ignored when ``momentum == 0``; it is flushed to zero
-    where it falls below the normal range (:func:`flush_subnormal`).
-    A flat buffer is updated in chunks (:func:`in_chunks`).
+    ``param`` and ``velocity`` are updated in place (``velocity`` is ignored
+    when ``momentum == 0``); ``grad`` is read only.
     """
-    in_chunks(sgd_chunk, (param, grad, velocity), lr, momentum, nesterov, weight_decay)
-
-
-def sgd_chunk(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """:func:`sgd_update` of one chunk."""
     g = grad + weight_decay * param if weight_decay else grad
     if momentum:
         velocity *= momentum
         velocity += g
-        flush_subnormal(velocity)
         g = g + momentum * velocity if nesterov else velocity
     param -= (lr * g).astype(param.dtype, copy=False)
 
@@ -632,55 +543,28 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, de
         \\theta &\\leftarrow \\theta - \\eta\\,
             \\frac{m / (1-\\beta_1^t)}{\\sqrt{v / (1-\\beta_2^t)} + \\epsilon}.
 
-    Adam adds ``weight_decay * param`` to the gradient (L2 regularisation);
-    AdamW instead shrinks the parameter, ``param *= 1 - lr * weight_decay``,
-    before the step (Loshchilov & Hutter, 2019).
+    ``m`` and ``v`` are the running averages of the gradient and of its
+    square; dividing by :math:`1-\\beta^t` removes their bias toward the zeros
+    they start from. Adam adds ``weight_decay * param`` to the gradient (L2
+    regularisation); AdamW instead shrinks the parameter,
+    ``param *= 1 - lr * weight_decay``, before the step (Loshchilov & Hutter,
+    2019).
 
-    ``step`` is the 1-based number of this update, for the bias corrections.
-
-    ``m`` and ``v`` are flushed to zero where they fall below the normal
-    range (:func:`flush_subnormal`): a parameter whose gradient stays zero
-    (a pixel that is blank in every image, a ReLU unit that never fires)
-    has its ``m`` shrink by ``beta1`` each step, into subnormal numbers
-    after about 800 steps in float32, on which the CPU's arithmetic runs
-    dozens of times slower.
-
-    The optimizer passes every parameter at once, as one flat array, and
-    each NumPy operation is a pass over it: it is updated in chunks that
-    stay in the CPU's cache from pass to pass (:func:`in_chunks`), and each
-    operation writes into ``m``, ``v``, ``param`` or one of two scratch
-    arrays rather than into a new one. The arithmetic is the same, in the
-    same order, as the Numba backend's one-pass loop.
+    ``step`` is the 1-based number of this update. ``param``, ``m`` and ``v``
+    are updated in place; ``grad`` is read only. Every scalar is cast to the
+    parameter's dtype first, so a float32 model steps in float32.
     """
-    in_chunks(adam_chunk, (param, grad, m, v), lr, beta1, beta2, eps, weight_decay, step,
-              decoupled)
-
-
-def adam_chunk(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    """:func:`adam_update` of one chunk."""
     T = param.dtype.type  # scalars in the parameter's dtype: float64 ones would upcast the step
     if decoupled:
         param *= T(1 - lr * weight_decay)
         g = grad
     else:
         g = grad + T(weight_decay) * param if weight_decay else grad
-    scratch = np.multiply(g, T(1 - beta1))  # (1 - beta1) g
-    m *= T(beta1)
-    m += scratch
-    np.multiply(g, g, out=scratch)
-    scratch *= T(1 - beta2)  # (1 - beta2) g^2
-    v *= T(beta2)
-    v += scratch
-    flush_subnormal(m, np.abs(m, out=scratch))
-    flush_subnormal(v, v)  # v >= 0
+    m[...] = T(beta1) * m + T(1 - beta1) * g
+    v[...] = T(beta2) * v + T(1 - beta2) * (g * g)
     bias1 = 1 - beta1**step
     bias2 = 1 - beta2**step
-    denom = np.sqrt(v, out=scratch)
-    denom /= T(np.sqrt(bias2))
-    denom += T(eps)  # sqrt(v / bias2) + eps
-    change = np.multiply(m, T(lr / bias1))
-    change /= denom
-    param -= change
+    param -= T(lr / bias1) * m / (np.sqrt(v) / T(np.sqrt(bias2)) + T(eps))
 
 
 def sum_of_squares(a):
@@ -824,7 +708,7 @@ def col2im(cols, channels, size, kernel, stride, padding, out_size):
     return xp[:, :, ph:ph + H, pw:pw + W]
 
 
-def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.01, out=None):
+def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.01):
     """Convolution ``y = f(conv(x, W) + b)``, by im2col and one matrix product per example.
 
     Parameters
@@ -852,14 +736,13 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     stride, padding = _pair(stride), _pair(padding)
     B = x.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding)
-    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
     cols = im2col(x, (kh, kw), stride, padding, (Ho, Wo))
     a = np.matmul(W.reshape(O, C * kh * kw), cols) + b[:, None]  # (B, O, Ho Wo)
-    return activation_forward(a.reshape(B, O, Ho, Wo), activation, alpha, out=out)
+    return activation_forward(a.reshape(B, O, Ho, Wo), activation, alpha)
 
 
 def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identity",
-                    alpha=0.01, dx=None, need_dx=True):
+                    alpha=0.01, need_dx=True):
     """Backward of :func:`conv2d_forward`: accumulate ``dW``, ``db``; return ``dx``.
 
     Parameters
@@ -892,13 +775,14 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     if not need_dx:
         return None
     dcols = np.matmul(W.reshape(O, C * kh * kw).T, a)  # (B, C kh kw, Ho Wo)
-    dx = out_or_empty(dx, x.shape, W.dtype)
-    dx[...] = col2im(dcols, C, x.shape[2:], (kh, kw), stride, padding, (Ho, Wo))
-    return dx
+    # col2im returns a view that drops the padding; a C-ordered copy is what a
+    # layer hands on, as every other op's result is.
+    return np.ascontiguousarray(col2im(dcols, C, x.shape[2:], (kh, kw), stride, padding,
+                                       (Ho, Wo)))
 
 
 def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
-                             activation="identity", alpha=0.01, out=None):
+                             activation="identity", alpha=0.01):
     """Transposed convolution ``y = f(convT(x, W) + b)``: the convolution's input-gradient.
 
     Parameters
@@ -931,14 +815,13 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     stride, padding = _pair(stride), _pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), stride, padding, output_padding)
-    out = out_or_empty(out, (B, O, Ho, Wo), W.dtype)
     cols = np.matmul(W.reshape(C, O * kh * kw).T, x.reshape(B, C, H * Wd))
     a = col2im(cols, O, (Ho, Wo), (kh, kw), stride, padding, (H, Wd)) + b[:, None, None]
-    return activation_forward(a, activation, alpha, out=out)
+    return activation_forward(a, activation, alpha)
 
 
 def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
-                              activation="identity", alpha=0.01, dx=None, need_dx=True):
+                              activation="identity", alpha=0.01, need_dx=True):
     """Backward of :func:`conv_transpose2d_forward`: accumulate ``dW``, ``db``; return ``dx``.
 
     Parameters
@@ -973,9 +856,7 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     dW += np.tensordot(xr, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
     if not need_dx:
         return None
-    dx = out_or_empty(dx, x.shape, W.dtype)
-    dx[...] = np.matmul(W.reshape(C, O * kh * kw), cols).reshape(x.shape)
-    return dx
+    return np.matmul(W.reshape(C, O * kh * kw), cols).reshape(x.shape)
 
 
 def conv2d_forward_naive(x, W, b, stride=1, padding=0):

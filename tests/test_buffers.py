@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from numpyvae.buffers import ThreadLocalBuffers, WorkBuffers, out_or_empty
+from numpyvae.fast.buffers import ThreadLocalBuffers, WorkBuffers, out_or_empty
 
 
 def test_work_buffers_are_reused_until_shape_or_dtype_change():

@@ -252,20 +252,25 @@ def test_numba_kernels_equal_the_reference(transposed, dtype, data):
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["Conv2d", "ConvTranspose2d"])
-def test_work_buffers_are_reused_and_results_unchanged(backend_name, transposed):
+def test_results_are_new_arrays_unchanged_by_later_calls(backend_name, transposed):
     g = {"B": 4, "C": 3, "O": 2, "H": 9, "W": 8, "kernel": 3, "stride": 2, "padding": 1,
          "output_padding": 1}
-    x = np.random.default_rng(0).standard_normal((4, 3, 9, 8)).astype("float32")
-    fresh = make(g, transposed, np.random.default_rng(1), backend_name, "relu", "float32")
-    reused = make(g, transposed, np.random.default_rng(1), backend_name, "relu", "float32")
-    reused.reuse_buffers = True
-    y1 = reused.forward(x)
-    y2 = reused.forward(x)
-    assert y1 is y2
-    np.testing.assert_array_equal(y2, fresh.forward(x))
-    dy = np.ones_like(y2)
-    assert reused.backward(dy) is reused.backward(dy)
-    np.testing.assert_allclose(reused.backward(dy), fresh.backward(dy), rtol=1e-6, atol=1e-6)
+    rng = np.random.default_rng(0)
+    x, x2 = (rng.standard_normal((4, 3, 9, 8)).astype("float32") for _ in range(2))
+    layer = make(g, transposed, np.random.default_rng(1), backend_name, "relu", "float32")
+    twin = make(g, transposed, np.random.default_rng(1), backend_name, "relu", "float32")
+    y1 = layer.forward(x)
+    kept_y = y1.copy()
+    dy = rng.standard_normal(y1.shape).astype("float32")
+    dx1 = layer.backward(dy)
+    kept_dx = dx1.copy()
+    y2 = layer.forward(x2)
+    assert y2 is not y1 and not np.shares_memory(y1, y2)
+    assert layer.backward(dy) is not dx1
+    np.testing.assert_array_equal(y1, kept_y)  # the second call left the first results alone
+    np.testing.assert_array_equal(dx1, kept_dx)
+    np.testing.assert_array_equal(y1, twin.forward(x))
+    np.testing.assert_allclose(dx1, twin.backward(dy), rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------------------------

@@ -327,7 +327,7 @@ def test_sequential_exposes_its_childrens_own_arrays_by_qualified_name(backend_n
 
 
 def test_layer_results_are_not_overwritten_by_later_calls(backend_name):
-    """Layers allocate fresh outputs unless a model switches ``reuse_buffers`` on."""
+    """Layers return new arrays: a result is not changed by the layer's later calls."""
     rng = np.random.default_rng(7)
     for layer in _all_layers(backend_name, "float64", rng):
         x1, x2 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from numpyvae import SGD, VAE, Adam, AdamW, clip_grad_norm
-from numpyvae import ops as R
 from numpyvae.optim import flat_span
 
 STEPS = 5
@@ -174,14 +173,14 @@ def test_flat_and_per_parameter_paths_agree(backend_name, config):
         np.testing.assert_allclose(p, copies.params[name], rtol=1e-15, atol=1e-16)
 
 
-@pytest.mark.parametrize("config", ["sgd-momentum", "sgd-nesterov", "adam", "adamw"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_running_averages_decaying_below_the_normal_range_become_zero(backend_name, config,
-                                                                      dtype):
-    # A gradient that stays zero makes momentum (and Adam's m) shrink by 0.9 a
-    # step, down through the subnormal numbers below np.finfo(dtype).tiny, on
-    # which arithmetic is slow. Started at 5 * tiny, 30 such steps would leave
-    # 0.2 * tiny: a subnormal. It becomes zero instead, on passing below tiny.
+def _decay_below_the_normal_range(config, dtype, backend_name, steps=30):
+    """Running averages set to +-5 tiny, then ``steps`` steps with a zero gradient.
+
+    A gradient that stays zero makes momentum (and Adam's m) shrink by 0.9 a
+    step, down through the subnormal numbers below ``np.finfo(dtype).tiny``.
+    Started at 5 tiny, 30 such steps leave 0.2 tiny: a subnormal.
+    Returns the optimizer, the slot that was set and the model.
+    """
     problem, model = flat_problem(dtype, backend_name)
     optimizer = make_optimizer(config, problem.params, backend_name)
     problem.fill_grads(0)
@@ -192,8 +191,19 @@ def test_running_averages_decaying_below_the_normal_range_become_zero(backend_na
         a[...] = 5 * tiny * np.where(np.arange(a.size).reshape(a.shape) % 2, 1, -1)
     for g in problem.grads.values():
         g[...] = 0
-    for _ in range(30):
+    for _ in range(steps):
         optimizer.step(problem.grads)
+    return optimizer, first, model
+
+
+@pytest.mark.parametrize("config", ["sgd-momentum", "sgd-nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_fast_updates_set_running_averages_below_the_normal_range_to_zero(config, dtype):
+    # Arithmetic on subnormal numbers is slow, so the fast path's updates flush
+    # them: the running average becomes zero on passing below tiny.
+    pytest.importorskip("numba")
+    optimizer, first, model = _decay_below_the_normal_range(config, dtype, "numba")
+    tiny = np.finfo(dtype).tiny
     for slot, arrays in optimizer.state.items():
         for name, a in arrays.items():
             assert a.dtype == dtype
@@ -202,12 +212,28 @@ def test_running_averages_decaying_below_the_normal_range_become_zero(backend_na
     assert np.all(np.isfinite(model.flat_params))
 
 
+@pytest.mark.parametrize("config", ["sgd-momentum", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_reference_updates_follow_the_formula_into_the_subnormal_numbers(config, dtype):
+    # The specification does not flush: with a zero gradient (and no weight
+    # decay) the average is multiplied by 0.9 each step and nothing else.
+    optimizer, first, _ = _decay_below_the_normal_range(config, dtype, "numpy")
+    tiny = np.finfo(dtype).tiny
+    for a in optimizer.state[first].values():
+        sign = np.where(np.arange(a.size).reshape(a.shape) % 2, 1, -1)
+        expected = (5 * tiny * sign).astype(dtype)
+        for _ in range(30):
+            expected = expected * a.dtype.type(0.9)
+        assert np.all(np.abs(expected) < tiny) and np.all(expected != 0)  # subnormal
+        np.testing.assert_array_equal(a, expected)
+
+
 @pytest.mark.parametrize("update", ["adam", "adamw", "sgd", "sgd-nesterov"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_flat_buffer_updated_in_chunks_equals_one_update(update, dtype):
-    # The reference updates a flat buffer longer than UPDATE_CHUNK chunk by
-    # chunk; the same numbers, shaped as a matrix, are updated in one piece.
-    n = 2 * R.UPDATE_CHUNK + 8 * 1234
+def test_a_flat_buffer_updated_at_once_equals_the_same_numbers_shaped(backend, update, dtype):
+    # An update is elementwise: a flat buffer (longer than the fast kernel's
+    # chunk of work) and the same numbers shaped as a matrix end up equal.
+    n = 2 * 65536 + 8 * 1234
     rng = np.random.default_rng(5)
     param, grad, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
     v = rng.random(n).astype(dtype)
@@ -216,9 +242,9 @@ def test_a_flat_buffer_updated_in_chunks_equals_one_update(update, dtype):
     shaped = [a.copy().reshape(-1, 8) for a in (param, grad, m, v)]
     for arrays in (flat, shaped):
         if update.startswith("adam"):
-            R.adam_update(*arrays, 1e-2, 0.9, 0.999, 1e-8, 0.05, 3, update == "adamw")
+            backend.adam_update(*arrays, 1e-2, 0.9, 0.999, 1e-8, 0.05, 3, update == "adamw")
         else:
-            R.sgd_update(*arrays[:3], 0.1, 0.9, update == "sgd-nesterov", 0.01)
+            backend.sgd_update(*arrays[:3], 0.1, 0.9, update == "sgd-nesterov", 0.01)
     assert not np.array_equal(flat[0], param)
     for a, b in zip(flat, shaped, strict=True):
         np.testing.assert_array_equal(a, b.reshape(-1))

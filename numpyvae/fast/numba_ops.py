@@ -1,9 +1,13 @@
 """The Numba backend: every operation of :mod:`numpyvae.ops`, as fused kernels.
 
-Same names, same signatures, same semantics as the reference (``out=``/``dx=``
-buffers are written, parameter gradients are accumulated, results are
-returned the same way); the tests hold the two to 1e-12 (float64) and 1e-5
-(float32) on arbitrary shapes and memory layouts. This module only checks
+Same names and semantics as the reference (parameter gradients are
+accumulated, results are returned the same way); the tests hold the two to
+1e-12 (float64) and 1e-5 (float32) on arbitrary shapes and memory layouts.
+Every op takes the reference's arguments, and may take more: optional
+output arrays (``out=``, ``dx=``, ``z=``/``kl=``, ...) that the op writes
+into and returns instead of allocating. The core (layers, distributions,
+models) calls the reference's form only; the outputs are there for code of
+the fast path, and benchmarks, that keep arrays of their own. This module only checks
 and prepares arguments; the arithmetic is in
 :mod:`numpyvae.fast.numba_kernels`, one plain Python function per kernel
 (with the scalar math they share in :mod:`numpyvae.fast.numba_math` and
@@ -21,10 +25,13 @@ What is fused (per training step of the default VAE, in kernel calls):
 * ``bernoulli_nll_and_grad``/``gaussian_nll_and_grad``: loss and gradient;
 * ``adam_update``: one pass over the flat buffer of all parameters.
 
-Nothing is allocated when the caller passes buffers, as the layers and the
-model do: the one temporary a fused kernel needs (``da`` in
-``linear_backward`` for a non-identity activation, ``exp(-logvar)`` in the
-Gaussian loss) is a work buffer kept here per thread, by shape and dtype.
+Without output arrays an op allocates its results, once per call, as the
+reference does (freed arrays are reused by the allocator: a training step of
+the conv VAE runs as fast either way). The temporaries a fused kernel needs
+(``da`` in ``linear_backward`` for a non-identity activation,
+``exp(-logvar)`` in the Gaussian loss, a convolution's im2col matrices) are
+work buffers kept here per thread, by shape and dtype
+(:mod:`numpyvae.fast.buffers`).
 
 :func:`set_matmul` chooses how matrices are multiplied: ``"blas"`` (the
 default, fastest here), ``"tiled"`` (the hand-written cache-blocked kernel)
@@ -74,11 +81,11 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import ops as reference  # noqa: E402
-from ..buffers import ThreadLocalBuffers, out_or_empty  # noqa: E402
 from ..ops import gaussian_nll_backward, sum_of_squares  # noqa: E402 (not on the hot path)
 from . import numba_blas as NB  # noqa: E402
 from . import numba_kernels as K  # noqa: E402
 from . import numba_step as S  # noqa: E402
+from .buffers import ThreadLocalBuffers, out_or_empty  # noqa: E402
 
 if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
     numba.set_num_threads(usable_cpus())
@@ -198,11 +205,24 @@ def _with_blas(kernel, *args, tasks=None):
 # Argument helpers
 # --------------------------------------------------------------------------
 
-# Work buffers (the one helper, numpyvae.buffers): per thread, reused while
-# shape and dtype match; ``out=None`` allocates, as in the reference.
+# Work buffers (numpyvae.fast.buffers): per thread, reused while shape and
+# dtype match; ``out=None`` allocates, as the reference does.
 _WORK = ThreadLocalBuffers()
 _work = _WORK.get
 _empty = out_or_empty
+
+
+def _given(*outs):
+    """The output arrays the caller passed (those that are not None)."""
+    return [a for a in outs if a is not None]
+
+
+def _written(out, result):
+    """A reference op's ``result``, or ``out`` holding it when the caller passed one."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 def _code(activation):
@@ -228,9 +248,9 @@ def _same_float(*arrays):
 def activation_forward(x, activation, alpha=0.01, out=None):
     """Elementwise activation; see :func:`numpyvae.ops.activation_forward`."""
     code = _code(activation)
+    if x.ndim != 2 or not _same_float(x, *_given(out)):
+        return _written(out, reference.activation_forward(x, activation, alpha))
     out = _empty(out, x.shape, x.dtype)
-    if x.ndim != 2 or not _same_float(x, out):
-        return reference.activation_forward(x, activation, alpha, out=out)
     K.activation_forward(x, code, alpha, out)
     return out
 
@@ -238,9 +258,9 @@ def activation_forward(x, activation, alpha=0.01, out=None):
 def activation_backward(dy, y, activation, alpha=0.01, dx=None):
     """``dx = dy * f'``; see :func:`numpyvae.ops.activation_backward`."""
     code = _code(activation)
+    if y.ndim != 2 or not _same_float(dy, y, *_given(dx)):
+        return _written(dx, reference.activation_backward(dy, y, activation, alpha))
     dx = _empty(dx, y.shape, y.dtype)
-    if y.ndim != 2 or not _same_float(dy, y, dx):
-        return reference.activation_backward(dy, y, activation, alpha, dx=dx)
     K.activation_backward(dy, y, code, alpha, dx)
     return dx
 
@@ -248,9 +268,9 @@ def activation_backward(dy, y, activation, alpha=0.01, dx=None):
 def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
     """``y = f(x @ W + b)``, fused; see :func:`numpyvae.ops.linear_forward`."""
     code = _code(activation)
+    if not _same_float(x, W, b, *_given(out)) or x.ndim != 2 or W.ndim != 2:
+        return _written(out, reference.linear_forward(x, W, b, activation, alpha))
     out = _empty(out, (x.shape[0], W.shape[1]), W.dtype)
-    if not _same_float(x, W, b, out) or x.ndim != 2 or W.ndim != 2:
-        return reference.linear_forward(x, W, b, activation, alpha, out=out)
     if _use_blas(x, W, out):
         _with_blas(K.linear_forward, x, W, b, code, alpha, out, _GEMM[W.dtype])
     else:
@@ -260,13 +280,14 @@ def linear_forward(x, W, b, activation="identity", alpha=0.01, out=None):
     return out
 
 
-def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=None,
-                    need_dx=True):
+def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, need_dx=True,
+                    dx=None):
     """Backward of :func:`linear_forward`, fused; see :func:`reference.linear_backward`."""
     code = _code(activation)
     if not _same_float(dy, x, W, y, dW, db) or (dx is not None and dx.dtype != W.dtype):
-        return reference.linear_backward(dy, x, W, y, dW, db, activation, alpha, dx=dx,
-                                         need_dx=need_dx)
+        result = reference.linear_backward(dy, x, W, y, dW, db, activation, alpha,
+                                           need_dx=need_dx)
+        return _written(dx, result) if need_dx else None
     da = dy if code == K.IDENTITY else _work("da", dy.shape, dy.dtype)
     dx = _empty(dx, x.shape, W.dtype) if need_dx else da  # da stands in when dx is unused
     if _use_blas(dy, x, W, dW, dx):
@@ -283,9 +304,9 @@ def linear_backward(dy, x, W, y, dW, db, activation="identity", alpha=0.01, dx=N
 
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays; see :func:`numpyvae.ops.matmul`."""
-    out = _empty(out, (a.shape[0], b.shape[1]), np.result_type(a, b))
-    if not _same_float(a, b, out) or a.ndim != 2 or b.ndim != 2:
-        return reference.matmul(a, b, out=out)
+    if not _same_float(a, b, *_given(out)) or a.ndim != 2 or b.ndim != 2:
+        return _written(out, reference.matmul(a, b))
+    out = _empty(out, (a.shape[0], b.shape[1]), a.dtype)
     T = out.dtype.type
     if _use_blas(a, b, out):
         _with_blas(K.gemm_parallel, T(1), a, b, T(0), out, _GEMM[out.dtype])
@@ -301,38 +322,40 @@ def matmul(a, b, out=None):
 
 def reparameterize(mu, logvar, eps, out=None):
     """``z = mu + exp(logvar / 2) * eps``; see :func:`numpyvae.ops.reparameterize`."""
+    if mu.ndim != 2 or not _same_float(mu, logvar, eps, *_given(out)):
+        return _written(out, reference.reparameterize(mu, logvar, eps))
     out = _empty(out, mu.shape, mu.dtype)
-    if mu.ndim != 2 or not _same_float(mu, logvar, eps, out):
-        return reference.reparameterize(mu, logvar, eps, out=out)
     K.reparameterize(mu, logvar, eps, out)
     return out
 
 
 def reparameterize_backward(dz, logvar, eps, dmu=None, dlogvar=None):
     """See :func:`numpyvae.ops.reparameterize_backward`."""
+    if dz.ndim != 2 or not _same_float(dz, logvar, eps, *_given(dmu, dlogvar)):
+        ref_dmu, ref_dlogvar = reference.reparameterize_backward(dz, logvar, eps)
+        return _written(dmu, ref_dmu), _written(dlogvar, ref_dlogvar)
     dmu = _empty(dmu, dz.shape, dz.dtype)
     dlogvar = _empty(dlogvar, dz.shape, dz.dtype)
-    if dz.ndim != 2 or not _same_float(dz, logvar, eps, dmu, dlogvar):
-        return reference.reparameterize_backward(dz, logvar, eps, dmu=dmu, dlogvar=dlogvar)
     K.reparameterize_backward(dz, logvar, eps, dmu, dlogvar)
     return dmu, dlogvar
 
 
 def gaussian_kl(mu, logvar, out=None):
     """Per-example KL to N(0, I); see :func:`numpyvae.ops.gaussian_kl`."""
+    if mu.ndim != 2 or not _same_float(mu, logvar, *_given(out)):
+        return _written(out, reference.gaussian_kl(mu, logvar))
     out = _empty(out, mu.shape[:1], mu.dtype)
-    if mu.ndim != 2 or not _same_float(mu, logvar, out):
-        return reference.gaussian_kl(mu, logvar, out=out)
     K.gaussian_kl(mu, logvar, out)
     return out
 
 
 def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
     """See :func:`numpyvae.ops.gaussian_kl_backward`."""
+    if mu.ndim != 2 or not _same_float(dkl, mu, logvar, *_given(dmu, dlogvar)):
+        ref_dmu, ref_dlogvar = reference.gaussian_kl_backward(dkl, mu, logvar)
+        return _written(dmu, ref_dmu), _written(dlogvar, ref_dlogvar)
     dmu = _empty(dmu, mu.shape, mu.dtype)
     dlogvar = _empty(dlogvar, mu.shape, mu.dtype)
-    if mu.ndim != 2 or not _same_float(dkl, mu, logvar, dmu, dlogvar):
-        return reference.gaussian_kl_backward(dkl, mu, logvar, dmu=dmu, dlogvar=dlogvar)
     K.gaussian_kl_backward(dkl, mu, logvar, dmu, dlogvar)
     return dmu, dlogvar
 
@@ -340,19 +363,20 @@ def gaussian_kl_backward(dkl, mu, logvar, dmu=None, dlogvar=None):
 def latent_forward(h, eps, z=None, kl=None):
     """Split, sample and KL in one kernel; see :func:`numpyvae.ops.latent_forward`."""
     B, L = eps.shape
+    if not _same_float(h, eps, *_given(z, kl)):
+        ref_z, ref_kl = reference.latent_forward(h, eps)
+        return _written(z, ref_z), _written(kl, ref_kl)
     z = _empty(z, (B, L), h.dtype)
     kl = _empty(kl, (B,), h.dtype)
-    if not _same_float(h, eps, z, kl):
-        return reference.latent_forward(h, eps, z=z, kl=kl)
     K.latent_forward(h, eps, z, kl)
     return z, kl
 
 
 def latent_backward(dz, h, eps, dkl, free_bits=0.0, dh=None):
     """Both gradient paths in one kernel; see :func:`numpyvae.ops.latent_backward`."""
+    if not _same_float(dz, h, eps, dkl, *_given(dh)):
+        return _written(dh, reference.latent_backward(dz, h, eps, dkl, free_bits))
     dh = _empty(dh, h.shape, h.dtype)
-    if not _same_float(dz, h, eps, dkl, dh):
-        return reference.latent_backward(dz, h, eps, dkl, free_bits, dh=dh)
     K.latent_backward(dz, h, eps, dkl, free_bits, dh)
     return dh
 
@@ -378,28 +402,29 @@ def _like(x, a):
 
 def bernoulli_nll(logits, x, out=None):
     """Binary cross-entropy with logits per example; see :func:`reference.bernoulli_nll`."""
+    if logits.ndim != 2 or not _same_float(logits, *_given(out)):
+        return _written(out, reference.bernoulli_nll(logits, x))
     out = _empty(out, logits.shape[:1], logits.dtype)
-    if logits.ndim != 2 or not _same_float(logits, out):
-        return reference.bernoulli_nll(logits, x, out=out)
     K.bernoulli_nll(logits, _like(x, logits), out)
     return out
 
 
 def bernoulli_nll_backward(dnll, logits, x, dlogits=None):
     """``dnll * (sigmoid(logits) - x)``; see :func:`reference.bernoulli_nll_backward`."""
+    if logits.ndim != 2 or not _same_float(logits, dnll, *_given(dlogits)):
+        return _written(dlogits, reference.bernoulli_nll_backward(dnll, logits, x))
     dlogits = _empty(dlogits, logits.shape, logits.dtype)
-    if logits.ndim != 2 or not _same_float(logits, dnll, dlogits):
-        return reference.bernoulli_nll_backward(dnll, logits, x, dlogits=dlogits)
     K.bernoulli_nll_backward(dnll, logits, _like(x, logits), dlogits)
     return dlogits
 
 
 def bernoulli_nll_and_grad(logits, x, scale, nll=None, dlogits=None):
     """NLL and ``scale`` times its gradient in one pass (reference: ``bernoulli_nll_and_grad``)."""
+    if logits.ndim != 2 or not _same_float(logits, *_given(nll, dlogits)):
+        ref_nll, ref_dlogits = reference.bernoulli_nll_and_grad(logits, x, scale)
+        return _written(nll, ref_nll), _written(dlogits, ref_dlogits)
     nll = _empty(nll, logits.shape[:1], logits.dtype)
     dlogits = _empty(dlogits, logits.shape, logits.dtype)
-    if logits.ndim != 2 or not _same_float(logits, nll, dlogits):
-        return reference.bernoulli_nll_and_grad(logits, x, scale, nll=nll, dlogits=dlogits)
     if np.may_share_memory(logits, dlogits):  # the kernel writes dlogits before it is done
         logits = logits.copy()                # reading logits
     K.bernoulli_nll_and_grad(logits, _like(x, logits), scale, nll, dlogits)
@@ -417,26 +442,26 @@ def _logvar_vector(logvar, mean):
 
 def gaussian_nll(mean, logvar, x, out=None):
     """Gaussian NLL per example; see :func:`numpyvae.ops.gaussian_nll`."""
-    out = _empty(out, mean.shape[:1], mean.dtype)
-    if (mean.ndim != 2 or not _same_float(mean, out)
+    if (mean.ndim != 2 or not _same_float(mean, *_given(out))
             or np.size(logvar) not in (1, mean.shape[1]) or np.ndim(logvar) > 1):
-        return reference.gaussian_nll(mean, logvar, x, out=out)
+        return _written(out, reference.gaussian_nll(mean, logvar, x))
+    out = _empty(out, mean.shape[:1], mean.dtype)
     K.gaussian_nll(mean, _logvar_vector(logvar, mean), _like(x, mean), out)
     return out
 
 
 def gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=None, dmean=None):
     """NLL and ``scale`` times its gradients, fused (reference: ``gaussian_nll_and_grad``)."""
-    nll = _empty(nll, mean.shape[:1], mean.dtype)
-    dmean = _empty(dmean, mean.shape, mean.dtype)
     D = mean.shape[1] if mean.ndim == 2 else -1
     learned = dlogvar is not None
-    if (mean.ndim != 2 or not _same_float(mean, nll, dmean) or np.ndim(logvar) > 1
+    if (mean.ndim != 2 or not _same_float(mean, *_given(nll, dmean)) or np.ndim(logvar) > 1
             or np.size(logvar) not in (1, D)
             or (learned and (np.shape(logvar) != (D,) or dlogvar.shape != (D,)
                              or dlogvar.dtype != mean.dtype))):
-        return reference.gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar, nll=nll,
-                                               dmean=dmean)
+        ref_nll, ref_dmean = reference.gaussian_nll_and_grad(mean, logvar, x, scale, dlogvar)
+        return _written(nll, ref_nll), _written(dmean, ref_dmean)
+    nll = _empty(nll, mean.shape[:1], mean.dtype)
+    dmean = _empty(dmean, mean.shape, mean.dtype)
     lv = _logvar_vector(logvar, mean)
     inv_var = _work("inv_var", lv.shape, mean.dtype)
     K.gaussian_nll_and_grad(mean, lv, _like(x, mean), scale, inv_var,
@@ -461,7 +486,11 @@ def _flat_views(*arrays):
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """One SGD step in place, fused; see :func:`numpyvae.ops.sgd_update`."""
+    """One SGD step in place, fused; see :func:`numpyvae.ops.sgd_update`.
+
+    Unlike the reference, the velocity is set to zero where it falls below
+    the normal range of its dtype (see :func:`adam_update`).
+    """
     flat = _flat_views(param, grad, velocity)
     if flat is None:
         return reference.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
@@ -469,7 +498,25 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    """One Adam/AdamW step in place, in one pass; see :func:`reference.adam_update`."""
+    """One Adam/AdamW step in place, in one pass; see :func:`numpyvae.ops.adam_update`.
+
+    The same arithmetic in the same order as the reference, one element at a
+    time, with one difference that is only about speed: ``m`` and ``v`` are
+    set to zero where they fall below the normal range of their dtype
+    (``np.finfo(dtype).tiny``, 1.2e-38 in float32). A parameter whose
+    gradient stays zero (a pixel blank in every image, a ReLU unit that never
+    fires) has its ``m`` shrink by ``beta1`` a step, into subnormal numbers
+    after about 800 steps in float32, and x86 CPUs do arithmetic on those
+    dozens of times slower (``benchmarks/bench_sustained.py``). Zero is
+    within one subnormal of the value, so the flush changes nothing
+    measurable: where it acts, the step it removes is at most about
+    ``lr * tiny / eps`` (1e-33 with the defaults), far below the rounding of
+    a parameter of ordinary size. The reference, which is read rather than
+    run for hours, does not flush.
+
+    Parameters that are not one flat buffer (or not C-contiguous) fall back
+    to the reference, unflushed.
+    """
     flat = _flat_views(param, grad, m, v)
     if flat is None:
         return reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
@@ -618,9 +665,10 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
     B = x.shape[0]
     Ho, Wo = reference.conv2d_output_size(x.shape[2:], (kh, kw), (sh, sw), (ph, pw))
+    if not (_same_float(x, W, b, *_given(out)) and _contiguous(W, *_given(out))):
+        return _written(out, reference.conv2d_forward(x, W, b, stride, padding, activation,
+                                                      alpha))
     out = _empty(out, (B, O, Ho, Wo), W.dtype)
-    if not (_same_float(x, W, b, out) and _contiguous(W, out)):
-        return reference.conv2d_forward(x, W, b, stride, padding, activation, alpha, out=out)
     tasks = _tasks()
     wide = _group(B, Ho * Wo, tasks) * Ho * Wo
     cols = _conv_work("conv.cols", (tasks, C * kh * kw, wide), W.dtype)
@@ -635,18 +683,19 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
 
 
 def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identity",
-                    alpha=0.01, dx=None, need_dx=True):
+                    alpha=0.01, need_dx=True, dx=None):
     """Backward of :func:`conv2d_forward`; see ``reference.conv2d_backward``."""
     code = _code(activation)
     O, C, kh, kw = W.shape
     (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
     B, _, Ho, Wo = y.shape
+    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
+            and (dx is None or not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
+        result = reference.conv2d_backward(dy, x, W, y, dW, db, stride, padding, activation,
+                                           alpha, need_dx=need_dx)
+        return _written(dx, result) if need_dx else None
     if need_dx:
         dx = _empty(dx, x.shape, W.dtype)
-    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
-            and (not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
-        return reference.conv2d_backward(dy, x, W, y, dW, db, stride, padding, activation,
-                                         alpha, dx=dx, need_dx=need_dx)
     K = _conv()
     da = _conv_da(K, dy, y, code, alpha).reshape(B, O, Ho * Wo)
     K.bias_grad(da, db)
@@ -686,10 +735,10 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     B, _, H, Wd = x.shape
     Ho, Wo = reference.conv_transpose2d_output_size((H, Wd), (kh, kw), (sh, sw), (ph, pw),
                                                     output_padding)
+    if not (_same_float(x, W, b, *_given(out)) and _contiguous(W, *_given(out))):
+        return _written(out, reference.conv_transpose2d_forward(
+            x, W, b, stride, padding, output_padding, activation, alpha))
     out = _empty(out, (B, O, Ho, Wo), W.dtype)
-    if not (_same_float(x, W, b, out) and _contiguous(W, out)):
-        return reference.conv_transpose2d_forward(x, W, b, stride, padding, output_padding,
-                                                  activation, alpha, out=out)
     x = np.ascontiguousarray(x)  # BLAS reads each example as a (C, H W) matrix
     tasks = _tasks()
     wide = _group(B, H * Wd, tasks) * H * Wd
@@ -717,18 +766,19 @@ def _transpose_canvas(tasks, O, size, out_size, kernel, stride, padding):
 
 
 def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
-                              activation="identity", alpha=0.01, dx=None, need_dx=True):
+                              activation="identity", alpha=0.01, need_dx=True, dx=None):
     """Backward of :func:`conv_transpose2d_forward`; see ``reference.conv_transpose2d_backward``."""
     code = _code(activation)
     C, O, kh, kw = W.shape
     (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
     B, _, H, Wd = x.shape
+    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
+            and (dx is None or not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
+        result = reference.conv_transpose2d_backward(dy, x, W, y, dW, db, stride, padding,
+                                                     activation, alpha, need_dx=need_dx)
+        return _written(dx, result) if need_dx else None
     if need_dx:
         dx = _empty(dx, x.shape, W.dtype)
-    if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
-            and (not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
-        return reference.conv_transpose2d_backward(dy, x, W, y, dW, db, stride, padding,
-                                                   activation, alpha, dx=dx, need_dx=need_dx)
     K = _conv()
     da = _conv_da(K, dy, y, code, alpha)
     K.bias_grad(da.reshape(B, O, -1), db)

@@ -1,13 +1,14 @@
 """Work buffers: arrays kept between calls so that a training step allocates nothing.
 
-Two helpers, used by the layers, the distributions, the model and the backends:
+The fast path's helpers (the reference ops in :mod:`numpyvae.ops` return
+new arrays and need none of this):
 
-* :func:`out_or_empty` — the ``out=`` convention of every backend op: write
-  into the caller's array when one is given, else allocate a fresh one.
-* :class:`WorkBuffers` — named arrays owned by one object (a layer, a
-  likelihood, a backend thread), handed out again while the requested shape
-  and dtype stay the same, and replaced when they change (a smaller last
-  batch, a switch to float64).
+* :func:`out_or_empty` — the ``out=`` convention of the Numba backend's ops:
+  write into the caller's array when one is given, else allocate a fresh one.
+* :class:`WorkBuffers` — named arrays owned by one object (a kernel's
+  temporaries, a training step's arrays), handed out again while the
+  requested shape and dtype stay the same, and replaced when they change (a
+  smaller last batch, a switch to float64).
 
 An array handed out by :class:`WorkBuffers` is overwritten by the next call
 that asks for the same name: whoever returns one to a user returns a copy.
