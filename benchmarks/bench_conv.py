@@ -50,7 +50,8 @@ def kernels(batch=128, repeats=5, verbose=True):
     import numba
     import numpy as np
 
-    from numpyvae.fast import numba_conv, numba_ops, reference
+    from numpyvae import ops as reference
+    from numpyvae.fast import numba_conv, numba_ops
     from numpyvae.gradcheck import rel_error
 
     say = print if verbose else (lambda *a, **k: None)

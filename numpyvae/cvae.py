@@ -45,7 +45,7 @@ import numpy as np
 
 from .backend import get_backend
 from .layers import append_label_maps, as_float_dtype, mlp
-from .model import MODEL_KINDS, VAE, LossResult, _positive_int
+from .model import MODEL_KINDS, VAE, LossResult, positive_int
 
 __all__ = ["CVAE", "one_hot"]
 
@@ -111,7 +111,7 @@ class CVAE(VAE):
     kind = "cvae"
 
     def __init__(self, *args, num_classes, **kwargs):
-        self.num_classes = _positive_int(num_classes, "num_classes")
+        self.num_classes = positive_int(num_classes, "num_classes")
         super().__init__(*args, **kwargs)
         if self._options is not None:
             self._options["num_classes"] = self.num_classes
@@ -122,11 +122,11 @@ class CVAE(VAE):
                     activation="relu", dtype="float32", seed=0, *, backend=None,
                     init="default", gaussian_var=0.01, free_bits=0.0):
         """MLPs with room for the label: ``D + C -> ... -> 2L`` and ``L + C -> ... -> D``."""
-        input_dim = _positive_int(input_dim, "input_dim")
-        latent_dim = _positive_int(latent_dim, "latent_dim")
+        input_dim = positive_int(input_dim, "input_dim")
+        latent_dim = positive_int(latent_dim, "latent_dim")
         if isinstance(hidden_dims, int):
             hidden_dims = (hidden_dims,)
-        hidden_dims = tuple(_positive_int(h, "each of hidden_dims") for h in hidden_dims)
+        hidden_dims = tuple(positive_int(h, "each of hidden_dims") for h in hidden_dims)
         C = self.num_classes
         backend = get_backend(backend)
         rng = np.random.default_rng(seed)
@@ -258,7 +258,7 @@ class CVAE(VAE):
 
         Without labels, the classes take turns: ``0, 1, ..., C-1, 0, ...``.
         """
-        n = _positive_int(n, "n")
+        n = positive_int(n, "n")
         rng = self.rng if rng is None else rng
         if labels is None:
             labels = np.arange(n) % self.num_classes
@@ -285,7 +285,7 @@ class CVAE(VAE):
         The codes are encoded with their own labels; the decoder's label moves
         with the code, from ``x_a``'s one-hot vector to ``x_b``'s.
         """
-        steps = _positive_int(steps, "steps")
+        steps = positive_int(steps, "steps")
         pair_labels = np.asarray(self._labels(labels)).reshape(-1)
         if pair_labels.size == 1:
             pair_labels = np.repeat(pair_labels, 2)

@@ -79,7 +79,7 @@ class LossResult:
     grads: MappingProxyType
 
 
-def _positive_int(value, what):
+def positive_int(value, what):
     try:
         ok = int(value) == value and int(value) >= 1
     except (TypeError, ValueError):
@@ -120,11 +120,11 @@ class _EncoderDecoder:
                     activation="relu", dtype="float32", seed=0, *, backend=None,
                     init="default", gaussian_var=0.01, free_bits=0.0):
         """The convenience form: an MLP encoder and a mirrored MLP decoder."""
-        input_dim = _positive_int(input_dim, "input_dim")
+        input_dim = positive_int(input_dim, "input_dim")
         if isinstance(hidden_dims, int):
             hidden_dims = (hidden_dims,)
-        hidden_dims = tuple(_positive_int(h, "each of hidden_dims") for h in hidden_dims)
-        latent_dim = _positive_int(latent_dim, "latent_dim")
+        hidden_dims = tuple(positive_int(h, "each of hidden_dims") for h in hidden_dims)
+        latent_dim = positive_int(latent_dim, "latent_dim")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if activation not in ACTIVATIONS:
@@ -159,14 +159,14 @@ class _EncoderDecoder:
             if not isinstance(net, Layer):
                 raise ValueError(f"{name}: the {what} must be a Layer (e.g. a Sequential), "
                                  f"got {type(net).__name__}")
-        latent_dim = _positive_int(latent_dim, "latent_dim")
+        latent_dim = positive_int(latent_dim, "latent_dim")
         backend = get_backend(encoder.backend if backend is None else backend)
         likelihood = make_likelihood(likelihood, gaussian_var, backend=backend)
         if input_shape is None:
             input_shape = self._output_shape("decoder", decoder, (latent_dim,))
         elif isinstance(input_shape, (int, np.integer)):
             input_shape = (input_shape,)
-        input_shape = tuple(_positive_int(d, "each of input_shape") for d in input_shape)
+        input_shape = tuple(positive_int(d, "each of input_shape") for d in input_shape)
         self._assemble(encoder, decoder, likelihood, latent_dim, free_bits, input_shape,
                        np.random.default_rng(seed), backend, seed)
         self.hidden_dims = self.activation = self.init = None
@@ -427,7 +427,7 @@ class _EncoderDecoder:
     def sample(self, n, rng=None) -> np.ndarray:
         """Decode ``n`` draws from the prior ``N(0, I)``: shape (n, *input_shape)."""
         rng = self.rng if rng is None else rng
-        z = rng.standard_normal((_positive_int(n, "n"), self.latent_dim)).astype(self.dtype)
+        z = rng.standard_normal((positive_int(n, "n"), self.latent_dim)).astype(self.dtype)
         return self.decode(z)
 
     def interpolate(self, x_a, x_b, steps=10) -> np.ndarray:
@@ -436,7 +436,7 @@ class _EncoderDecoder:
         ``x_a``, ``x_b``: one input each, shape ``input_shape`` or ``(1, *input_shape)``.
         Returns (steps, *input_shape), from ``x_a``'s end to ``x_b``'s.
         """
-        steps = _positive_int(steps, "steps")
+        steps = positive_int(steps, "steps")
         pair = []
         for what, a in (("x_a", x_a), ("x_b", x_b)):
             a = np.asarray(a)
@@ -529,7 +529,7 @@ class VAE(_EncoderDecoder):
     the decoder's output shape unless given; the shapes are checked here
     (``ValueError`` if they do not fit). The model takes the networks
     over: their parameters move into one flat buffer, and they run on
-    the model's backend with reused work buffers.
+    the model's backend.
 
     The second builds an MLP encoder with hidden widths ``hidden_dims`` and a
     mirrored MLP decoder.

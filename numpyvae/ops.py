@@ -615,7 +615,7 @@ def sum_of_squares(a):
 # ``dx_n = W2 @ im2col(dy_n)``.
 
 
-def _pair(v, what="argument"):
+def pair(v, what="argument"):
     """``v`` or ``(v, v)`` as a pair of ints."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
@@ -631,7 +631,7 @@ def conv2d_output_size(size, kernel, stride, padding):
     (or ints); returns ``(Ho, Wo)``. Nonpositive when the padded input is
     smaller than the kernel.
     """
-    size, kernel, stride, padding = (_pair(v) for v in (size, kernel, stride, padding))
+    size, kernel, stride, padding = (pair(v) for v in (size, kernel, stride, padding))
     return tuple((n + 2 * p - k) // s + 1
                  for n, k, s, p in zip(size, kernel, stride, padding, strict=True))
 
@@ -644,7 +644,7 @@ def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding=0
     (``output_padding < stride`` picks one of the ``stride`` sizes that do).
     """
     size, kernel, stride, padding, output_padding = (
-        _pair(v) for v in (size, kernel, stride, padding, output_padding))
+        pair(v) for v in (size, kernel, stride, padding, output_padding))
     return tuple((n - 1) * s - 2 * p + k + op for n, k, s, p, op
                  in zip(size, kernel, stride, padding, output_padding, strict=True))
 
@@ -733,7 +733,7 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     the same sum written as loops.
     """
     O, C, kh, kw = W.shape
-    stride, padding = _pair(stride), _pair(padding)
+    stride, padding = pair(stride), pair(padding)
     B = x.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), stride, padding)
     cols = im2col(x, (kh, kw), stride, padding, (Ho, Wo))
@@ -766,7 +766,7 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
               dx_n = \\mathrm{col2im}(W_2^\\top A_n).
     """
     O, C, kh, kw = W.shape
-    stride, padding = _pair(stride), _pair(padding)
+    stride, padding = pair(stride), pair(padding)
     B, _, Ho, Wo = y.shape
     a = activation_backward(dy, y, activation, alpha).reshape(B, O, Ho * Wo)
     db += a.sum(axis=(0, 2))
@@ -812,7 +812,7 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     are reached by no window: they hold ``f(b)``.
     """
     C, O, kh, kw = W.shape
-    stride, padding = _pair(stride), _pair(padding)
+    stride, padding = pair(stride), pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), stride, padding, output_padding)
     cols = np.matmul(W.reshape(C, O * kh * kw).T, x.reshape(B, C, H * Wd))
@@ -847,7 +847,7 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
               db \\mathrel{+}= \\sum_{n,u,v} A_{n,:,uv}.
     """
     C, O, kh, kw = W.shape
-    stride, padding = _pair(stride), _pair(padding)
+    stride, padding = pair(stride), pair(padding)
     B, _, H, Wd = x.shape
     a = activation_backward(dy, y, activation, alpha)
     db += a.sum(axis=(0, 2, 3))
@@ -866,7 +866,7 @@ def conv2d_forward_naive(x, W, b, stride=1, padding=0):
     j sw:j sw + kw]``. Slow; the tests hold :func:`conv2d_forward` to it.
     """
     O, C, kh, kw = W.shape
-    (sh, sw), padding = _pair(stride), _pair(padding)
+    (sh, sw), padding = pair(stride), pair(padding)
     B = x.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], (kh, kw), (sh, sw), padding)
     xp = _pad(x, padding)
@@ -888,7 +888,7 @@ def conv2d_backward_naive(dy, x, W, stride=1, padding=0):
     ``dy[n,o,i,j] * W[o]`` back to that window of ``dxp``.
     """
     O, C, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = dy.shape[2:]
     xp = _pad(x, (ph, pw))
@@ -914,7 +914,7 @@ def conv_transpose2d_forward_naive(x, W, b, stride=1, padding=0, output_padding=
     ``dxp`` loops of :func:`conv2d_backward_naive`, with ``x`` as ``dy``.
     """
     C, O, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = conv_transpose2d_output_size((H, Wd), (kh, kw), (sh, sw), (ph, pw), output_padding)
     yp = np.zeros((B, O, Ho + 2 * ph, Wo + 2 * pw), dtype=W.dtype)
@@ -934,7 +934,7 @@ def conv_transpose2d_backward_naive(dy, x, W, stride=1, padding=0):
     ``x[n,c,i,j] * block of dyp`` to ``dW[c]``.
     """
     C, O, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
     B, _, H, Wd = x.shape
     dyp = _pad(dy, (ph, pw))
     dx = np.empty_like(x)

@@ -111,6 +111,7 @@ def test_the_budget_follows_the_environment(monkeypatch):
     with pytest.raises(SizeLimitError, match="1.0 MB"):
         build_model(options(), 784)
     check_model_size(VAE(784, hidden_dims=(16,), latent_dim=2))
+    VAE(784, hidden_dims=(400,))  # building one in Python reads no budget: the boundary does
     monkeypatch.setenv(MEMORY_ENV, "lots")
     with pytest.raises(SizeLimitError, match="expected a number of bytes"):
         memory_budget()

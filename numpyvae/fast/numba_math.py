@@ -17,7 +17,8 @@ each is computed stably and fast:
 * :func:`activate` and :func:`activation_slope`: every activation and its
   derivative, by code (:data:`IDENTITY` ... :data:`SOFTPLUS`);
 * :func:`flush_subnormal`: zero in place of a number below the normal range
-  (the optimizers' running averages; see ``reference.flush_subnormal``).
+  (the optimizers' running averages; see
+  :func:`numpyvae.fast.numba_ops.adam_update`).
 
 Every function takes the float type ``T`` (``np.float32`` or ``np.float64``)
 and writes each constant as ``T(...)``, so a float32 kernel never meets a

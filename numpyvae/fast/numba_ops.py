@@ -662,7 +662,7 @@ def conv2d_forward(x, W, b, stride=1, padding=0, activation="identity", alpha=0.
     """Convolution by im2col + BLAS, bias and activation fused; see ``reference.conv2d_forward``."""
     code = _code(activation)
     O, C, kh, kw = W.shape
-    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    (sh, sw), (ph, pw) = reference.pair(stride), reference.pair(padding)
     B = x.shape[0]
     Ho, Wo = reference.conv2d_output_size(x.shape[2:], (kh, kw), (sh, sw), (ph, pw))
     if not (_same_float(x, W, b, *_given(out)) and _contiguous(W, *_given(out))):
@@ -687,7 +687,7 @@ def conv2d_backward(dy, x, W, y, dW, db, stride=1, padding=0, activation="identi
     """Backward of :func:`conv2d_forward`; see ``reference.conv2d_backward``."""
     code = _code(activation)
     O, C, kh, kw = W.shape
-    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    (sh, sw), (ph, pw) = reference.pair(stride), reference.pair(padding)
     B, _, Ho, Wo = y.shape
     if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
             and (dx is None or not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):
@@ -731,7 +731,7 @@ def conv_transpose2d_forward(x, W, b, stride=1, padding=0, output_padding=0,
     """Transposed convolution by BLAS + col2im, fused; see ``reference.conv_transpose2d_*``."""
     code = _code(activation)
     C, O, kh, kw = W.shape
-    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    (sh, sw), (ph, pw) = reference.pair(stride), reference.pair(padding)
     B, _, H, Wd = x.shape
     Ho, Wo = reference.conv_transpose2d_output_size((H, Wd), (kh, kw), (sh, sw), (ph, pw),
                                                     output_padding)
@@ -770,7 +770,7 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
     """Backward of :func:`conv_transpose2d_forward`; see ``reference.conv_transpose2d_backward``."""
     code = _code(activation)
     C, O, kh, kw = W.shape
-    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(padding)
+    (sh, sw), (ph, pw) = reference.pair(stride), reference.pair(padding)
     B, _, H, Wd = x.shape
     if not (_same_float(dy, x, W, y, dW, db) and _contiguous(W, dW)
             and (dx is None or not need_dx or (dx.dtype == W.dtype and dx.flags.c_contiguous))):

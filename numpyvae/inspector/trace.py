@@ -157,7 +157,6 @@ def _float64_layer(layer):
         if hasattr(twin, "dtype"):
             twin.dtype = F64
     twin.grads = {k: np.zeros_like(v) for k, v in twin.params.items()}
-    twin.reuse_buffers = False
     if hasattr(twin, "skip_input_grad"):
         twin.skip_input_grad = False  # the check covers dx of the first layer too
     return twin
@@ -334,7 +333,6 @@ class LikelihoodOp(Op):
             self.name = getattr(lik, "name", type(lik).__name__.lower())
             self.kind = type(lik).__name__
             self._object = _twin(lik)
-            self._object.reuse_buffers = False
             if hasattr(self._object, "setup"):
                 self._object.setup(lik.data_shape, F64)
             for key, value in lik.params.items():
