@@ -50,11 +50,11 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float, backend=Non
 
     Returns the norm before clipping (as PyTorch's ``clip_grad_norm_`` does).
     """
-    ops = get_backend(backend)
+    backend = get_backend(backend)
     arrays = list(grads.values())
     flat = flat_span(arrays)
     parts = [flat] if flat is not None else arrays
-    total = float(np.sqrt(sum(ops.sum_of_squares(g) for g in parts)))
+    total = float(np.sqrt(sum(backend.sum_of_squares(g) for g in parts)))
     if max_norm <= 0:
         raise ValueError(f"clip_grad_norm: max_norm must be positive, got {max_norm}")
     if total > max_norm:

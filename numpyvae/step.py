@@ -21,6 +21,11 @@ and a method ``check(model)`` that refuses a model it cannot train. Two exist:
 * :class:`numpyvae.iwae.ImportanceWeighted`: the importance-weighted bound
   with ``k`` samples per example.
 
+Which function takes the step is the backend's choice (:func:`step_of`): the
+NumPy reference has none of its own, so :func:`step` itself runs; the Numba
+backend offers ``train_step``, the same step on the fastest thread count, with
+the forward and backward pass as one kernel call where it can.
+
 What does not live here: the fast path's one-call step
 (:func:`numpyvae.fast.step.train_step`, the same step with the forward and
 backward pass fused into one kernel call, and the thread count), the
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ELBO", "step"]
+__all__ = ["ELBO", "step", "step_of"]
 
 
 class ELBO:
@@ -75,8 +80,20 @@ def step(model, optimizer, x, *, labels=None, objective=None, eps=None, beta=1.0
     The objective's result (``loss``, ``recon``, ``kl``, ``grads``). When the
     loss is not finite the parameters are left as they were.
     """
-    objective = ELBO() if objective is None else objective
-    result = objective.loss_and_grads(model, x, labels=labels, eps=eps, beta=beta, rng=rng)
+    if objective is None:  # the ELBO: the model's own loss (its labels, if it is conditional)
+        given = {} if labels is None else {"labels": labels}
+        result = model.loss_and_grads(x, eps=eps, beta=beta, rng=rng, **given)
+    else:
+        result = objective.loss_and_grads(model, x, labels=labels, eps=eps, beta=beta, rng=rng)
     if math.isfinite(result.loss):
         optimizer.step(result.grads)
     return result
+
+
+def step_of(backend):
+    """The function that takes a training step on ``backend``: its own, or :func:`step`.
+
+    A backend may offer ``train_step`` with :func:`step`'s signature (the Numba
+    backend does); the training loop calls what this returns, whatever the model.
+    """
+    return getattr(backend, "train_step", step)

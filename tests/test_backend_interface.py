@@ -51,13 +51,18 @@ def test_every_backend_defines_every_op(name):
 
 
 def test_everything_the_library_calls_through_a_backend_is_a_listed_op():
-    """An op called by name but missing from OPS would go untested on the fast backend."""
+    """An op called by name but missing from OPS would go untested on the fast backend.
+
+    Calls through a backend read ``backend.<op>(...)``; a module that calls the
+    specification itself (``ops.logsumexp(...)``, the formulas every backend
+    shares) does not go through a backend, and is not counted.
+    """
     package = Path(numpyvae.__file__).parent
     called = set()
     for source in package.rglob("*.py"):
         if "backend" in source.parts:
             continue
-        called |= set(re.findall(r"\b(?:backend|ops)\.([a-z_]+)\(", source.read_text()))
+        called |= set(re.findall(r"\bbackend\.([a-z_]+)\(", source.read_text()))
     assert called, "found no backend calls: has the calling convention changed?"
     assert called <= set(OPS) | set(STEP_OPS), sorted(called - set(OPS) - set(STEP_OPS))
 

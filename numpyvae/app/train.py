@@ -1,7 +1,9 @@
 """Training: the minibatch loop.
 
 :func:`fit` (or :class:`Trainer`) trains a model on arrays. Every step is
-one call, whatever the model and the objective: :func:`take_step`.
+one call, whatever the model and the objective: the step its backend offers
+(:func:`numpyvae.step.step_of`), :func:`numpyvae.step.step` on the NumPy
+reference.
 
 Given ``out_dir`` the trainer keeps a *run folder* (its files, their format,
 the lock and the errors are :mod:`numpyvae.app.runfolder`'s): ``config.json``,
@@ -50,11 +52,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import evaluate, latent
-from ..fast.step import train_step
 from ..iwae import ImportanceWeighted
 from ..model import MODEL_KINDS, VAE
 from ..optim import OPTIMIZERS
-from ..step import ELBO
+from ..step import step_of
 from . import checkpoint, interrupts, limits, runfolder
 from .data import BINARIZE_MODES, binarize, check_training_data
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
@@ -105,14 +106,15 @@ def eval_inputs(x, mode: str) -> np.ndarray:
 
 
 def take_step(model, optimizer, x, *, labels=None, objective=None, beta=1.0, rng=None):
-    """One training step of any model on any objective: :func:`numpyvae.fast.step.train_step`.
+    """One training step of any model on any objective, by the function its backend offers.
 
     What it computes is :func:`numpyvae.step.step`'s: the objective's loss and
-    gradients, then ``optimizer.step`` if the loss is finite, on the fastest
-    thread count, as one kernel call when the backend and the model allow it.
+    gradients, then ``optimizer.step`` if the loss is finite. On the Numba
+    backend that is :func:`numpyvae.fast.step.train_step`: the same step on the
+    fastest thread count, as one kernel call when the model allows it.
     """
-    return train_step(model, optimizer, x, labels=labels, objective=objective, beta=beta,
-                      rng=rng)
+    return step_of(model.backend)(model, optimizer, x, labels=labels, objective=objective,
+                                  beta=beta, rng=rng)
 
 
 def _json_safe(value):
@@ -223,8 +225,10 @@ class Trainer:
         self.y_test = None if self.x_test is None else self._check_y(y_test, self.x_test,
                                                                       "y_test")
         #: What every step minimises: the model's own loss, or the importance-weighted bound.
-        self.objective = ELBO() if self.iw_train is None else ImportanceWeighted(self.iw_train)
-        self.objective.check(model)
+        # None: the ELBO, the model's own loss; else the importance-weighted bound
+        self.objective = None if self.iw_train is None else ImportanceWeighted(self.iw_train)
+        if self.objective is not None:
+            self.objective.check(model)
         self.config_extra = dict(config_extra or {})
         self._test_data = None
         if x_test is not None and self.config_extra.get("dataset") is None:
@@ -398,9 +402,10 @@ class Trainer:
                 if self.binarize == "dynamic":
                     xb = _binarize(xb, "dynamic", rng)
                 labels = None if self.y_train is None else self.y_train[idx]
-                result = take_step(model, self.optimizer, xb, labels=labels,
-                                   objective=self.objective,
-                                   beta=self.beta_at(self.global_step), rng=rng)
+                # the backend's step (numpyvae.step.step, or the fast path's): one for all models
+                result = step_of(model.backend)(model, self.optimizer, xb, labels=labels,
+                                                objective=self.objective,
+                                                beta=self.beta_at(self.global_step), rng=rng)
                 if not math.isfinite(result.loss):  # no step was taken on it
                     raise self._diverged(result.loss, e, k, n_steps)
                 self.global_step += 1

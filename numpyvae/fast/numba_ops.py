@@ -797,3 +797,10 @@ def conv_transpose2d_backward(dy, x, W, y, dW, db, stride=1, padding=0,
                dW.reshape(C, -1), parts, kh, kw, sh, sw, ph, pw, H, Wd, dx_arg, need_dx, cols,
                wide_x, wide_dx, canvas, offs, _GEMM[W.dtype], tasks=tasks)
     return dx if need_dx else None
+
+
+def train_step(model, optimizer, x, **options):
+    """This backend's training step: :func:`numpyvae.fast.step.train_step` (see there)."""
+    from .step import train_step as one_call_step  # it imports the core's models
+
+    return one_call_step(model, optimizer, x, **options)
