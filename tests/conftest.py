@@ -26,6 +26,30 @@ SLOW_MODULES = {
     "test_faults", "test_kernel_cache", "test_numba_backend", "test_fused_step", "test_threads",
     "test_torch_oracle", "test_latent_training", "test_fast_path_shapes", "test_threading_layer",
 }
+#: Single tests of the slow tier: each runs the command end to end (training a model,
+#: often in a fresh process), the Numba fast path, or hundreds of damaged files, and took
+#: 4 s or more on two cores. The gradient checks of every layer and model stay quick.
+SLOW_TESTS = {
+    "test_zip_edits_of_a_checkpoint_raise_only_run_folder_errors",
+    "test_edits_of_the_trainer_state_raise_only_run_folder_errors",
+    "test_an_off_by_one_bias_correction_in_the_one_call_step",
+    "test_the_command_names_a_planted_bug",
+    "test_command_line_conditional_run", "test_cli_conditional_run",
+    "test_readme_run_examples_work_from_another_folder", "test_train_writes_a_run_folder",
+    "test_train_arch_conv_then_every_command",
+    "test_train_arch_conv_conditional_then_every_command",
+    "test_gradcheck_failure_exits_1", "test_gradcheck", "test_cli_run_dir",
+    "test_train_resume_continues", "test_shapes_corrupt_cache_is_regenerated",
+    "test_resume_says_what_it_resumes",
+    "test_gradcheck_command_includes_the_conv_layers_and_models",
+    "test_free_bits_and_gaussian_var_reach_the_model", "test_ctrl_c_saves_and_resume_finishes",
+    "test_backends_agree_on_the_loss_and_every_gradient",
+    "test_the_command_trains_and_inspects_a_conditional_run_in_fresh_processes",
+    "test_train_on_a_file_then_every_command_reopens_it",
+    "test_figure_files_have_the_format_their_suffix_names",
+    "test_importance_weighted_evaluation_shows_progress",
+    "test_compile_kernels_runs_a_training_step_on_numba",
+}
 #: Fixtures that read the real data sets: their tests are slow.
 REAL_DATA_FIXTURES = {"data_root", "fashion_mnist_dir"}
 
@@ -36,7 +60,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if (module in SLOW_MODULES or params.get("backend_name") == "numba"
+        name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        if (module in SLOW_MODULES or name in SLOW_TESTS
+                or params.get("backend_name") == "numba"
                 or REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ()))):
             item.add_marker(slow)
 
