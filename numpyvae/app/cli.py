@@ -15,6 +15,7 @@ once, without a traceback, from the first line of :func:`main` on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -600,6 +601,7 @@ def main(argv=None) -> int:
     command = "numpyvae"
     received = []
     interrupts.pending.clear()
+    _printable(sys.stdout, sys.stderr)
 
     def on_signal(signum, frame):
         received.append(signum)
@@ -663,6 +665,15 @@ def command() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _printable(*streams) -> None:
+    """Print a name that is not UTF-8 (a file name is bytes) with ``\\xNN`` escapes, never fail."""
+    for stream in streams:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def _one_line(exc) -> str:

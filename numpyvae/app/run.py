@@ -28,7 +28,7 @@ from ..model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
 from ..optim import OPTIMIZERS
 from . import latent_plots, plots, runfolder
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
-from .data.local import fingerprint
+from .data.local import data_path, fingerprint
 from .runfolder import (
     FIGURES_DIR,
     MODEL_FILE,
@@ -135,7 +135,7 @@ def _normalise_options(options: dict) -> dict:
         if "dataset" in out:
             raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
                              "not both")
-        out["data"] = str(Path(out["data"]).expanduser().resolve())
+        out["data"] = str(data_path(out["data"]))
     elif "test_fraction" in out:
         raise ValueError("a test fraction is held out of your own data (--data FILE); the "
                          "named datasets have their own test sets")
@@ -277,7 +277,7 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=
 
 def _reopen_own_data(record: dict, data=None):
     path = Path(data).expanduser() if data is not None else Path(record["path"])
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
                                 f"pass its new place with --data FILE")
     found = fingerprint(path)
@@ -329,7 +329,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         config = read_config(run_dir)
         saved = options_from_config(config)
         for key, value in options.items():
-            if key not in ("epochs", "lr") and saved.get(key) != value:
+            # moved data (--data NEW_PATH) is checked by its SHA-256 when it is read again
+            if key not in ("epochs", "lr", "data") and saved.get(key) != value:
                 flag = "--" + key.replace("_", "-")
                 raise RunFolderError(
                     f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
@@ -387,7 +388,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     if extra["arch"] == "conv":
         extra["channels"] = list(merged["channels"])
     if merged["data"]:
-        extra["data"] = (config["data"] if resume else
+        extra["data"] = ({**config["data"], "path": merged["data"]} if resume else
                          _own_data_record(merged["data"], dataset, dataset.test_fraction))
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
