@@ -51,6 +51,10 @@ from .train import (
 GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
                  "(and the -ELBO) can be negative; compare them between runs, not with zero")
 
+#: Said when the test set holds a single example.
+SMALL_TEST_NOTE = ("the test set holds one example: the active units, the latent figures and "
+                   "the interpolations need two or more and are skipped")
+
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
 #: Bernoulli decoder, Adam with lr 1e-3, batches of 128). ``epochs`` None means
 #: :data:`DEFAULT_EPOCHS` of the dataset.
@@ -400,6 +404,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
         f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
         f"{_split_note(extra.get('data'))}) from {dataset.source}")
+    if len(dataset.x_test) < 2:
+        log(f"note: {SMALL_TEST_NOTE}")
     log(f"model: {model!r}, {model.num_params} parameters")
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
@@ -510,6 +516,9 @@ def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
 def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
     """``pairs`` strips of ``steps`` images between the codes of two test images."""
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
+    if len(idx) < 2:
+        raise ValueError(f"an interpolation runs between two test images; the test set of "
+                         f"{dataset.name} holds {len(idx)}")
     np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
     y = _labels_at(dataset, idx)
@@ -566,9 +575,11 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                   _figure_path(run_dir, "reconstructions.png"), seed=seed),
             write_samples(model, shape, _figure_path(run_dir, "samples.png"), seed=seed,
                           label_names=dataset.label_names),
-            write_interpolation(model, dataset, binarize_mode,
-                                _figure_path(run_dir, "interpolation.png"), seed=seed),
         ]
+        if len(dataset.x_test) >= 2:  # a strip runs between two test images
+            paths.append(write_interpolation(model, dataset, binarize_mode,
+                                             _figure_path(run_dir, "interpolation.png"),
+                                             seed=seed))
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = _figure_path(run_dir, "latent_scatter.png")
@@ -594,7 +605,7 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                            f"(N(0, I) quantiles), as class {name}"}
         plots.manifold(model, shape, n=20, path=path, **given)
         paths.append(path)
-    if isinstance(model, VAE):
+    if isinstance(model, VAE) and len(dataset.x_test) >= 2:  # active units need two codes
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
     if history:
         path = _figure_path(run_dir, "loss_curves.png")
