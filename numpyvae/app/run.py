@@ -27,6 +27,7 @@ from ..fast.warmup import compile_kernels
 from ..model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
 from ..optim import OPTIMIZERS
 from . import latent_plots, plots, runfolder
+from .budget import check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import data_path, fingerprint
 from .runfolder import (
@@ -382,6 +383,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     else:
         dataset = load_dataset(merged["dataset"], data_dir, download=download,
                                seed=DATASET_SEED, progress=progress)
+    check_run_sizes(merged, dataset.input_dim, dataset.image_shape, len(dataset.label_names),
+                    len(dataset.x_train))
     model = build_model(merged, dataset.input_dim, backend=backend,
                         image_shape=dataset.image_shape,
                         num_classes=len(dataset.label_names))
