@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conditional", action="store_true",
                    help="with --tiny: a small conditional VAE (2 classes) and random labels")
     p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
-    p.add_argument("--beta", type=float, default=None,
+    p.add_argument("--beta", type=_non_negative_number, default=None,
                    help="KL weight (default: the run's, or 1 with --tiny)")
     p.add_argument("--bug", default=None, help="plant this bug of the catalogue (--list-bugs)")
     p.add_argument("--node", default=None, help="the node to plant --bug in")
