@@ -139,6 +139,20 @@ def test_any_sizes_train_or_are_refused_within_the_budget(tmp_path, iw, batch, h
     assert peak[0] < 48 * MiB, peak[0]
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["sample", "-n", "1000000000"], "-n 1000000000: decoding and drawing 1,000,000,000"),
+    (["interpolate", "--steps", "100000000"], "--pairs 8 --steps 100000000"),
+])
+def test_figure_sizes_are_checked_before_decoding(own_run, capsys, monkeypatch, argv, words):
+    monkeypatch.setenv(MEMORY_ENV, "256M")
+    before = files_of(own_run)
+    with peak_memory() as peak:
+        assert main([argv[0], str(own_run), *argv[1:]]) == 2
+    assert peak[0] < 64 * MiB, peak[0]
+    one_line_error(capsys, words, "268.4 MB", MEMORY_ENV)
+    assert files_of(own_run) == before
+
+
 # ---------------------------------------------------------------------------- config.json's data
 
 

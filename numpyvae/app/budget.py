@@ -135,3 +135,19 @@ def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int
         what = (f"--batch-size {options['batch_size']}: the layers' values for a batch of "
                 f"{batch} examples of {input_dim} values{classes}")
     raise SizeLimitError(f"{what} would need {reason}; choose a smaller value")
+
+
+def check_decoded(what: str, count: int, model) -> None:
+    """Refuse decoding ``count`` images at once (``sample -n``, ``interpolate --steps``).
+
+    Each image is decoded from a code and drawn into the figure: at least
+    its code, its values and its place on the canvas, in the model's dtype.
+    Raises :class:`SizeLimitError` naming ``what`` (the options and their
+    values) before anything is drawn.
+    """
+    values = int(np.prod(model.input_shape))
+    nbytes = int(count) * (int(model.latent_dim) + 2 * values) * np.dtype(model.dtype).itemsize
+    reason = excess(nbytes)
+    if reason is not None:
+        raise SizeLimitError(f"{what}: decoding and drawing {count:,} images of "
+                             f"{values} values would need {reason}; choose a smaller value")

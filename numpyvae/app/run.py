@@ -27,7 +27,7 @@ from ..fast.warmup import compile_kernels
 from ..model import MODEL_KINDS, VAE, Autoencoder, ModelFileError, load
 from ..optim import OPTIMIZERS
 from . import latent_plots, plots, runfolder
-from .budget import check_run_sizes
+from .budget import check_decoded, check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import data_path, fingerprint
 from .runfolder import (
@@ -642,6 +642,7 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
     _require_images(run)
+    check_decoded(f"-n {n}", n, run.model)
     return write_samples(run.model, _image_shape(run), _figure_path(run_dir, "samples.png", out),
                          n, seed)  # a conditional model: one row per class
 
@@ -662,7 +663,10 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
     _require_images(run)
+    steps, pairs = positive_int(steps, "steps"), positive_int(pairs, "pairs")
     dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
+    strips = max(1, min(pairs, len(dataset.x_test) // 2))  # as many pairs as the test set has
+    check_decoded(f"--pairs {pairs} --steps {steps}", strips * steps, run.model)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                _figure_path(run_dir, "interpolation.png", out),
                                positive_int(pairs, "pairs"), positive_int(steps, "steps"),
