@@ -136,6 +136,23 @@ def test_a_link_loop_inside_a_data_folder_ends(tmp_path):
     assert fingerprint(data) == fingerprint(data)
 
 
+def test_a_deep_data_folder_is_walked_without_recursion(tmp_path):
+    deep = tmp_path / "data"
+    deep.mkdir()
+    here = os.getcwd()
+    try:
+        os.chdir(deep)
+        for _ in range(1200):  # deeper than Python's recursion limit
+            os.mkdir("d")
+            os.chdir("d")
+        Path("x.png").write_bytes(b"x")
+    finally:
+        os.chdir(here)
+    first = fingerprint(deep)
+    (Path(str(deep) + "/d" * 1200) / "x.png").write_bytes(b"y")
+    assert len(first) == 64 and fingerprint(deep) != first
+
+
 @given(tree=st.dictionaries(
     st.lists(st.sampled_from(["a", "b", "a-b", "a.b", ".h", "Z", "ä", "1"]), min_size=1,
              max_size=3).map(tuple),

@@ -368,7 +368,7 @@ def fingerprint(path) -> str:
     """
     path = Path(path)
     digest = hashlib.sha256()
-    files = [path] if data_kind(path) == "file" else sorted(_files_under(path, set()))
+    files = [path] if data_kind(path) == "file" else sorted(_files_under(path))
     for f in files:
         if f is not path:
             digest.update(os.fsencode(f.relative_to(path).as_posix()) + b"\0")
@@ -381,29 +381,33 @@ def fingerprint(path) -> str:
     return digest.hexdigest()
 
 
-def _files_under(folder: Path, walking: set):
+def _files_under(folder: Path) -> list[Path]:
     """The regular, not hidden, files under ``folder``, following links to folders.
 
-    ``walking`` holds the (device, inode) of the folders on the way down, so
-    a link that loops back to one of them ends the descent there.
+    Walked with a stack of its own (a deep tree cannot exhaust Python's
+    recursion); each folder carries the (device, inode) of the folders above
+    it, so a link that loops back to one of them is not followed.
     """
-    try:
-        info = os.stat(folder)
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise DataFileError(f"{shown(folder)}: cannot be read ({exc.strerror or exc})") from None
-    key = (info.st_dev, info.st_ino)
-    if key in walking:
-        return
-    walking.add(key)
-    for entry in entries:
+    files, stack = [], [(folder, frozenset())]
+    while stack:
+        here, above = stack.pop()
         try:
-            is_dir = entry.is_dir()
-            is_file = not is_dir and stat.S_ISREG(entry.stat().st_mode)
-        except OSError:  # a dangling link or a loop: nothing the reader could open
+            info = os.stat(here)
+            entries = list(os.scandir(here))
+        except OSError as exc:
+            raise DataFileError(f"{shown(here)}: cannot be read ({exc.strerror or exc})") \
+                from None
+        key = (info.st_dev, info.st_ino)
+        if key in above:
             continue
-        if is_dir:
-            yield from _files_under(Path(entry.path), walking)
-        elif is_file and not entry.name.startswith("."):
-            yield Path(entry.path)
-    walking.discard(key)
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and stat.S_ISREG(entry.stat().st_mode)
+            except OSError:  # a dangling link or a loop: nothing the reader could open
+                continue
+            if is_dir:
+                stack.append((Path(entry.path), above | {key}))
+            elif is_file and not entry.name.startswith("."):
+                files.append(Path(entry.path))
+    return files
