@@ -86,6 +86,7 @@ def load_data(path, *, test_fraction=None, seed: int = 0) -> Dataset:
     x, y, names = parts["x"], parts.get("y"), parts.get("label_names")
     image_shape = tuple(int(d) for d in x.shape[1:])
     x_test, y_test = parts.get("x_test"), parts.get("y_test")
+    check_conversion(x, x_test, path)
     if x_test is not None:
         if test_fraction is not None:
             raise DataFileError(f"{path} holds its own test set ({len(x_test)} examples), so "
@@ -106,7 +107,6 @@ def load_data(path, *, test_fraction=None, seed: int = 0) -> Dataset:
         raise DataFileError(f"{path}: the labels go up to {max(y.max(), y_test.max())}, but "
                             f"{len(names)} class name(s) are given; expected a name for each "
                             f"class 0 to {max(y.max(), y_test.max())}")
-    check_conversion(x, x_test, path)
     return Dataset(name=shown(path.name), x_train=to_unit(x.reshape(len(x), -1)), y_train=y,
                    x_test=to_unit(x_test.reshape(len(x_test), -1)),
                    y_test=y_test, image_shape=display_shape(image_shape),
@@ -186,15 +186,17 @@ def check_memory(nbytes: int, what: str) -> None:
 
 
 def check_conversion(x, x_test, path) -> None:
-    """Refuse data whose float copy (with the split's copies) would exceed the memory budget.
+    """Refuse data whose float copy would exceed the memory budget, before the split.
 
-    The read checked the file's own bytes; the examples then become float32
-    (four times the size of 8-bit images) next to the arrays already held.
+    The read checked the file's own bytes; the examples are then copied into
+    the two splits and become float32 (four times the size of 8-bit images)
+    while the arrays read are still held.
     """
+    arrays = [x] if x_test is None else [x, x_test]
     itemsize = 8 if x.dtype == np.float64 else 4
-    held = x.nbytes + x_test.nbytes
-    check_memory(held + (x.size + x_test.size) * itemsize,
-                 f"{path}: its {len(x) + len(x_test)} examples as float{8 * itemsize}")
+    n = sum(len(a) for a in arrays)
+    check_memory(sum(2 * a.nbytes + a.size * itemsize for a in arrays),
+                 f"{path}: its {n} examples, split and as float{8 * itemsize},")
 
 
 def class_count(y, y_test, path) -> int:
