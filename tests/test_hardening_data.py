@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import struct
+import sys
 import tempfile
 import tracemalloc
 import warnings
@@ -138,19 +139,19 @@ def test_a_link_loop_inside_a_data_folder_ends(tmp_path):
 
 def test_a_deep_data_folder_is_walked_without_recursion(tmp_path):
     deep = tmp_path / "data"
-    deep.mkdir()
-    here = os.getcwd()
+    leaf = Path(str(deep) + "/d" * 300)
+    leaf.mkdir(parents=True)
+    (leaf / "x.png").write_bytes(b"x")
+    limit = sys.getrecursionlimit()
     try:
-        os.chdir(deep)
-        for _ in range(1200):  # deeper than Python's recursion limit
-            os.mkdir("d")
-            os.chdir("d")
-        Path("x.png").write_bytes(b"x")
+        sys.setrecursionlimit(200)  # shallower than the tree: a recursive walk would fail
+        first = fingerprint(deep)
+        (leaf / "x.png").write_bytes(b"y")
+        second = fingerprint(deep)
     finally:
-        os.chdir(here)
-    first = fingerprint(deep)
-    (Path(str(deep) + "/d" * 1200) / "x.png").write_bytes(b"y")
-    assert len(first) == 64 and fingerprint(deep) != first
+        sys.setrecursionlimit(limit)
+        shutil.rmtree(deep)  # (pytest's own clean-up of old temporary folders recurses)
+    assert len(first) == 64 and second != first
 
 
 @given(tree=st.dictionaries(
