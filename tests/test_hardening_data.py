@@ -461,3 +461,18 @@ def test_a_symlink_loop_is_refused_in_one_line(tmp_path, capsys):
     one_line_error(capsys, "a.npy", "loop of symbolic links")
     with pytest.raises(DataNotFoundError, match="does not exist"):
         load_data(tmp_path / "absent.npy")
+
+
+def test_the_two_splits_of_an_image_folder_share_the_budget(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(10):
+                write_png(tmp_path / "data" / split / c / f"{i}.png",
+                          rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    # Each split alone needs 2 x 20 x 32 x 32 x 3 = 122,880 bytes to decode; both, twice that.
+    with budget("200K"), pytest.raises(DataFileError, match=r"40 image\(s\) of that size would "
+                                                            r"need 245.8 kB"):
+        load_data(tmp_path / "data")
+    assert len(load_data(tmp_path / "data").x_test) == 20

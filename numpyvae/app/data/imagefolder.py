@@ -75,11 +75,12 @@ def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] |
     return files, labels, [_shown(d.name) for d in classes]
 
 
-def read_images(files: list[Path]) -> np.ndarray:
+def read_images(files: list[Path], held: int = 0) -> np.ndarray:
     """Decode ``files`` into uint8 ``(N, H, W)`` (all gray) or ``(N, 3, H, W)``.
 
     Each header is read before its pixels: the first image's size, times the
-    number of files, must fit the memory budget, and every other image must
+    number of files (and ``held`` more images of that size read with them:
+    the other split), must fit the memory budget, and every other image must
     have that size, before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
@@ -91,7 +92,7 @@ def read_images(files: list[Path]) -> np.ndarray:
                 width, height = img.size  # from the header; nothing decoded yet
                 if size is None:
                     size, first = (height, width), f
-                    _check_budget(len(files), height, width, f)
+                    _check_budget(len(files) + held, height, width, f)
                 elif (height, width) != size:
                     raise DataFileError(
                         f"{_shown(f)}: {width}x{height} pixels, but {_shown(first.name)} (the "
@@ -164,7 +165,8 @@ def read_image_folder(folder) -> dict:
         if train_names != test_names and test_names is not None:
             raise DataFileError(f"{_shown(folder)}: train/ has classes {train_names}, test/ has "
                                 f"{test_names}; expected the same class subfolders")
-        x, x_test = read_images(train_files), read_images(test_files)
+        x = read_images(train_files, held=len(test_files))
+        x_test = read_images(test_files, held=len(x))
         if x.shape[1:] != x_test.shape[1:]:
             x, x_test = _same_channels(x, x_test, folder)
         parts = {"x": x, "x_test": x_test}
