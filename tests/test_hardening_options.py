@@ -314,6 +314,9 @@ def test_moved_data_resumes_to_the_same_weights(tmp_path, capsys):
     assert config["data"]["sha256"] == json.loads(
         (reference / "config.json").read_text())["data"]["sha256"]
     assert main(["evaluate", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "typo.npz")]) == 2
+    one_line_error(capsys, "typo.npz (--data) does not exist")
 
 
 # ---------------------------------------------------------------------------- messages

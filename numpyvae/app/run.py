@@ -283,6 +283,8 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=
 def _reopen_own_data(record: dict, data=None):
     path = Path(data).expanduser() if data is not None else Path(record["path"])
     if not (path.exists() or path.is_symlink()):
+        if data is not None:  # the new place given is wrong, not the recorded one
+            raise DataNotFoundError(f"data not found: {path} (--data) does not exist")
         raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
                                 f"pass its new place with --data FILE")
     found = fingerprint(path)
@@ -376,7 +378,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         data_dir = Path(data_dir).resolve()
     if merged["data"]:
         if resume:
-            dataset = _reopen_own_data(config["data"], merged["data"])
+            dataset = _reopen_own_data(config["data"], options.get("data"))
         else:
             dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
                                 seed=DATASET_SEED)
