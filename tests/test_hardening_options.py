@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from assertions import one_line_error
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import numpyvae
@@ -128,6 +128,8 @@ def warm(tmp_path_factory):
        hidden=st.lists(sizes(10**7), min_size=1, max_size=2), latent=sizes(10**6),
        conv=st.booleans(), channels=st.lists(sizes(10**6), min_size=2, max_size=2),
        conditional=st.booleans())
+@example(iw=5, batch=6, hidden=[1], latent=42989, conv=False, channels=[1, 1],
+         conditional=False)  # a wide latent: the importance weights' arrays count
 def test_any_sizes_train_or_are_refused_within_the_budget(warm, tmp_path, iw, batch, hidden,
                                                           latent, conv, channels, conditional):
     data = tmp_path / "d.npz"
@@ -138,7 +140,7 @@ def test_any_sizes_train_or_are_refused_within_the_budget(warm, tmp_path, iw, ba
                    seed=0, dtype="float32")
     if conv:
         options["channels"] = channels
-    os.environ[MEMORY_ENV] = "48M"
+    os.environ[MEMORY_ENV] = "64M"
     with tempfile.TemporaryDirectory() as tmp, peak_memory() as peak:
         try:
             train_run(Path(tmp) / "run", backend="numpy", progress=False, figures=False,
@@ -151,7 +153,7 @@ def test_any_sizes_train_or_are_refused_within_the_budget(warm, tmp_path, iw, ba
             assert "\n" not in str(exc)
         finally:
             del os.environ[MEMORY_ENV]
-    assert peak[0] < 48 * MiB, peak[0]
+    assert peak[0] < 64 * MiB, peak[0]
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -29,6 +29,13 @@ from .limits import SizeLimitError, excess, mlp_parameters
 
 #: A convolution's kernel side in the conv VAE (:mod:`numpyvae.convnet`): 4 x 4 patches.
 _PATCH = 4 * 4
+#: Arrays of the latent size that one decoded row holds in a step: the noise, the code, the
+#: mean and log-variance repeated for each sample, their gradients, and the importance
+#: weights' terms (:mod:`numpyvae.iwae`).
+_LATENT_ARRAYS = 8
+#: Arrays of the input's size that one decoded row holds: the logits, the likelihood's
+#: parameters, the data repeated for each sample, the loss per value and its gradient.
+_OUTPUT_ARRAYS = 5
 
 
 def mlp_rows(options: dict, input_dim: int, num_classes: int) -> tuple[int, int, int]:
@@ -40,7 +47,7 @@ def mlp_rows(options: dict, input_dim: int, num_classes: int) -> tuple[int, int,
     hidden = [int(h) for h in options.get("hidden") or ()]
     latent, classes = int(options["latent_dim"]), int(num_classes)
     encoder = input_dim + classes + sum(hidden) + 2 * latent
-    decoder = latent + classes + sum(hidden) + input_dim
+    decoder = _LATENT_ARRAYS * latent + classes + sum(hidden) + _OUTPUT_ARRAYS * input_dim
     weights = (mlp_parameters([input_dim + classes, *hidden, 2 * latent])
                + mlp_parameters([latent + classes, *hidden[::-1], input_dim]))
     return encoder, decoder, weights
@@ -59,8 +66,8 @@ def conv_rows(options: dict, image_shape, num_classes: int) -> tuple[int, int, i
     channels_in = 1 + classes  # the image and one constant map per class
     encoder = (channels_in * H * W + half * channels_in * _PATCH + c1 * half
                + quarter * c1 * _PATCH + c2 * quarter + 2 * latent)
-    decoder = (latent + classes + c2 * quarter + quarter * c1 * _PATCH + c1 * half
-               + half * _PATCH + H * W)
+    decoder = (_LATENT_ARRAYS * latent + classes + c2 * quarter + quarter * c1 * _PATCH + c1 * half
+               + half * _PATCH + _OUTPUT_ARRAYS * H * W)
     weights = (channels_in * c1 * _PATCH + c1 + c1 * c2 * _PATCH + c2
                + c2 * quarter * 2 * latent + 2 * latent
                + (latent + classes) * c2 * quarter + c2 * quarter
