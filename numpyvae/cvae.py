@@ -53,15 +53,16 @@ __all__ = ["CVAE", "one_hot"]
 def one_hot(labels, num_classes, dtype=np.float64) -> np.ndarray:
     """``labels`` (B,) integers in ``[0, num_classes)`` -> (B, num_classes) one-hot rows."""
     labels = np.asarray(labels)
-    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer)
-                                or (labels.size and np.all(labels == np.round(labels)))
-                                or labels.size == 0):
-        raise ValueError(f"labels must be a 1-D array of class indices, got shape "
+    whole = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(
+        np.all(np.isfinite(labels) & (labels == np.round(labels)))))
+    if labels.ndim != 1 or not whole:
+        raise ValueError(f"labels must be a 1-D array of class indices (integers), got shape "
                          f"{labels.shape} and dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    # The range is checked before the cast: a float beyond int64 (1e20) keeps its value.
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got values from "
                          f"{labels.min()} to {labels.max()}")
+    labels = labels.astype(np.int64)
     out = np.zeros((len(labels), num_classes), dtype=dtype)
     out[np.arange(len(labels)), labels] = 1
     return out

@@ -15,6 +15,7 @@ once, without a traceback, from the first line of :func:`main` on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -454,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=("mlp", "conv"), default=None,
                    help="with --tiny: an MLP (default) or a small convolutional model")
     p.add_argument("-n", type=_positive, default=4, help="test images (default: 4)")
-    p.add_argument("--beta", type=float, default=None,
+    p.add_argument("--beta", type=_non_negative_number, default=None,
                    help="KL weight (default: the run's, or 1 with --tiny)")
     p.add_argument("--bug", default=None, help="plant this bug of the catalogue (--list-bugs)")
     p.add_argument("--node", default=None, help="the node to plant --bug in")
@@ -673,6 +674,7 @@ def main(argv=None) -> int:
     command = "numpyvae"
     received = []
     interrupts.pending.clear()
+    _printable(sys.stdout, sys.stderr)
 
     def on_signal(signum, frame):
         received.append(signum)
@@ -736,6 +738,15 @@ def command() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _printable(*streams) -> None:
+    """Print a name that is not UTF-8 (a file name is bytes) with ``\\xNN`` escapes, never fail."""
+    for stream in streams:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def _one_line(exc) -> str:

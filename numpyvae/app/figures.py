@@ -111,6 +111,9 @@ def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
 def write_interpolation(model, dataset, binarize_mode, path, pairs=8, steps=10, seed=0) -> Path:
     """``pairs`` strips of ``steps`` images between the codes of two test images."""
     idx = _pick(len(dataset.x_test), 2 * pairs, seed)
+    if len(idx) < 2:
+        raise ValueError(f"an interpolation runs between two test images; the test set of "
+                         f"{dataset.name} holds {len(idx)}")
     np.random.default_rng([int(seed), STREAM_FIGURES, 1]).shuffle(idx)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
     y = labels_at(dataset, idx)
@@ -168,9 +171,11 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                   figure_path(run_dir, "reconstructions.png"), seed=seed),
             write_samples(model, shape, figure_path(run_dir, "samples.png"), seed=seed,
                           label_names=dataset.label_names),
-            write_interpolation(model, dataset, binarize_mode,
-                                figure_path(run_dir, "interpolation.png"), seed=seed),
         ]
+        if len(dataset.x_test) >= 2:  # a strip runs between two test images
+            paths.append(write_interpolation(model, dataset, binarize_mode,
+                                             figure_path(run_dir, "interpolation.png"),
+                                             seed=seed))
     idx = _pick(len(dataset.x_test), 5000, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode)
     path = figure_path(run_dir, "latent_scatter.png")
@@ -196,7 +201,7 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
                                            f"(N(0, I) quantiles), as class {name}"}
         plots.manifold(model, shape, n=20, path=path, **given)
         paths.append(path)
-    if isinstance(model, VAE):
+    if isinstance(model, VAE) and len(dataset.x_test) >= 2:  # active units need two codes
         paths += write_latent_figures(model, dataset, binarize_mode, run_dir, seed)
     if history:
         path = figure_path(run_dir, "loss_curves.png")

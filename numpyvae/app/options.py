@@ -14,8 +14,6 @@ from a model file's description (:mod:`numpyvae.architecture`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..convnet import check_image_shape, conv_cvae, conv_vae
@@ -23,6 +21,7 @@ from ..cvae import CVAE
 from ..distributions import likelihood_from_spec
 from ..model import MODEL_KINDS
 from .data import DATASETS
+from .data.local import data_path
 from .limits import check_model_config, check_parameters
 
 #: Defaults of ``numpyvae train``: the well-known MNIST recipe (784-400-20, ReLU,
@@ -82,7 +81,7 @@ def normalise_options(options: dict) -> dict:
         if "dataset" in out:
             raise ValueError("give a dataset by name (--dataset) or your own data (--data), "
                              "not both")
-        out["data"] = str(Path(out["data"]).expanduser().resolve())
+        out["data"] = str(data_path(out["data"]))
     elif "test_fraction" in out:
         raise ValueError("a test fraction is held out of your own data (--data FILE); the "
                          "named datasets have their own test sets")

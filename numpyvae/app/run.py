@@ -30,6 +30,7 @@ from ..model import MODEL_KINDS, VAE, Autoencoder
 from ..modelfile import ModelFileError
 from ..optim import OPTIMIZERS
 from . import plots, runfolder
+from .budget import check_decoded, check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.local import fingerprint
 from .figures import (
@@ -71,6 +72,10 @@ from .train import (
 #: Said wherever the losses of a Gaussian decoder are printed.
 GAUSSIAN_NOTE = ("a Gaussian decoder's -log p(x|z) is a negative log *density*, so its losses "
                  "(and the -ELBO) can be negative; compare them between runs, not with zero")
+
+#: Said when the test set holds a single example.
+SMALL_TEST_NOTE = ("the test set holds one example: the active units, the latent figures and "
+                   "the interpolations need two or more and are skipped")
 
 #: The seed the embedded ``shapes`` dataset is drawn with (the same for every run).
 DATASET_SEED = 0
@@ -169,7 +174,9 @@ def run_dataset(config: dict, data_dir=None, download=True, progress=True, data=
 
 def _reopen_own_data(record: dict, data=None):
     path = Path(data).expanduser() if data is not None else Path(record["path"])
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
+        if data is not None:  # the new place given is wrong, not the recorded one
+            raise DataNotFoundError(f"data not found: {path} (--data) does not exist")
         raise DataNotFoundError(f"the data this run was trained on, {path}, no longer exists; "
                                 f"pass its new place with --data FILE")
     found = fingerprint(path)
@@ -221,7 +228,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         config = read_config(run_dir)
         saved = options_from_config(config)
         for key, value in options.items():
-            if key not in ("epochs", "lr") and saved.get(key) != value:
+            # moved data (--data NEW_PATH) is checked by its SHA-256 when it is read again
+            if key not in ("epochs", "lr", "data") and saved.get(key) != value:
                 flag = "--" + key.replace("_", "-")
                 raise RunFolderError(
                     f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
@@ -262,13 +270,15 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         data_dir = Path(data_dir).resolve()
     if merged["data"]:
         if resume:
-            dataset = _reopen_own_data(config["data"], merged["data"])
+            dataset = _reopen_own_data(config["data"], options.get("data"))
         else:
             dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
                                 seed=DATASET_SEED)
     else:
         dataset = load_dataset(merged["dataset"], data_dir, download=download,
                                seed=DATASET_SEED, progress=progress)
+    check_run_sizes(merged, dataset.input_dim, dataset.image_shape, len(dataset.label_names),
+                    len(dataset.x_train))
     model = build_model(merged, dataset.input_dim, backend=backend,
                         image_shape=dataset.image_shape,
                         num_classes=len(dataset.label_names))
@@ -279,7 +289,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     if extra["arch"] == "conv":
         extra["channels"] = list(merged["channels"])
     if merged["data"]:
-        extra["data"] = (config["data"] if resume else
+        extra["data"] = ({**config["data"], "path": merged["data"]} if resume else
                          _own_data_record(merged["data"], dataset, dataset.test_fraction))
     trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
                       lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
@@ -291,6 +301,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
         f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
         f"{_split_note(extra.get('data'))}) from {dataset.source}")
+    if len(dataset.x_test) < 2:
+        log(f"note: {SMALL_TEST_NOTE}")
     log(f"model: {model!r}, {model.num_params} parameters")
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
@@ -351,6 +363,7 @@ def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
     _require_images(run)
+    check_decoded(f"-n {n}", n, run.model)
     return write_samples(run.model, _image_shape(run), figure_path(run_dir, "samples.png", out),
                          n, seed)  # a conditional model: one row per class
 
@@ -371,7 +384,10 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
     """``numpyvae interpolate``: strips between pairs of test images."""
     run = load_run(run_dir, backend)
     _require_images(run)
+    steps, pairs = positive_int(steps, "steps"), positive_int(pairs, "pairs")
     dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
+    strips = max(1, min(pairs, len(dataset.x_test) // 2))  # as many pairs as the test set has
+    check_decoded(f"--pairs {pairs} --steps {steps}", strips * steps, run.model)
     return write_interpolation(run.model, dataset, run.options["binarize"] or "none",
                                figure_path(run_dir, "interpolation.png", out),
                                positive_int(pairs, "pairs"), positive_int(steps, "steps"),

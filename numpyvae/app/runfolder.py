@@ -233,10 +233,17 @@ _MODEL_FIELDS = {
     "kind": "str", "input_dim": "int+", "latent_dim": "int+", "hidden_dims": "ints+",
     "likelihood": "str|spec", "activation": "str", "dtype": "str",
 }
+#: The record of your own data (``numpyvae train --data``): where it was, its split, its hash.
+_DATA_FIELDS = {
+    "path": "str", "test_fraction": "fraction?", "split_seed": "int0", "sha256": "sha256?",
+    "n_train": "int0", "n_test": "int0", "example_shape": "ints+",
+}
 _KIND_TEXT = {"int+": "a positive integer", "int0": "an integer >= 0",
               "number+": "a finite number > 0", "number0": "a finite number >= 0",
               "str": "a text", "ints+": "a list of positive integers",
               "int+?": "a positive integer or null",
+              "fraction?": "a number between 0 and 1 (exclusive) or null",
+              "sha256?": "a SHA-256 (64 hexadecimal digits) or null",
               "str|spec": 'a text or a layer spec such as {"type": "Bernoulli"}'}
 
 
@@ -257,6 +264,11 @@ def _fits(value, kind: str) -> bool:
         return ok and (value > 0 if kind == "number+" else value >= 0)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "fraction?":
+        return value is None or (_fits(value, "number+") and value < 1)
+    if kind == "sha256?":
+        return value is None or (isinstance(value, str) and len(value) == 64
+                                 and all(c in "0123456789abcdef" for c in value))
     if kind == "str|spec":  # a network-built model records its likelihood as a spec
         return isinstance(value, str) or (isinstance(value, dict)
                                           and isinstance(value.get("type"), str))
@@ -300,7 +312,21 @@ def validate_config(config, path) -> dict:
                              f"1 to 4 positive integers such as [28, 28]")
     _check_fields(path, "training: ", config["training"], _TRAINING_FIELDS)
     _check_fields(path, "model: ", config["model"], _MODEL_FIELDS)
+    _check_data_record(path, config.get("data"))
     return config
+
+
+def _check_data_record(path, record) -> None:
+    """The ``data`` record of a run trained on your own data: null, or an object with a path."""
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path}: 'data' is {_short(record)}, expected null or a JSON "
+                             f"object such as {{\"path\": ..., \"sha256\": ...}}")
+    if not isinstance(record.get("path"), str) or not record["path"]:
+        raise RunFolderError(f"{path}: data: 'path' is {_short(record.get('path'))}, expected "
+                             f"the path of the data file or folder")
+    _check_fields(path, "data: ", record, _DATA_FIELDS)
 
 
 def read_config(run_dir) -> dict:

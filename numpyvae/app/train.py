@@ -456,9 +456,8 @@ class Trainer:
                    "test_recon": None, "test_kl": None, "seconds": seconds,
                    "samples_per_second": sums["n"] / seconds if seconds > 0 else None,
                    "eval_seconds": None, "active_units": None, "kl_per_dim": None}
-        if isinstance(self.model, VAE):
-            x, y = (self.x_train, self.y_train) if self.x_test is None else (self.x_test,
-                                                                             self.y_test)
+        x, y = (self.x_train, self.y_train) if self.x_test is None else (self.x_test, self.y_test)
+        if isinstance(self.model, VAE) and len(x) >= 2:  # a spread needs two codes or more
             n = LATENT_STATS_EXAMPLES
             stats = latent.latent_statistics(self.model, x[:n], batch_size=self.eval_batch_size,
                                              labels=None if y is None else y[:n])

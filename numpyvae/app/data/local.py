@@ -27,12 +27,17 @@ decoding image files (:mod:`numpyvae.app.data.imagefolder`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
+from ..limits import excess
 from ..safenpz import read_npy, read_npz
+from .checks import DataValueError, check_finite
 from .datasets import Dataset
 from .idx import DataFileError, DataNotFoundError
 
@@ -69,9 +74,7 @@ def load_data(path, *, test_fraction=None, seed: int = 0) -> Dataset:
         names the file and what was expected.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise DataNotFoundError(f"data not found: {path} does not exist")
-    if path.is_dir():
+    if data_kind(path) == "folder":
         from .imagefolder import read_image_folder
 
         parts = read_image_folder(path)
@@ -83,6 +86,7 @@ def load_data(path, *, test_fraction=None, seed: int = 0) -> Dataset:
     x, y, names = parts["x"], parts.get("y"), parts.get("label_names")
     image_shape = tuple(int(d) for d in x.shape[1:])
     x_test, y_test = parts.get("x_test"), parts.get("y_test")
+    check_conversion(x, x_test, path)
     if x_test is not None:
         if test_fraction is not None:
             raise DataFileError(f"{path} holds its own test set ({len(x_test)} examples), so "
@@ -98,12 +102,110 @@ def load_data(path, *, test_fraction=None, seed: int = 0) -> Dataset:
         fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         x, y, x_test, y_test = split(x, y, fraction, seed, what=str(path))
     if names is None and y is not None:
-        names = [str(c) for c in range(int(max(y.max(), y_test.max())) + 1)]
-    return Dataset(name=path.name, x_train=to_unit(x.reshape(len(x), -1)), y_train=y,
+        names = [str(c) for c in range(class_count(y, y_test, path))]
+    elif y is not None and max(y.max(), y_test.max()) >= len(names):
+        raise DataFileError(f"{path}: the labels go up to {max(y.max(), y_test.max())}, but "
+                            f"{len(names)} class name(s) are given; expected a name for each "
+                            f"class 0 to {max(y.max(), y_test.max())}")
+    return Dataset(name=shown(path.name), x_train=to_unit(x.reshape(len(x), -1)), y_train=y,
                    x_test=to_unit(x_test.reshape(len(x_test), -1)),
                    y_test=y_test, image_shape=display_shape(image_shape),
-                   label_names=list(names or []), source=str(path.resolve()),
+                   label_names=list(names or []), source=shown(path.resolve()),
                    test_fraction=None if fraction is None else float(fraction))
+
+
+# ---------------------------------------------------------------------------- the path
+
+
+def data_kind(path) -> str:
+    """``"file"`` or ``"folder"``: what ``path`` is, refusing anything else before opening it.
+
+    A FIFO or a device would block or stream forever when opened, and a loop
+    of symbolic links resolves to nothing, so each is refused by name.
+
+    Raises
+    ------
+    DataNotFoundError
+        Nothing exists at ``path`` (or a symbolic link there points nowhere).
+    DataFileError
+        ``path`` is a loop of symbolic links, cannot be examined, or is
+        neither a regular file nor a folder.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links
+    except FileNotFoundError:
+        raise DataNotFoundError(f"data not found: {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataFileError(f"{path}: a loop of symbolic links (each points on to the "
+                                f"next, never to a file); expected a .npy or .npz file or a "
+                                f"folder of images") from None
+        raise DataFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "file"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    raise DataFileError(f"{path}: {kind}, not a regular file or a folder; expected a .npy or "
+                        f".npz file or a folder of images")
+
+
+def data_path(path) -> Path:
+    """The absolute path of your own data, checked to be a file or a folder (:func:`data_kind`)."""
+    path = Path(path).expanduser()
+    data_kind(path)
+    return path.resolve()
+
+
+def shown(name) -> str:
+    """A file name as printable text: bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    Python holds such bytes of a name as lone surrogates (``'\\udce9'``), which
+    cannot be printed or written as UTF-8. The escapes keep every byte visible
+    (and tell names apart); the path itself is kept as it is wherever it is
+    used to open the file again.
+    """
+    text = str(name)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Raise :class:`DataFileError` naming ``what`` if ``nbytes`` exceed the memory budget."""
+    reason = excess(int(nbytes))
+    if reason is not None:
+        raise DataFileError(f"{what} would need {reason}")
+
+
+def check_conversion(x, x_test, path) -> None:
+    """Refuse data whose float copy would exceed the memory budget, before the split.
+
+    The read checked the file's own bytes; the examples are then copied into
+    the two splits and become float32 (four times the size of 8-bit images)
+    while the arrays read are still held.
+    """
+    arrays = [x] if x_test is None else [x, x_test]
+    itemsize = 8 if x.dtype == np.float64 else 4
+    n = sum(len(a) for a in arrays)
+    check_memory(sum(2 * a.nbytes + a.size * itemsize for a in arrays),
+                 f"{path}: its {n} examples, split and as float{8 * itemsize},")
+
+
+def class_count(y, y_test, path) -> int:
+    """The number of classes the labels imply (the largest + 1), within the memory budget."""
+    count = int(max(y.max(), y_test.max())) + 1
+    # One name per class, and a one-hot row of the classes per example when conditional.
+    check_memory(count * (64 + 8 * (len(y) + len(y_test))),
+                 f"{path}: labels up to {count - 1} ask for {count:,} classes, a table that")
+    return count
 
 
 def display_shape(shape: tuple) -> tuple:
@@ -117,7 +219,11 @@ def display_shape(shape: tuple) -> tuple:
 
 
 def split(x, y, fraction, seed, what="data"):
-    """Hold out ``round(fraction * N)`` examples (at least one) by a seeded permutation."""
+    """Hold out ``round(fraction * N)`` examples (at least one) by a seeded permutation.
+
+    A test set of one example is allowed: what needs two or more (active
+    units, interpolations) is skipped for it.
+    """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
             0 < fraction < 1):
         raise ValueError(f"test fraction must be a number between 0 and 1 (exclusive), got "
@@ -161,6 +267,11 @@ def read_array_file(path: Path) -> dict:
         arrays = {"x": read_npy(path, DataFileError, "NumPy array file")}
     x_key = _one_of(arrays, X_KEYS)
     if x_key is None:
+        roles = [k for k in arrays if k in Y_KEYS + X_TEST_KEYS + Y_TEST_KEYS + NAME_KEYS]
+        if roles:  # never train on a test set, labels or names for want of training images
+            raise DataFileError(f"{path}: no training examples: it holds {sorted(arrays)}, and "
+                                f"{', '.join(roles)} {'is' if len(roles) == 1 else 'are'} not "
+                                f"training images; name them one of {', '.join(X_KEYS)}")
         if len(arrays) != 1:
             raise DataFileError(f"{path}: which array holds the data? It has {sorted(arrays)}; "
                                 f"name it one of {', '.join(X_KEYS)} (labels: "
@@ -177,6 +288,9 @@ def read_array_file(path: Path) -> dict:
         if yt_key is not None:
             parts["y_test"] = check_labels(arrays[yt_key], len(parts["x_test"]),
                                            f"{path}[{yt_key!r}]")
+    elif _one_of(arrays, Y_TEST_KEYS) is not None:
+        raise DataFileError(f"{path}: holds test labels ({_one_of(arrays, Y_TEST_KEYS)}) but no "
+                            f"test examples; add them as {X_TEST_KEYS[0]}, or drop the labels")
     names_key = _one_of(arrays, NAME_KEYS)
     if names_key is not None:
         names = arrays[names_key]
@@ -184,7 +298,18 @@ def read_array_file(path: Path) -> dict:
             raise DataFileError(f"{path}[{names_key!r}]: expected a 1-D array of class names "
                                 f"(strings), got {names.dtype} of shape {names.shape}")
         parts["label_names"] = [str(n) for n in names]
+    for key in ("x", "x_test"):
+        if key in parts:  # reported at its index in the file, before any split or reshape
+            check_values(parts[key], f"{path}[{(x_key if key == 'x' else xt_key)!r}]")
     return parts
+
+
+def check_values(x, what) -> None:
+    """Refuse NaN or infinite examples, naming their count and the first one's index in ``x``."""
+    try:
+        check_finite(x, what)
+    except DataValueError as exc:
+        raise DataFileError(str(exc)) from None
 
 
 def _one_of(arrays, keys):
@@ -208,8 +333,12 @@ def check_examples(x, what) -> np.ndarray:
     return x
 
 
+#: The largest class label accepted: every label must be an exact integer far inside int64.
+MAX_LABEL = 2**53
+
+
 def check_labels(y, n, what) -> np.ndarray:
-    """Integer class labels ``(n,)``, each >= 0."""
+    """Integer class labels ``(n,)``, each in ``[0, MAX_LABEL]``."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataFileError(f"{what}: expected one label per example, shape ({n},), got "
@@ -220,6 +349,9 @@ def check_labels(y, n, what) -> np.ndarray:
             raise DataFileError(f"{what}: expected integer class labels, got {y.dtype}")
     if len(y) and y.min() < 0:
         raise DataFileError(f"{what}: expected class labels >= 0, got {y.min()}")
+    if len(y) and y.max() > MAX_LABEL:  # a float such as 1e300 has no int64 value
+        raise DataFileError(f"{what}: expected class labels 0, 1, 2, ... (at most {MAX_LABEL}), "
+                            f"got {y.max():g}")
     return y.astype(np.int64)
 
 
@@ -227,15 +359,57 @@ def check_labels(y, n, what) -> np.ndarray:
 
 
 def fingerprint(path) -> str:
-    """A SHA-256 of the data: the file's bytes, or a folder's image files (names and bytes)."""
+    """A SHA-256 of the data: the file's bytes, or a folder's files (names and bytes).
+
+    A folder's files are found as the image reader finds them, through
+    symbolic links to other folders (a class folder may be a link), so a
+    change behind a link changes the fingerprint; a link back to a folder
+    already being walked is not followed twice. Hidden files are left out.
+    Names are hashed as the file system's bytes, whatever their encoding.
+    Raises :class:`DataFileError` naming a file that cannot be read.
+    """
     path = Path(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = [path] if data_kind(path) == "file" else sorted(_files_under(path))
     for f in files:
         if f is not path:
-            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+            digest.update(os.fsencode(f.relative_to(path).as_posix()) + b"\0")
+        try:
+            with open(f, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DataFileError(f"{shown(f)}: cannot be read ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The regular, not hidden, files under ``folder``, following links to folders.
+
+    Walked with a stack of its own (a deep tree cannot exhaust Python's
+    recursion); each folder carries the (device, inode) of the folders above
+    it, so a link that loops back to one of them is not followed.
+    """
+    files, stack = [], [(folder, frozenset())]
+    while stack:
+        here, above = stack.pop()
+        try:
+            info = os.stat(here)
+            entries = list(os.scandir(here))
+        except OSError as exc:
+            raise DataFileError(f"{shown(here)}: cannot be read ({exc.strerror or exc})") \
+                from None
+        key = (info.st_dev, info.st_ino)
+        if key in above:
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and stat.S_ISREG(entry.stat().st_mode)
+            except OSError:  # a dangling link or a loop: nothing the reader could open
+                continue
+            if is_dir:
+                stack.append((Path(entry.path), above | {key}))
+            elif is_file and not entry.name.startswith("."):
+                files.append(Path(entry.path))
+    return files

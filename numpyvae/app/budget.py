@@ -1,0 +1,160 @@
+"""What a run's options will allocate, checked against the memory budget before anything is built.
+
+Some options size arrays directly: ``--iw-train K`` decodes ``K`` copies of
+every batch, the convolutional network's ``--channels C1 C2`` size its
+feature maps and weights, a conditional model adds one input per class (a
+whole label map per class, for the conv network), and ``--batch-size`` sets
+how many rows each layer holds. The MLP's weights are checked by the model
+itself (:func:`numpyvae.app.limits.check_parameters`); here the rest is
+estimated from the options and the data's shape, and an impossible request
+is refused in one line that names the option, the memory it would need and
+the budget (:func:`numpyvae.app.limits.excess`), instead of NumPy's
+"Unable to allocate ..." halfway through the first step.
+
+The estimates count what one training step must hold at once: each layer's
+output for the batch and its gradient, the convolutions' unfolded patches
+(im2col), and the weights with their gradients and the optimizer's two
+moment estimates. They are lower bounds (temporaries are left out), so a
+refused request cannot have fitted.
+
+What does not live here: the budget itself (:mod:`numpyvae.app.limits`), the
+models (:mod:`numpyvae.model`, :mod:`numpyvae.convnet`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .limits import SizeLimitError, excess, mlp_parameters
+
+#: A convolution's kernel side in the conv VAE (:mod:`numpyvae.convnet`): 4 x 4 patches.
+_PATCH = 4 * 4
+#: Arrays of the latent size that one decoded row holds in a step: the noise, the code, the
+#: mean and log-variance repeated for each sample, their gradients, and the importance
+#: weights' terms (:mod:`numpyvae.iwae`).
+_LATENT_ARRAYS = 8
+#: Arrays of the input's size that one decoded row holds: the logits, the likelihood's
+#: parameters, the data repeated for each sample, the loss per value and its gradient.
+_OUTPUT_ARRAYS = 5
+
+
+def mlp_rows(options: dict, input_dim: int, num_classes: int) -> tuple[int, int, int]:
+    """Values per example of the MLP's encoder and decoder, and its weights.
+
+    Returns ``(encoder, decoder, weights)``; the decoder mirrors the encoder's
+    hidden widths, as :class:`numpyvae.model.VAE` builds it.
+    """
+    hidden = [int(h) for h in options.get("hidden") or ()]
+    latent, classes = int(options["latent_dim"]), int(num_classes)
+    encoder = input_dim + classes + sum(hidden) + 2 * latent
+    decoder = _LATENT_ARRAYS * latent + classes + sum(hidden) + _OUTPUT_ARRAYS * input_dim
+    weights = (mlp_parameters([input_dim + classes, *hidden, 2 * latent])
+               + mlp_parameters([latent + classes, *hidden[::-1], input_dim]))
+    return encoder, decoder, weights
+
+
+def conv_rows(options: dict, image_shape, num_classes: int) -> tuple[int, int, int]:
+    """Values per example of the conv encoder and decoder, and the conv network's weights.
+
+    Returns ``(encoder, decoder, weights)``; the layers are those of
+    :func:`numpyvae.convnet.conv_networks`.
+    """
+    c1, c2 = (int(c) for c in options["channels"])
+    H, W = (int(s) for s in tuple(image_shape)[-2:])
+    classes, latent = int(num_classes), int(options["latent_dim"])
+    half, quarter = (H // 2) * (W // 2), (H // 4) * (W // 4)
+    channels_in = 1 + classes  # the image and one constant map per class
+    encoder = (channels_in * H * W + half * channels_in * _PATCH + c1 * half
+               + quarter * c1 * _PATCH + c2 * quarter + 2 * latent)
+    decoder = (_LATENT_ARRAYS * latent + classes + c2 * quarter + quarter * c1 * _PATCH + c1 * half
+               + half * _PATCH + _OUTPUT_ARRAYS * H * W)
+    weights = (channels_in * c1 * _PATCH + c1 + c1 * c2 * _PATCH + c2
+               + c2 * quarter * 2 * latent + 2 * latent
+               + (latent + classes) * c2 * quarter + c2 * quarter
+               + c2 * c1 * _PATCH + c1 + c1 * _PATCH + 1)
+    return encoder, decoder, weights
+
+
+def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
+               n_train: int | None = None) -> tuple[int, int]:
+    """The bytes one training step holds at least: ``(layer values, weights)``.
+
+    Layer values: each layer's output for the batch and its gradient (the
+    decoder's for ``iw_train`` copies of the batch). Weights: the
+    parameters, their gradients and the optimizer's two moments.
+    ``num_classes`` counts only for a conditional model; ``n_train`` caps the
+    batch (a batch never holds more rows than the data).
+    """
+    itemsize = np.dtype(options.get("dtype") or "float32").itemsize
+    batch = _batch(options, n_train)
+    copies = int(options.get("iw_train") or 1)
+    classes = int(num_classes) if options.get("conditional") else 0
+    if options.get("arch", "mlp") == "conv":
+        encoder, decoder, weights = conv_rows(options, image_shape, classes)
+    else:
+        encoder, decoder, weights = mlp_rows(options, input_dim, classes)
+    rows = batch * encoder + batch * copies * decoder
+    return itemsize * 2 * rows, itemsize * 4 * weights
+
+
+def _batch(options, n_train) -> int:
+    batch = int(options["batch_size"])
+    return batch if n_train is None else max(1, min(batch, int(n_train)))
+
+
+def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
+                    n_train: int | None = None) -> None:
+    """Refuse options whose training step would exceed the memory budget, naming the option.
+
+    The option named is the one that makes the difference: ``--iw-train``
+    if the same run with one sample fits; else ``--channels`` for the conv
+    network (its widths size both its weights and its feature maps); else
+    ``--hidden`` if the MLP's weights alone do not fit, or ``--batch-size``.
+
+    Raises
+    ------
+    SizeLimitError (a ValueError)
+        One line: the option and its value, what it sizes, the memory it
+        would need and the budget.
+    """
+    values, weights = step_bytes(options, input_dim, image_shape, num_classes, n_train)
+    reason = excess(values + weights)
+    if reason is None:
+        return
+    batch, K = _batch(options, n_train), options.get("iw_train")
+    one = step_bytes({**options, "iw_train": None}, input_dim, image_shape, num_classes, n_train)
+    classes = (f" and {num_classes} classes" if options.get("conditional") and num_classes
+               else "")
+    if K and excess(sum(one)) is None:
+        what = (f"--iw-train {K}: decoding {K:,} importance samples of each of the {batch} "
+                f"examples of a batch")
+    elif options.get("arch", "mlp") == "conv":
+        c1, c2 = options["channels"]
+        what = (f"--channels {c1} {c2}: the convolutional network's weights and its feature "
+                f"maps for a batch of {batch} {tuple(image_shape)} images{classes}")
+    elif excess(weights):
+        widths = " ".join(str(h) for h in options.get("hidden") or ())
+        count = weights // (4 * np.dtype(options.get("dtype") or "float32").itemsize)
+        what = (f"--hidden {widths} --latent-dim {options['latent_dim']}: {count:,} parameters "
+                f"(with their gradients and the optimizer's two moments) for {input_dim} "
+                f"inputs{classes}")
+    else:
+        what = (f"--batch-size {options['batch_size']}: the layers' values for a batch of "
+                f"{batch} examples of {input_dim} values{classes}")
+    raise SizeLimitError(f"{what} would need {reason}; choose a smaller value")
+
+
+def check_decoded(what: str, count: int, model) -> None:
+    """Refuse decoding ``count`` images at once (``sample -n``, ``interpolate --steps``).
+
+    Each image is decoded from a code and drawn into the figure: at least
+    its code, its values and its place on the canvas, in the model's dtype.
+    Raises :class:`SizeLimitError` naming ``what`` (the options and their
+    values) before anything is drawn.
+    """
+    values = int(np.prod(model.input_shape))
+    nbytes = int(count) * (int(model.latent_dim) + 2 * values) * np.dtype(model.dtype).itemsize
+    reason = excess(nbytes)
+    if reason is not None:
+        raise SizeLimitError(f"{what}: decoding and drawing {count:,} images of "
+                             f"{values} values would need {reason}; choose a smaller value")
