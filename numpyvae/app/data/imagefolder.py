@@ -36,7 +36,7 @@ import numpy as np
 
 from ..limits import excess
 from .idx import DataFileError
-from .local import shown as _shown
+from .names import shown as _shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -40,6 +40,7 @@ from ..safenpz import read_npy, read_npz
 from .checks import DataValueError, check_finite
 from .datasets import Dataset
 from .idx import DataFileError, DataNotFoundError
+from .names import shown
 
 #: Names under which a ``.npz`` file may hold the training images, in order of preference.
 X_KEYS = ("x_train", "x", "X", "images", "data", "train_images")
@@ -157,22 +158,6 @@ def data_path(path) -> Path:
     path = Path(path).expanduser()
     data_kind(path)
     return path.resolve()
-
-
-def shown(name) -> str:
-    """A file name as printable text: bytes that are not UTF-8 become ``\\xNN`` escapes.
-
-    Python holds such bytes of a name as lone surrogates (``'\\udce9'``), which
-    cannot be printed or written as UTF-8. The escapes keep every byte visible
-    (and tell names apart); the path itself is kept as it is wherever it is
-    used to open the file again.
-    """
-    text = str(name)
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that no file name decodes to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------------------- memory
