@@ -40,6 +40,10 @@ def test_python_dash_m_and_version(tmp_path):
     done = subprocess.run([sys.executable, "-m", "numpyvae", "evaluate", "nowhere"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "run folder not found: nowhere" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "numpyvae"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)  # no command: the help, not an error
+    assert done.returncode == 0 and done.stderr == ""
+    assert "usage: numpyvae" in done.stdout and "train" in done.stdout
 
 
 @pytest.mark.parametrize("argv, hint", [

@@ -693,7 +693,11 @@ def main(argv=None) -> int:
             print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            if not (sys.argv[1:] if argv is None else argv):  # no command: what there is to run
+                parser.print_help()
+                return 0
+            args = parser.parse_args(argv)
             command = f"numpyvae {args.command}"
             code = COMMANDS[args.command](args)
             if received and code not in (128 + s for s in received):
