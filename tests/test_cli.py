@@ -238,12 +238,14 @@ def test_bad_options_are_one_line(capsys):
         (["train", "--epochs", "0"], ["expected a positive integer, got '0'"]),
         (["train", "--backend", "cuda"], ["invalid choice: 'cuda'"]),
         (["evaluate"], ["RUN_DIR"]),
-        ([], ["COMMAND"]),
     ]:
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
         one_line_error(capsys, *words)
+    assert main([]) == 0  # no command at all: the help, on standard output
+    out, err = capsys.readouterr()
+    assert "usage: numpyvae" in out and "COMMAND" in out and err == ""
 
 
 def test_nan_exits_1_with_the_step(tmp_path, capsys):

@@ -492,7 +492,7 @@ def _train(args):
         last = result.history[-1]
         what = "-ELBO" if last.get("train_kl") is not None else "reconstruction loss"
         test = "" if last["test_loss"] is None else f", test {what} {last['test_loss']:.2f}"
-        print(f"{result.run_dir}: {last['epoch']} epochs, train {what} "
+        print(f"{result.run_dir}: {_count(last['epoch'], 'epoch')}, train {what} "
               f"{last['train_loss']:.2f}{test} nats")
     if result.interrupted:
         return 128 + (result.stop_signal or signal.SIGINT)
@@ -509,7 +509,7 @@ def _evaluate(args):
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"{r['run']}: {r['model']} on {r['dataset']}, {r['epochs']} epochs, "
+    print(f"{r['run']}: {r['model']} on {r['dataset']}, {_count(r['epochs'], 'epoch')}, "
           f"{r['n_test']} test images (nats per example)")
     if r["elbo"] is None:
         print(f"  reconstruction loss {r['recon']:10.3f}   (-log p(x|z) at the code; an "
@@ -751,6 +751,11 @@ def _printable(*streams) -> None:
         if reconfigure is not None:
             with contextlib.suppress(ValueError, OSError):
                 reconfigure(errors="backslashreplace")
+
+
+def _count(n, noun) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _one_line(exc) -> str:

@@ -200,8 +200,9 @@ def check_new(run_dir) -> None:
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a run folder")
     if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
-        raise RunFolderError(f"{run_dir} already holds a run; continue it with "
-                             f"--resume (resume=True), or choose another output folder")
+        raise RunFolderError(f"{run_dir} already holds a run; continue it (numpyvae train "
+                             f"--out {run_dir} --resume; from Python, fit(..., resume=True)), "
+                             f"or choose another output folder")
     ours = {LOCK_FILE} | {p.name for name in RUN_FILES for p in stale_temp_files(run_dir / name)}
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()
                      if p.name not in ours)
@@ -329,15 +330,30 @@ def _check_data_record(path, record) -> None:
     _check_fields(path, "data: ", record, _DATA_FIELDS)
 
 
+def _enclosing_run(path: Path) -> Path | None:
+    """The run folder that ``path`` is, or lies in (its model file, its figures/), or None."""
+    for folder in (path, path.parent, path.parent.parent):
+        if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
 def read_config(run_dir) -> dict:
     """The config.json of a run folder, validated, with clear errors."""
     run_dir = Path(run_dir)
+    run = _enclosing_run(run_dir)
+    if run is not None and run != run_dir:  # a file or folder inside a run: name the run
+        raise RunNotFoundError(f"{run_dir} is inside the run folder {run}; give the run "
+                               f"folder itself: {run}")
+    if run_dir.is_file():
+        raise RunNotFoundError(f"{run_dir} is a file; give a run folder (the folder "
+                               f"`numpyvae train --out RUN_DIR` wrote, holding {CONFIG_FILE})")
     if not run_dir.is_dir():
         raise RunNotFoundError(f"run folder not found: {run_dir}")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); "
-                               f"create one with: numpyvae train --out {run_dir}")
+        raise RunNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); a run "
+                               f"folder is what `numpyvae train --out RUN_DIR` writes")
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
