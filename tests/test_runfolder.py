@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -92,8 +93,27 @@ def test_the_lock_is_reentrant_in_one_process_and_leaves_no_empty_folder(tmp_pat
     assert not run.exists()  # created here and left empty: removed again
     (run / "x").mkdir(parents=True)
     with lock(run):
-        pass
-    assert (run / LOCK_FILE).is_file()  # an existing folder keeps its (unlocked) lock file
+        assert (run / LOCK_FILE).is_file()
+    assert not (run / LOCK_FILE).exists()  # a finished run keeps no lock file
+    assert (run / "x").is_dir()
+
+
+def test_a_lock_file_removed_by_the_holder_before_us_is_replaced(tmp_path, monkeypatch):
+    from numpyvae.app import runfolder
+
+    opened = []
+    real_open = open
+
+    def open_then_lose_the_race(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if str(path).endswith(LOCK_FILE) and not opened:  # the holder releases right now
+            opened.append(path)
+            os.unlink(path)
+        return f
+
+    monkeypatch.setattr(runfolder, "open", open_then_lose_the_race, raising=False)
+    with lock(tmp_path / "run") as run:
+        assert (run / LOCK_FILE).is_file() and len(opened) == 1  # locked the new file
 
 
 def test_check_new(tmp_path):

@@ -120,21 +120,25 @@ def lock(run_dir):
 
 
 def _acquire(run_dir: Path):
-    path = run_dir / LOCK_FILE
-    try:
-        f = open(path, "a+")
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot create the lock file: {exc.strerror}",
-                      str(path)) from exc
-    try:
-        _os_lock(f)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise RunLockedError(
-            f"{run_dir} is in use: {holder} is training in it; wait for it to finish (or stop "
-            f"it), or choose another output folder") from None
+    path = (run_dir / LOCK_FILE).absolute()  # released by this name, whatever the cwd is then
+    for _ in range(100):
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot create the lock file: {exc.strerror}",
+                          str(path)) from exc
+        try:
+            _os_lock(f)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLockedError(
+                f"{run_dir} is in use: {holder} is training in it; wait for it to finish (or "
+                f"stop it), or choose another output folder") from None
+        if _same_file(f, path):
+            break
+        f.close()  # the holder before us removed the file we locked: lock the new one
     f.seek(0)
     f.truncate()
     f.write(f"process {os.getpid()}")
@@ -142,18 +146,29 @@ def _acquire(run_dir: Path):
     return f
 
 
+def _same_file(f, path: Path) -> bool:
+    """Whether the open file ``f`` is still the file at ``path`` (not removed or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
 def _remove_if_empty(run_dir: Path) -> None:
     with contextlib.suppress(OSError):
-        if [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            (run_dir / LOCK_FILE).unlink()
+        if not any(run_dir.iterdir()):
             run_dir.rmdir()
 
 
 def _release(f) -> None:
+    """Remove the lock file while holding its lock, then release it: a finished run keeps no
+    ``.lock``. (A process that opened the file meanwhile sees it gone and locks a new one.)"""
     with contextlib.suppress(OSError):
         f.seek(0)
         f.truncate()
         f.flush()
+        if _same_file(f, Path(f.name)):
+            os.unlink(f.name)
     f.close()  # closing the file releases the OS lock
 
 
