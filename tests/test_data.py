@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 
 import numpy as np
 import pytest
@@ -346,3 +347,27 @@ def test_real_fashion_mnist_through_numpyvae_data(fashion_mnist_dir, monkeypatch
     monkeypatch.setenv("NUMPYVAE_DATA", str(fashion_mnist_dir.parent))
     ds = load_dataset("fashion-mnist", download=False)
     assert ds.source == str(fashion_mnist_dir)
+
+
+def test_the_first_drawing_of_shapes_says_what_the_wait_is(tmp_path, monkeypatch):
+    import io
+
+    from numpyvae.app.data import datasets
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    draw = datasets.shapes.generate_splits
+    monkeypatch.setattr(datasets.shapes, "generate_splits",
+                        lambda seed: draw(seed, n_train=8, n_test=4))  # a small drawing
+    monkeypatch.setattr(datasets, "_read_shapes_cache", lambda path: None)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    datasets.load_dataset("shapes", tmp_path)
+    assert "drawing the shapes data set" in terminal.getvalue()
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    datasets.load_dataset("shapes", tmp_path, progress=False)
+    assert quiet.getvalue() == ""
+

@@ -16,6 +16,7 @@ come from (:mod:`numpyvae.app.data.download`), drawing the sprites
 from __future__ import annotations
 
 import io
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,8 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, seed: int =
     seed : int
         ``shapes`` only: the seed the sprites are drawn with.
     progress : bool
-        Show a progress bar while downloading.
+        Show a progress bar while downloading, and, at a terminal, say so while
+        ``shapes`` is drawn the first time (a few seconds, once).
 
     Raises
     ------
@@ -130,7 +132,7 @@ def load_dataset(name: str, data_dir=None, *, download: bool = True, seed: int =
                                 f"check the path, or leave the folder out to use "
                                 f"$NUMPYVAE_DATA/{name}/ or the cache")
     if name == "shapes":
-        return _load_shapes(seed, data_dir)
+        return _load_shapes(seed, data_dir, progress)
     files = find_files(name, data_dir)
     if files is None:
         if not download:
@@ -152,10 +154,13 @@ def shapes_cache_path(seed: int = 0, data_dir=None) -> Path:
     return folder / f"shapes-v{SHAPES_CACHE_VERSION}-seed{int(seed)}.npz"
 
 
-def _load_shapes(seed, data_dir=None) -> Dataset:
+def _load_shapes(seed, data_dir=None, progress=False) -> Dataset:
     path = shapes_cache_path(seed, data_dir)
     arrays = _read_shapes_cache(path)
     if arrays is None:
+        if progress and sys.stderr.isatty():  # a few seconds, once: say what the wait is
+            print(f"drawing the shapes data set ({shapes.N_TRAIN + shapes.N_TEST:,} sprites; "
+                  f"once, then read from {path})", file=sys.stderr, flush=True)
         tr_img, tr_f, te_img, te_f = shapes.generate_splits(int(seed))
         arrays = {"train_images": tr_img, "test_images": te_img,
                   **{f"train_{k}": v for k, v in tr_f.items()},
