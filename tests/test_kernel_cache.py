@@ -57,12 +57,12 @@ def package_copy(tmp_path):
 
 
 def _cache_files(root):
-    return sorted(p.name for p in (root / "numpyvae" / "backend" / "__pycache__").glob("*.nbc"))
+    return sorted(p.name for p in (root / "numpyvae" / "fast" / "__pycache__").glob("*.nbc"))
 
 
 def test_an_edited_helper_recompiles_the_kernels_that_call_it(package_copy):
     root, run = package_copy
-    math_module = root / "numpyvae" / "backend" / "numba_math.py"
+    math_module = root / "numpyvae" / "fast" / "numba_math.py"
     source = math_module.read_text()
     assert source.count(TERM) == 1, "the Bernoulli term this test edits has moved"
 
@@ -82,7 +82,7 @@ def test_the_cache_is_still_used_when_nothing_changed(package_copy):
     root, run = package_copy
     run()
     stamps = {p: p.stat().st_mtime_ns
-              for p in (root / "numpyvae" / "backend" / "__pycache__").glob("*.nb[ic]")}
+              for p in (root / "numpyvae" / "fast" / "__pycache__").glob("*.nb[ic]")}
     assert stamps
     run()
     rewritten = [p.name for p, t in stamps.items() if p.stat().st_mtime_ns != t]
