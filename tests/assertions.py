@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
+
 from numpyvae.gradcheck import rel_error
 
 
@@ -19,3 +22,15 @@ def backends_agree(reference, other, tol=1e-12):
     assert abs(reference.loss - other.loss) <= tol * abs(reference.loss)
     for name, g in reference.grads.items():
         assert rel_error(other.grads[name], g) <= tol, name
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """``with peak_memory() as peak:`` traces allocations; then ``peak[0]`` is the peak, bytes."""
+    peak = [0]
+    tracemalloc.start()
+    try:
+        yield peak
+        peak[0] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -19,14 +19,13 @@ import signal
 import struct
 import sys
 import tempfile
-import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from assertions import one_line_error
+from assertions import one_line_error, peak_memory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -46,17 +45,6 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NUMPYVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("NUMPYVAE_BACKEND", "numpy")
 
-
-@contextlib.contextmanager
-def peak_memory():
-    """``with peak_memory() as peak:`` traces allocations; then ``peak[0]`` is the peak, bytes."""
-    peak = [0]
-    tracemalloc.start()
-    try:
-        yield peak
-        peak[0] = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @contextlib.contextmanager

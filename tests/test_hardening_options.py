@@ -14,17 +14,15 @@ nothing written before.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from assertions import one_line_error
+from assertions import one_line_error, peak_memory
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -46,16 +44,6 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NUMPYVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("NUMPYVAE_BACKEND", "numpy")
 
-
-@contextlib.contextmanager
-def peak_memory():
-    peak = [0]
-    tracemalloc.start()
-    try:
-        yield peak
-        peak[0] = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def files_of(folder: Path) -> dict:
