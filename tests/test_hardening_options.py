@@ -320,6 +320,26 @@ def test_inspect_refuses_a_bad_beta_in_one_line(capsys, value):
     one_line_error(capsys, "--beta", value)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, "1", True, None])
+def test_inspect_from_python_refuses_a_bad_beta(value):
+    model = numpyvae.VAE(8, (4,), 2, backend="numpy", dtype="float64")
+    x = np.random.default_rng(0).random((3, 8))
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        numpyvae.inspect(model, x, beta=value)
+
+
+def test_fit_from_python_checks_the_importance_samples_against_the_budget(monkeypatch):
+    from numpyvae.app.train import fit
+
+    monkeypatch.setenv(MEMORY_ENV, "64M")
+    model = numpyvae.VAE(64, (16,), 4, backend="numpy")
+    x = np.random.default_rng(0).random((50, 64)).astype("float32")
+    with peak_memory() as peak, pytest.raises(SizeLimitError, match="iw_train=10000000"):
+        fit(model, x, epochs=1, iw_train=10**7, progress=False)
+    assert peak[0] < 16 * MiB
+    assert np.isfinite(fit(model, x, epochs=1, iw_train=5, progress=False)[-1]["train_loss"])
+
+
 @pytest.mark.parametrize("labels, words", [
     ("a", "class indices (integers)"), (1e20, "got values from 1e+20"),
     (-1, "got values from -1 to -1"), ([0.5, 1], "class indices"),

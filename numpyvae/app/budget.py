@@ -14,8 +14,8 @@ the budget (:func:`numpyvae.app.limits.excess`), instead of NumPy's
 The estimates count what one training step must hold at once: each layer's
 output for the batch and its gradient, the convolutions' unfolded patches
 (im2col), and the weights with their gradients and the optimizer's two
-moment estimates. They are lower bounds (temporaries are left out), so a
-refused request cannot have fitted.
+moment estimates and the temporaries of the optimizer's update. The
+layers' own temporaries are left out, so a refused request cannot have fitted.
 
 What does not live here: the budget itself (:mod:`numpyvae.app.limits`), the
 models (:mod:`numpyvae.model`, :mod:`numpyvae.convnet`).
@@ -33,6 +33,10 @@ _PATCH = 4 * 4
 #: mean and log-variance repeated for each sample, their gradients, and the importance
 #: weights' terms (:mod:`numpyvae.iwae`).
 _LATENT_ARRAYS = 8
+#: Parameter-sized arrays a step holds at its peak: the parameters, their gradients, the
+#: optimizer's two moments, and the update's temporaries (the reference's Adam step,
+#: :func:`numpyvae.ops.adam_update`, holds the L2-decayed gradient and three more at once).
+_WEIGHT_ARRAYS = 8
 #: Arrays of the input's size that one decoded row holds: the logits, the likelihood's
 #: parameters, the data repeated for each sample, the loss per value and its gradient.
 _OUTPUT_ARRAYS = 5
@@ -81,7 +85,8 @@ def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
 
     Layer values: each layer's output for the batch and its gradient (the
     decoder's for ``iw_train`` copies of the batch). Weights: the
-    parameters, their gradients and the optimizer's two moments.
+    parameters, their gradients, the optimizer's two moments and its
+    update's temporaries.
     ``num_classes`` counts only for a conditional model; ``n_train`` caps the
     batch (a batch never holds more rows than the data).
     """
@@ -94,7 +99,7 @@ def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
     else:
         encoder, decoder, weights = mlp_rows(options, input_dim, classes)
     rows = batch * encoder + batch * copies * decoder
-    return itemsize * 2 * rows, itemsize * 4 * weights
+    return itemsize * 2 * rows, itemsize * _WEIGHT_ARRAYS * weights
 
 
 def _batch(options, n_train) -> int:
@@ -134,9 +139,9 @@ def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int
                 f"maps for a batch of {batch} {tuple(image_shape)} images{classes}")
     elif excess(weights):
         widths = " ".join(str(h) for h in options.get("hidden") or ())
-        count = weights // (4 * np.dtype(options.get("dtype") or "float32").itemsize)
+        count = weights // (_WEIGHT_ARRAYS * np.dtype(options.get("dtype") or "float32").itemsize)
         what = (f"--hidden {widths} --latent-dim {options['latent_dim']}: {count:,} parameters "
-                f"(with their gradients and the optimizer's two moments) for {input_dim} "
+                f"(with their gradients, the optimizer's moments and its update) for {input_dim} "
                 f"inputs{classes}")
     else:
         what = (f"--batch-size {options['batch_size']}: the layers' values for a batch of "
@@ -158,3 +163,25 @@ def check_decoded(what: str, count: int, model) -> None:
     if reason is not None:
         raise SizeLimitError(f"{what}: decoding and drawing {count:,} images of "
                              f"{values} values would need {reason}; choose a smaller value")
+
+
+def check_importance_samples(model, k: int, batch_size: int, n_train: int) -> None:
+    """Refuse ``iw_train=k`` if decoding ``k`` copies of a batch would exceed the budget.
+
+    The Python form of the ``--iw-train`` check, for a model already built
+    (any network of layers): each decoded row holds at least the latent
+    arrays, the output arrays and each decoder layer's bias-sized values with
+    their gradients, so the estimate is a lower bound. Raises
+    :class:`SizeLimitError` naming ``iw_train`` before anything is decoded.
+    """
+    info = model.describe()
+    widths = sum(int(layer["params"]["b"].size) for layer in info["decoder"]
+                 if "b" in layer["params"])
+    values = int(np.prod(info["input_shape"]))
+    row = _LATENT_ARRAYS * int(info["latent_dim"]) + _OUTPUT_ARRAYS * values + 2 * widths
+    batch = max(1, min(int(batch_size), int(n_train)))
+    reason = excess(int(k) * batch * row * np.dtype(info["dtype"]).itemsize)
+    if reason is not None:
+        raise SizeLimitError(f"iw_train={k}: decoding {k:,} importance samples of each of the "
+                             f"{batch} examples of a batch would need {reason}; choose a "
+                             f"smaller value")

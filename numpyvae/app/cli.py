@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", default=None,
                    help="output image, .png, .jpg, .pdf or .svg (default: "
                         "RUN_DIR/figures/samples.png)")
+    p.add_argument("--label", metavar="CLASS", default=None,
+                   help="a conditional run only: draw every sample of this class, by index or "
+                        "name (default: one row per class)")
     _add_backend(p)
 
     p = sub.add_parser(
@@ -542,7 +545,7 @@ def _sample(args):
     from .run import sample_run
 
     return _print_path(sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out,
-                                  backend=args.backend))
+                                  backend=args.backend, label=args.label))
 
 
 def _reconstruct(args):

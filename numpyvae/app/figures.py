@@ -74,37 +74,51 @@ def write_reconstructions(model, dataset, binarize_mode, path, n=20, seed=0) -> 
     return Path(path)
 
 
-def write_samples(model, image_shape, path, n=100, seed=0, label_names=None) -> Path:
+def write_samples(model, image_shape, path, n=100, seed=0, label_names=None,
+                  label=None) -> Path:
     """A grid of ``n`` decoded draws from the prior.
 
-    For a conditional model, one row per class (``ceil(n / C)`` draws each, at most 12).
+    For a conditional model, one row per class (``ceil(n / C)`` draws each, at
+    most 12), each row named by its class; or, given ``label`` (a class
+    index), ``n`` draws of that one class.
     """
     rng = np.random.default_rng([int(seed), STREAM_FIGURES])
     if is_conditional(model):
         C = model.num_classes
+        names = class_names(label_names, C)
+        if label is not None:
+            images = model.sample(n, labels=np.full(n, int(label)), rng=rng)
+            plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path,
+                          title=f"decoded draws z ~ N(0, I) of class {names[int(label)]}")
+            return Path(path)
         per_class = max(1, min(math.ceil(n / C), 12))
         images = model.sample(C * per_class, labels=np.repeat(np.arange(C), per_class), rng=rng)
-        names = label_names or [str(c) for c in range(C)]
         plots.samples(images, image_shape, nrow=per_class, path=path,
-                      title="decoded draws z ~ N(0, I), one row per class: "
-                            + ", ".join(names[:C]))
+                      title="decoded draws z ~ N(0, I), one row per class", row_labels=names)
         return Path(path)
     images = model.sample(n, rng=rng)
     plots.samples(images, image_shape, nrow=math.ceil(math.sqrt(n)), path=path)
     return Path(path)
 
 
+def class_names(label_names, num_classes) -> list[str]:
+    """A name for each of ``num_classes`` classes: the data's own, else the class number."""
+    names = list(label_names or [])
+    return [names[c] if c < len(names) else str(c) for c in range(int(num_classes))]
+
+
 def write_transfer(model, dataset, binarize_mode, path, n=8, seed=0) -> Path:
     """A conditional model's "style transfer": each test image (left column) encoded with its
-    own label, then decoded as every class (one column per class)."""
+    own label, then decoded as every class (one column per class, named above it)."""
     idx = _pick(len(dataset.x_test), n, seed)
     x = eval_inputs(dataset.x_test[idx], binarize_mode).astype(model.dtype)
     out = model.transfer(x, dataset.y_test[idx])                     # (n, C, D)
     grid = np.concatenate([x.reshape(len(x), 1, -1), out.reshape(len(x), out.shape[1], -1)],
                           axis=1)
     plots.image_grid(grid.reshape(-1, grid.shape[2]), dataset.image_shape, grid.shape[1],
-                     path=path, title="style transfer: each test image (left) encoded "
-                                      "with its label, decoded as every class")
+                     path=path, title="style transfer: each test image (left) encoded with its "
+                                      "label, decoded as every class",
+                     col_labels=["input", *class_names(dataset.label_names, out.shape[1])])
     return Path(path)
 
 
@@ -212,4 +226,4 @@ def make_figures(run_dir, model, dataset, history, binarize_mode="none", seed=0)
 
 __all__ = ["figure_path", "is_conditional", "labels_keyword", "latent_codes", "make_figures",
            "labels_at", "write_interpolation", "write_latent_figures", "write_reconstructions",
-           "write_samples", "write_transfer"]
+           "write_samples", "write_transfer", "class_names"]

@@ -28,6 +28,7 @@ them and naming the files of a run (:mod:`numpyvae.app.figures`).
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from statistics import NormalDist
 
@@ -116,20 +117,63 @@ def _tile(images, ncol, pad, pad_value):
     return out
 
 
-def _grid_figure(grid, title=None, scale=0.03):
+#: Inches per character of a 10-point label or title (DejaVu Sans averages about 0.6 em).
+_CHAR_INCHES = 0.6 * 10 / 72
+#: Inches per line of 10-point text.
+_LINE_INCHES = 0.2
+
+
+def _wrap(text, width_inches) -> list[str]:
+    """``text`` cut into lines that fit ``width_inches`` at 10 points (existing breaks kept)."""
+    chars = max(10, int(width_inches / _CHAR_INCHES))
+    return [line for part in str(text).split("\n")
+            for line in (textwrap.wrap(part, chars) or [""])]
+
+
+def _grid_figure(grid, title=None, scale=0.03, row_labels=None, col_labels=None, cell=None):
+    """A figure of one tiled image, with an optional title, row labels and column labels.
+
+    ``cell`` is ``(height, width, pad)`` of the tiled images, in pixels, which
+    places the labels: one per row at the left, one per column above. The
+    title wraps to the figure's width, so no text is cut off at the edges.
+    """
     h, w = grid.shape[:2]
-    fig = Figure(figsize=(max(2.0, w * scale), max(2.0, h * scale) + (0.4 if title else 0)))
-    ax = fig.add_axes((0, 0, 1, 1 if not title else 1 - 0.4 / fig.get_figheight()))
+    left = 0.0
+    if row_labels is not None:
+        left = 0.15 + _CHAR_INCHES * max((len(str(t)) for t in row_labels), default=0)
+    top_labels = _LINE_INCHES + 0.05 if col_labels is not None else 0.0
+    width = max(2.0, w * scale) + left
+    lines = _wrap(title, width - 0.2) if title else []
+    head = (_LINE_INCHES * len(lines) + 0.15 if lines else 0.0) + top_labels
+    height = max(2.0, h * scale) + head
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, 0, 1 - left / width, 1 - head / height))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10, y=0.995, va="top")
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10, y=1 - 0.05 / height, va="top")
+    if cell is not None:
+        ch, cw, pad = cell
+        for i, text in enumerate(row_labels or ()):
+            ax.text(-pad, pad + i * (ch + pad) + ch / 2 - 0.5, str(text), ha="right",
+                    va="center", fontsize=10, clip_on=False)
+        for j, text in enumerate(col_labels or ()):
+            ax.text(pad + j * (cw + pad) + cw / 2 - 0.5, -pad, str(text), ha="center",
+                    va="bottom", fontsize=9, clip_on=False)
     return fig
 
 
-def image_grid(images, image_shape=(28, 28), nrow=10, path=None, title=None) -> Figure:
-    """A grid of images, ``nrow`` images per row (as ``torchvision.utils.make_grid``)."""
-    return _finish(_grid_figure(tile(images, image_shape, nrow), title), path)
+def image_grid(images, image_shape=(28, 28), nrow=10, path=None, title=None, row_labels=None,
+               col_labels=None) -> Figure:
+    """A grid of images, ``nrow`` images per row (as ``torchvision.utils.make_grid``).
+
+    ``row_labels`` names each row at its left (say, a class per row) and
+    ``col_labels`` each column above it.
+    """
+    images = _as_images(images, image_shape)
+    cell = (images.shape[1], images.shape[2], 2)
+    return _finish(_grid_figure(_tile(images, nrow, 2, 0.5), title, row_labels=row_labels,
+                                col_labels=col_labels, cell=cell), path)
 
 
 def reconstructions(x, x_rec, image_shape=(28, 28), path=None, ncol=10,
@@ -154,9 +198,12 @@ def reconstructions(x, x_rec, image_shape=(28, 28), path=None, ncol=10,
 
 
 def samples(images, image_shape=(28, 28), nrow=10, path=None,
-            title="decoded samples from the prior N(0, I)") -> Figure:
-    """A grid of images decoded from draws ``z ~ N(0, I)`` (``model.sample(n)``)."""
-    return image_grid(images, image_shape, nrow, path, title)
+            title="decoded samples from the prior N(0, I)", row_labels=None) -> Figure:
+    """A grid of images decoded from draws ``z ~ N(0, I)`` (``model.sample(n)``).
+
+    ``row_labels``: a name for each row, as a conditional model's class per row.
+    """
+    return image_grid(images, image_shape, nrow, path, title, row_labels=row_labels)
 
 
 def interpolation(strips, image_shape=(28, 28), path=None, ends=None,

@@ -15,6 +15,7 @@ in the folder.
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from ..optim import OPTIMIZERS
 from . import plots, runfolder
 from .budget import check_decoded, check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
+from .data.datasets import LABEL_NAMES
 from .data.local import fingerprint
 from .figures import (
+    class_names,
     figure_path,
     is_conditional,
     labels_at,
@@ -285,7 +288,8 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     extra = {"dataset": dataset.name, "dataset_seed": DATASET_SEED,
              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
              "data_source": dataset.source, "image_shape": list(dataset.image_shape),
-             "backend": model.backend.NAME, "arch": merged.get("arch", "mlp")}
+             "backend": model.backend.NAME, "arch": merged.get("arch", "mlp"),
+             "label_names": list(dataset.label_names)}
     if extra["arch"] == "conv":
         extra["channels"] = list(merged["channels"])
     if merged["data"]:
@@ -358,14 +362,54 @@ def figures_run(run_dir, *, data_dir=None, download=True, backend=None, seed=0,
                         run.options["binarize"] or "none", seed)
 
 
-def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None) -> Path:
-    """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png."""
+def sample_run(run_dir, *, n=100, seed=0, out=None, backend=None, label=None) -> Path:
+    """``numpyvae sample``: decode ``n`` prior draws; default figures/samples.png.
+
+    ``label`` (a conditional run only): a class index or name; all ``n`` draws
+    are of that class. Without it a conditional run draws one row per class.
+    """
     run = load_run(run_dir, backend)
     n = positive_int(n, "n")
     _require_images(run)
+    names = run_label_names(run.config)
+    index = None if label is None else class_index(run.model, label, names, run_dir)
     check_decoded(f"-n {n}", n, run.model)
     return write_samples(run.model, _image_shape(run), figure_path(run_dir, "samples.png", out),
-                         n, seed)  # a conditional model: one row per class
+                         n, seed, label_names=names, label=index)
+
+
+def run_label_names(config) -> list[str]:
+    """The class names a run recorded, else its built-in data set's, else none."""
+    names = config.get("label_names")
+    if names is None:
+        names = LABEL_NAMES.get(config.get("dataset"), ())
+    return list(names)
+
+
+def class_index(model, label, names, run_dir) -> int:
+    """The class ``label`` means for a conditional ``model``: an index, or one of ``names``.
+
+    Raises ValueError in one line: the run is not conditional, or ``label``
+    is no class of it (with the classes it has, and the closest name).
+    """
+    classes = getattr(model, "num_classes", None)
+    if classes is None:
+        raise ValueError(f"--label {label}: {run_dir} is not a conditional run; --label needs "
+                         f"a run trained with --conditional")
+    shown_names = class_names(names, classes)
+    text = str(label).strip()
+    if text.lstrip("-").isdigit() and text not in shown_names:
+        index = int(text)
+        if 0 <= index < classes:
+            return index
+    elif text in shown_names:
+        return shown_names.index(text)
+    close = difflib.get_close_matches(text, shown_names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listing = ", ".join(f"{c} {name}" if name != str(c) else name
+                        for c, name in enumerate(shown_names))
+    raise ValueError(f"--label {label}: not a class of {run_dir}; {hint}its classes are "
+                     f"{listing} (give an index or a name)")
 
 
 def reconstruct_run(run_dir, *, n=20, seed=0, out=None, data_dir=None, download=True,

@@ -326,6 +326,11 @@ def validate_config(config, path) -> dict:
             isinstance(shape, list) and 1 <= len(shape) <= 4 and _fits(shape, "ints+")):
         raise RunFolderError(f"{path}: 'image_shape' is {_short(shape)}, expected a list of "
                              f"1 to 4 positive integers such as [28, 28]")
+    names = config.get("label_names")
+    if "label_names" in config and not (isinstance(names, list)
+                                        and all(isinstance(n, str) for n in names)):
+        raise RunFolderError(f"{path}: 'label_names' is {_short(names)}, expected a list of "
+                             f"class names (text)")
     _check_fields(path, "training: ", config["training"], _TRAINING_FIELDS)
     _check_fields(path, "model: ", config["model"], _MODEL_FIELDS)
     _check_data_record(path, config.get("data"))

@@ -57,6 +57,7 @@ from ..model import MODEL_KINDS, VAE
 from ..optim import OPTIMIZERS
 from ..step import step_of
 from . import checkpoint, interrupts, limits, runfolder
+from .budget import check_importance_samples
 from .data import BINARIZE_MODES, binarize, check_training_data
 from .runfolder import (  # noqa: F401  (the run-folder names, also importable from here)
     CHECKPOINT_FILE,
@@ -229,6 +230,7 @@ class Trainer:
         self.objective = None if self.iw_train is None else ImportanceWeighted(self.iw_train)
         if self.objective is not None:
             self.objective.check(model)
+            check_importance_samples(model, self.iw_train, self.batch_size, len(self.x_train))
         self.config_extra = dict(config_extra or {})
         self._test_data = None
         if x_test is not None and self.config_extra.get("dataset") is None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import inspect as _pyinspect
+import math
 import re
 import types
 from collections.abc import Iterator, Mapping
@@ -855,6 +856,9 @@ def inspect(model, x, eps=None, beta=1.0, *, labels=None, bug=None, bug_node=Non
         raise ValueError(f"inspect: expected a batch x of shape (B, *input_shape), got shape "
                          f"{x64.shape}")
     labels, y = _labels(model, labels, x64.shape[0])
+    if isinstance(beta, bool) or not (isinstance(beta, (int, float, np.number))
+                                      and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"inspect: beta must be a finite number >= 0, got {beta!r}")
     graph = build_graph(model, beta)
     if _has_posterior(model):
         shape = (x64.shape[0], model.latent_dim)
