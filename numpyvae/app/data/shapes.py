@@ -23,7 +23,8 @@ pixel at image position ``p`` is inside when its local coordinates,
 .. math:: (u, v) = R(-\\theta)\\,(p - c) / (r_{\\max} s),
 
 satisfy the shape's inequality. Generation is deterministic for a seed and
-vectorised over images; 22,000 images take about a second.
+vectorised over chunks of 100 images (small enough for the sub-pixel arrays to
+stay in cache); the 22,000 images take a few seconds, once, and are cached.
 
 What does not live here: caching the generated arrays and the
 :class:`~numpyvae.app.data.Dataset` wrapper (:mod:`numpyvae.app.data.datasets`).
@@ -95,7 +96,12 @@ def render(shape, scale, rotation, x, y, size=IMAGE_SIZE, supersample=SUPERSAMPL
         rows = np.flatnonzero(shape == kind)
         if rows.size:
             hit[rows] = _inside(kind, u[rows], v[rows])
-    return hit.reshape(n, size, S, size, S).mean(axis=(2, 4), dtype=np.float32)
+    # Coverage = hits among the S x S sub-pixels of each pixel, counted by adding the S rows
+    # and then the S columns of each block (fast, and exact in uint8: at most S * S = 16).
+    blocks = hit.view(np.uint8).reshape(n, size, S, size, S)
+    rows = sum(blocks[:, :, i] for i in range(S))                 # (n, size, size, S)
+    counts = sum(rows[..., j] for j in range(S))                  # (n, size, size)
+    return counts.astype(np.float32) / np.float32(S * S)
 
 
 def sample_factors(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -112,7 +118,7 @@ def sample_factors(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "y": y.astype(np.float32)}
 
 
-def generate(n: int, seed: int = 0, chunk: int = 1000):
+def generate(n: int, seed: int = 0, chunk: int = 100):
     """``n`` images (uint8, (n, 28, 28)) and their factors, deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
     factors = sample_factors(n, rng)
