@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import evaluate, latent
 from ..backend import get_backend
-from ..fast.warmup import compile_kernels
+from ..fast.warmup import compile_kernels, terminal_status
 from ..inspector import inspect
 from ..model import MODEL_KINDS, VAE, Autoencoder
 from ..modelfile import ModelFileError
@@ -310,10 +310,14 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     log(f"model: {model!r}, {model.num_params} parameters")
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
-    if not merged.get("conditional"):  # a conditional model's step needs labels too
-        compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend,
-                                            image_shape=dataset.image_shape),
-                        OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"])
+    compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend,
+                                        image_shape=dataset.image_shape,
+                                        num_classes=len(dataset.label_names)),
+                    OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"],
+                    batch_size=merged["batch_size"],
+                    labels=trainer.y_train if merged.get("conditional") else None,
+                    objective=trainer.objective,
+                    status=terminal_status() if progress else None)
     history = trainer.fit(merged["epochs"], resume=resume)
     result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
                        stop_signal=trainer.stop_signal)

@@ -13,9 +13,11 @@ through in a debugger (slowly).
   it, but a kernel holds the compiled code of every helper it calls, from
   other modules too (:mod:`.numba_math`'s exp, :mod:`.numba_blas`'s gemm):
   edit a helper, and the kernels that call it would load their old code.
-  So every kernel here is stamped with the contents of *all* the backend's
-  modules as well (:func:`jit_kernel`): change any of them and every
-  kernel compiles again, once (``tests/test_kernel_cache.py``).
+  So every kernel here is stamped with the contents of *all* the kernel
+  modules as well (``numba_*.py``, :func:`jit_kernel`): change any of them
+  and every kernel compiles again, once (``tests/test_kernel_cache.py``).
+  The Python around the kernels (the one-call step's dispatch, threads,
+  warm-up) compiles nothing, so editing it leaves the cache alone.
 * ``error_model="numpy"`` makes ``x / 0`` give inf or nan, as NumPy does,
   instead of raising; the check for it would also stop loops from vectorising.
 * No ``fastmath``: exp and log stay exact to the last bit or two. The
@@ -46,7 +48,7 @@ def jit_kernels(namespace: dict, kernels: dict) -> None:
 
 
 def jit_kernel(function, **options):
-    """``numba.njit(**options)(function)``, its disk cache stamped with every backend module.
+    """``numba.njit(**options)(function)``, its disk cache stamped with every kernel module.
 
     The stamp Numba keeps in a cache's index becomes the pair (its own
     stamp of the defining file, :func:`sources_stamp`); a cache whose stamp
@@ -65,11 +67,11 @@ _SOURCES_STAMP = None
 
 
 def sources_stamp() -> str:
-    """A SHA-256 of every module of the backend (names and contents), computed once."""
+    """A SHA-256 of every kernel module of the backend (names and contents), computed once."""
     global _SOURCES_STAMP
     if _SOURCES_STAMP is None:
         digest = hashlib.sha256()
-        for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        for path in sorted(Path(__file__).resolve().parent.glob("numba_*.py")):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         _SOURCES_STAMP = digest.hexdigest()
     return _SOURCES_STAMP

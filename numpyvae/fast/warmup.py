@@ -1,4 +1,4 @@
-"""Compiling the Numba kernels before training starts, and saying so.
+"""Compiling the Numba kernels before training starts, and saying so only when it happens.
 
 The first time the ``numba`` backend runs on a machine it compiles its
 kernels, for many seconds; after that they load from Numba's on-disk cache
@@ -7,70 +7,139 @@ the first training step cold and cached). Left to happen inside the first
 training step, that time shows up as a progress bar whose first batch takes
 as long as the compilation, with an estimate of most of an hour.
 :func:`compile_kernels` instead runs one training step (and one
-evaluation) of a throwaway model built like the real one, on two examples,
-before the bar starts. Numba compiles once per argument *type*, not per
-size, so this compiles exactly what training will use, and it leaves the
-real model, its optimizer and every random stream untouched. When the step
-takes longer than a moment, the user is told what is happening.
+evaluation) of a throwaway model built like the real one, on one batch,
+through the very function the training loop calls, before the bar starts.
+Numba compiles once per argument *type*, not per size, so this compiles
+exactly what training will use, and it leaves the real model, its optimizer
+and every random stream untouched.
 
-What does not live here: the kernels (:mod:`numpyvae.backend`), the training
-loop (:mod:`numpyvae.app.train`).
+What the user sees is what happens: nothing when the kernels load from the
+cache; when Numba is compiling (its dispatchers count a cache miss), one
+line saying so, on a terminal a line that counts the kernels compiled and
+the seconds, and at the end how many were compiled in how long.
+
+What does not live here: the kernels (:mod:`numpyvae.fast.numba_kernels` and
+its neighbours), the training loop (:mod:`numpyvae.app.train`).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import numpy as np
 
-#: Seconds a warm-up may take before it is announced (a cached load takes less).
+from ..step import step_of
+
+#: Seconds of compiling before it is announced (a few kernels compile in less).
 ANNOUNCE_AFTER = 0.5
-MESSAGE = "compiling the numba kernels, once (later runs load them from the cache) ..."
+MESSAGE = "compiling the numba kernels for this model, once (later runs load them from the cache)"
+#: Seconds between two updates of the counting line on a terminal.
+TICK = 1.0
 
 
-def announce_if_slow(work, log, message=MESSAGE, after=ANNOUNCE_AFTER) -> float:
-    """Run ``work()``; if it is still running after ``after`` seconds, ``log(message)``.
+def kernels_compiled() -> int:
+    """How many kernel signatures of the fast path Numba has compiled (not loaded) so far.
 
-    When the message was shown, also log how long it took. Returns the seconds taken.
+    Counted from each dispatcher's statistics: a signature missing from the
+    on-disk cache is a *cache miss*, and is compiled.
     """
-    shown = threading.Event()
+    from numba.core.dispatcher import Dispatcher
 
-    def announce():
-        shown.set()
-        log(message)
+    seen, misses = set(), 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("numpyvae.fast.") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher) and id(value) not in seen:
+                seen.add(id(value))
+                misses += sum(value.stats.cache_misses.values())
+    return misses
 
-    timer = threading.Timer(after, announce)
-    timer.daemon = True
+
+def announce_if_slow(work, log, message=MESSAGE, after=ANNOUNCE_AFTER, *,
+                     compiled=kernels_compiled, status=None) -> float:
+    """Run ``work()``; if it compiles for longer than ``after`` seconds, say so.
+
+    ``compiled()`` counts the kernels compiled so far: while it does not
+    grow, nothing is said (loading from the cache is quiet). Once compiling
+    has gone on for ``after`` seconds, ``log(message)``; then, given
+    ``status`` (a function that rewrites one line of a terminal), every
+    :data:`TICK` seconds the kernels compiled and the seconds so far; at the
+    end ``log`` says how many kernels were compiled in how long. Returns the
+    seconds ``work()`` took.
+    """
+    before = compiled()
     start = time.perf_counter()
-    timer.start()
+    done, shown = threading.Event(), threading.Event()
+
+    def watch():
+        while not done.wait(0.1 if not shown.is_set() else TICK):
+            elapsed = time.perf_counter() - start
+            count = compiled() - before
+            if not shown.is_set():
+                if count > 0 and elapsed >= after:
+                    shown.set()
+                    log(message)
+            elif status is not None:
+                status(f"  {count} kernels compiled, {elapsed:.0f} s")
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         work()
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join()
     seconds = time.perf_counter() - start
     if shown.is_set():
-        log(f"compiled in {seconds:.1f} s")
+        if status is not None:
+            status("")
+        log(f"compiled {compiled() - before} kernels in {seconds:.1f} s")
     return seconds
 
 
-def compile_kernels(make_model, optimizer_cls, x, log, lr=1e-3) -> float | None:
-    """Compile what training a model from ``make_model()`` needs, on two rows of ``x``.
+def terminal_status(stream=None):
+    """A ``status`` for :func:`announce_if_slow` that rewrites one line of ``stream``.
+
+    None when ``stream`` (default ``sys.stderr``) is not a terminal: a log
+    file gets only the first and the last line.
+    """
+    stream = sys.stderr if stream is None else stream
+    if not getattr(stream, "isatty", lambda: False)():
+        return None
+
+    def status(text):
+        stream.write("\r" + text.ljust(40) + ("" if text else "\r"))
+        stream.flush()
+
+    return status
+
+
+def compile_kernels(make_model, optimizer_cls, x, log, lr=1e-3, *, batch_size=128,
+                    labels=None, objective=None, status=None) -> float | None:
+    """Compile what training a model from ``make_model()`` needs, on one batch of ``x``.
 
     ``make_model`` builds a fresh model like the one to be trained (same
-    dtype, layers, likelihood and backend). Nothing happens for a backend
-    other than numba. Returns the seconds taken, or None.
+    dtype, layers, likelihood and backend). The step is the one the training
+    loop takes (:func:`numpyvae.step.step_of`), with the run's ``objective``
+    and, for a conditional model, ``labels`` (the first rows' are used).
+    Nothing happens for a backend other than numba. Returns the seconds
+    taken, or None.
     """
     probe = make_model()
     if getattr(probe.backend, "NAME", "") != "numba":
         return None
-    batch = np.ascontiguousarray(np.asarray(x[:2]).reshape(min(2, len(x)), -1),
+    rows = max(1, min(int(batch_size), len(x)))
+    batch = np.ascontiguousarray(np.asarray(x[:rows]).reshape(rows, *probe.input_shape),
                                  dtype=probe.dtype)
+    given = {} if labels is None else {"labels": np.asarray(labels)[:rows]}
 
     def step():
         optimizer = optimizer_cls(probe.params, lr=lr, backend=probe.backend)
-        result = probe.loss_and_grads(batch, beta=1.0, rng=np.random.default_rng(0))
-        optimizer.step(result.grads)
-        probe.elbo_terms(batch, rng=np.random.default_rng(0))
+        step_of(probe.backend)(probe, optimizer, batch, objective=objective, beta=1.0,
+                               rng=np.random.default_rng(0), **given)
+        probe.elbo_terms(batch, rng=np.random.default_rng(0), **given)
 
-    return announce_if_slow(step, log)
+    return announce_if_slow(step, log, status=status)
