@@ -37,6 +37,8 @@ _LATENT_ARRAYS = 8
 #: optimizer's two moments, and the update's temporaries (the reference's Adam step,
 #: :func:`numpyvae.ops.adam_update`, holds the L2-decayed gradient and three more at once).
 _WEIGHT_ARRAYS = 8
+#: Examples the evaluation after each epoch runs forward at once (the trainer's default).
+EVAL_ROWS = 1000
 #: Arrays of the input's size that one decoded row holds: the logits, the likelihood's
 #: parameters, the data repeated for each sample, the loss per value and its gradient.
 _OUTPUT_ARRAYS = 5
@@ -80,7 +82,7 @@ def conv_rows(options: dict, image_shape, num_classes: int) -> tuple[int, int, i
 
 
 def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
-               n_train: int | None = None) -> tuple[int, int]:
+               n_train: int | None = None, n_test: int | None = None) -> tuple[int, int]:
     """The bytes one training step holds at least: ``(layer values, weights)``.
 
     Layer values: each layer's output for the batch and its gradient (the
@@ -88,7 +90,8 @@ def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
     parameters, their gradients, the optimizer's two moments and its
     update's temporaries.
     ``num_classes`` counts only for a conditional model; ``n_train`` caps the
-    batch (a batch never holds more rows than the data).
+    batch (a batch never holds more rows than the data); ``n_test`` counts
+    the evaluation's rows, when larger than the step's.
     """
     itemsize = np.dtype(options.get("dtype") or "float32").itemsize
     batch = _batch(options, n_train)
@@ -99,7 +102,10 @@ def step_bytes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
     else:
         encoder, decoder, weights = mlp_rows(options, input_dim, classes)
     rows = batch * encoder + batch * copies * decoder
-    return itemsize * 2 * rows, itemsize * _WEIGHT_ARRAYS * weights
+    # The evaluation after each epoch runs the test set forward in batches of up to
+    # EVAL_ROWS examples: no gradients, but many more rows than a small training batch.
+    evaluated = min(EVAL_ROWS, int(n_test or 0)) * (encoder + decoder)
+    return itemsize * max(2 * rows, evaluated), itemsize * _WEIGHT_ARRAYS * weights
 
 
 def _batch(options, n_train) -> int:
@@ -108,7 +114,7 @@ def _batch(options, n_train) -> int:
 
 
 def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int = 0,
-                    n_train: int | None = None) -> None:
+                    n_train: int | None = None, n_test: int | None = None) -> None:
     """Refuse options whose training step would exceed the memory budget, naming the option.
 
     The option named is the one that makes the difference: ``--iw-train``
@@ -122,12 +128,13 @@ def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int
         One line: the option and its value, what it sizes, the memory it
         would need and the budget.
     """
-    values, weights = step_bytes(options, input_dim, image_shape, num_classes, n_train)
+    values, weights = step_bytes(options, input_dim, image_shape, num_classes, n_train, n_test)
     reason = excess(values + weights)
     if reason is None:
         return
     batch, K = _batch(options, n_train), options.get("iw_train")
-    one = step_bytes({**options, "iw_train": None}, input_dim, image_shape, num_classes, n_train)
+    one = step_bytes({**options, "iw_train": None}, input_dim, image_shape, num_classes, n_train,
+                     n_test)
     classes = (f" and {num_classes} classes" if options.get("conditional") and num_classes
                else "")
     if K and excess(sum(one)) is None:
@@ -143,6 +150,11 @@ def check_run_sizes(options: dict, input_dim: int, image_shape, num_classes: int
         what = (f"--hidden {widths} --latent-dim {options['latent_dim']}: {count:,} parameters "
                 f"(with their gradients, the optimizer's moments and its update) for {input_dim} "
                 f"inputs{classes}")
+    elif excess(sum(step_bytes(options, input_dim, image_shape, num_classes, n_train))) is None:
+        widths = " ".join(str(h) for h in options.get("hidden") or ())
+        what = (f"--hidden {widths} --latent-dim {options['latent_dim']}: evaluating the "
+                f"{n_test:,} test examples {min(EVAL_ROWS, int(n_test))} at a time through "
+                f"these layers{classes}")
     else:
         what = (f"--batch-size {options['batch_size']}: the layers' values for a batch of "
                 f"{batch} examples of {input_dim} values{classes}")

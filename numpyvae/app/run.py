@@ -281,7 +281,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
         dataset = load_dataset(merged["dataset"], data_dir, download=download,
                                seed=DATASET_SEED, progress=progress)
     check_run_sizes(merged, dataset.input_dim, dataset.image_shape, len(dataset.label_names),
-                    len(dataset.x_train))
+                    len(dataset.x_train), len(dataset.x_test))
     model = build_model(merged, dataset.input_dim, backend=backend,
                         image_shape=dataset.image_shape,
                         num_classes=len(dataset.label_names))
