@@ -348,3 +348,31 @@ def test_trained_linear_vae_elbo_approaches_the_ppca_optimum():
     assert elbo <= exact <= optimum + 1e-12
     assert optimum - elbo_before > 10
     assert optimum - elbo < 0.25, (optimum, exact, elbo)
+
+
+@pytest.mark.parametrize("noise_var, kept", [(1.0, 2), (0.25, 3)])
+def test_trained_linear_vae_switches_off_the_dimensions_ppca_predicts(noise_var, kept):
+    """Posterior collapse as the decoder's variance grows: pPCA keeps direction ``j`` iff
+    :math:`\\lambda_j > \\sigma^2`, with activity :math:`1 - \\sigma^2/\\lambda_j`.
+
+    Data with three directions of variance 4, 2 and 0.5 over a noise of 0.1, in
+    8 dimensions, and a linear VAE with 4 latent dimensions: at
+    :math:`\\sigma^2 = 1` pPCA keeps two, at 0.25 three. The trained model's
+    active units (Burda et al.'s 0.01) are those, and each dimension's activity
+    is within 0.05 of the prediction.
+    """
+    from numpyvae import latent
+    from numpyvae.app.train import fit as train
+
+    rng = np.random.default_rng(15)
+    Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    X = ((rng.standard_normal((2000, 3)) * np.sqrt([4.0, 2.0, 0.5])) @ Q[:, :3].T
+         + np.sqrt(0.1) * rng.standard_normal((2000, 8)) + 1.0)
+    predicted = ppca.maximum_likelihood(X, 4, noise_var=noise_var)
+    assert predicted.active().sum() == kept
+    model = lv.linear_vae(8, 4, noise_var=noise_var, seed=0, backend="numpy")
+    for epochs, lr in ((30, 3e-2), (20, 3e-3), (10, 3e-4)):
+        train(model, X, epochs=epochs, batch_size=100, lr=lr, progress=False, seed=0)
+    count, activity = latent.active_units(model.encode(X)[0])
+    assert count == kept
+    np.testing.assert_allclose(np.sort(activity)[::-1], predicted.activity(), atol=0.05)
