@@ -163,8 +163,10 @@ API_GROUPS = [
     ("Optimizers", "SGD, Adam and AdamW, their state keyed by parameter name",
      ["numpyvae.optim"]),
     ("Checks", "gradients against central differences, the ELBO and the "
-     "importance-weighted likelihood, what the latent space learned",
-     ["numpyvae.gradcheck", "numpyvae.evaluate", "numpyvae.latent"]),
+     "importance-weighted likelihood, what the latent space learned, and the linear VAE "
+     "whose exact likelihood (probabilistic PCA) every bound is measured against",
+     ["numpyvae.gradcheck", "numpyvae.evaluate", "numpyvae.latent", "numpyvae.ppca",
+      "numpyvae.linear_vae"]),
     ("Inspector", "one forward and backward pass, node by node, each node's backward checked",
      ["numpyvae.inspector", "numpyvae.inspector.trace", "numpyvae.inspector.catalogue",
       "numpyvae.inspector.plot"]),

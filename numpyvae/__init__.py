@@ -33,6 +33,7 @@ _EXPORTS = {
     "train_step": "fast.step",
     "get_backend": "backend", "Trace": "inspector", "inspect": "inspector",
     "gradcheck": None, "evaluate": None, "iwae": None, "latent": None,
+    "ppca": None, "linear_vae": None,
 }
 
 
@@ -138,6 +139,8 @@ __all__ = [
     "evaluate",
     "iwae",
     "latent",
+    "ppca",
+    "linear_vae",
     "Trace",
     "inspect",
     "__version__",

@@ -49,6 +49,8 @@ SLOW_TESTS = {
     "test_figure_files_have_the_format_their_suffix_names",
     "test_importance_weighted_evaluation_shows_progress",
     "test_compile_kernels_runs_a_training_step_on_numba",
+    "test_trained_linear_vae_elbo_approaches_the_ppca_optimum",
+    "test_trained_linear_vae_switches_off_the_dimensions_ppca_predicts",
 }
 #: Fixtures that read the real data sets: their tests are slow.
 REAL_DATA_FIXTURES = {"data_root", "fashion_mnist_dir"}
