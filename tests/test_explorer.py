@@ -93,13 +93,15 @@ def _data_file(path, shape, n=240, classes=3, seed=0):
     return path
 
 
-def _train_and_export(tmp_path, shape, options):
+def _train_and_export(tmp_path, shape, options, capsys):
     data = _data_file(tmp_path / "data.npz", shape)
     run, page = tmp_path / "run", tmp_path / "explorer.html"
     assert main(["train", "--data", str(data), "--epochs", "2", "--batch-size", "64",
-                 "--backend", "numpy", "--quiet", "--no-figures", "--out", str(run),
-                 *options]) == 0
+                 "--backend", "numpy", "--no-figures", "--out", str(run), *options]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert f"numpyvae export {run} --html explorer.html" in said[-1]  # the closing line
     assert main(["export", str(run), "--html", str(page), "--backend", "numpy"]) == 0
+    assert capsys.readouterr().out == f"{page}\n"
     return run, page
 
 
@@ -126,7 +128,7 @@ def _shown(mean) -> np.ndarray:
 @pytest.mark.parametrize("name, shape, options", RUNS, ids=[r[0] for r in RUNS])
 def test_the_page_decodes_as_the_model_does(name, shape, options, tmp_path, browser,
                                             artefacts, capsys):
-    run_dir, page = _train_and_export(tmp_path, shape, options)
+    run_dir, page = _train_and_export(tmp_path, shape, options, capsys)
     assert page.stat().st_size < MAX_PAGE_BYTES
     html = page.read_text(encoding="utf-8")
     assert "<script src" not in html and "http://" not in html and "https://" not in html

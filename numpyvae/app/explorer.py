@@ -41,6 +41,7 @@ import base64
 import html
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -253,7 +254,7 @@ def explorer_data(model, x_test, y_test=None, *, image_shape, label_names=None, 
         classes = {"count": model.num_classes, "names": names}
     return {
         "title": title,
-        "model": repr(model),
+        "model": re.sub(r", backend='[^']*'", "", repr(model)),  # not the page's concern
         "latent_dim": L,
         "dtype": dtype,
         "decoder_input": L + (model.num_classes if conditional else 0),

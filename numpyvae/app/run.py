@@ -399,6 +399,11 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
                                seed)
 
 
+def _run_title(run_dir, dataset_name) -> str:
+    name = Path(run_dir).resolve().name
+    return f"numpyvae run {name}" + ("" if dataset_name in name else f" on {dataset_name}")
+
+
 def export_run(run_dir, html, *, seed=0, data_dir=None, download=True, backend=None,
                data=None) -> Path:
     """``numpyvae export --html``: the latent-space explorer page (:mod:`numpyvae.app.explorer`).
@@ -413,7 +418,7 @@ def export_run(run_dir, html, *, seed=0, data_dir=None, download=True, backend=N
     x = eval_inputs(dataset.x_test, run.options["binarize"] or "none")
     return write_explorer(html, run.model, x, dataset.y_test,
                           image_shape=_image_shape(run), label_names=dataset.label_names,
-                          title=f"numpyvae: {Path(run_dir).name} ({dataset.name})", seed=seed)
+                          title=_run_title(run_dir, dataset.name), seed=seed)
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
