@@ -2,7 +2,8 @@
 
 Tiny runs are trained on small files of random images (an MLP with a 2-D latent
 space, a conditional MLP with five dimensions on colour images and a Gaussian
-decoder, a convolutional VAE), exported, and opened from a ``file://`` URL: the
+decoder, a convolutional VAE in float64, an autoencoder with one dimension),
+exported, and opened from a ``file://`` URL: the
 page must start without a console error, and for a dozen codes the image its
 JavaScript forward pass computes must equal :meth:`~numpyvae.model.VAE.decode`
 within 1e-5. The image it draws must be that mean, and dragging over the
@@ -34,7 +35,10 @@ RUNS = [
     ("mlp-2d", (8, 8), ["--hidden", "16", "--latent-dim", "2"]),
     ("mlp-5d-conditional-colour", (3, 8, 8),
      ["--hidden", "16", "--latent-dim", "5", "--conditional", "--likelihood", "gaussian"]),
-    ("conv-3d", (8, 8), ["--arch", "conv", "--channels", "2", "3", "--latent-dim", "3"]),
+    ("conv-3d-float64", (8, 8), ["--arch", "conv", "--channels", "2", "3", "--latent-dim", "3",
+                                 "--dtype", "float64"]),
+    ("mlp-1d-autoencoder", (8, 8), ["--hidden", "16", "--latent-dim", "1", "--model",
+                                    "autoencoder"]),
 ]
 
 

@@ -90,3 +90,27 @@ def test_a_vector_run_has_no_picture():
     model = numpyvae.VAE(6, [4], 2, seed=0)
     with pytest.raises(ExportError, match="vectors of shape"):
         explorer_data(model, np.zeros((3, 6), np.float32), image_shape=(6,))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_test_set_of_one_or_two_codes_still_gives_a_page(n):
+    model = numpyvae.VAE(16, [4], 3, seed=0)
+    data = explorer_data(model, np.full((n, 16), 0.5, np.float32), np.zeros(n, np.int64),
+                         image_shape=(4, 4))
+    assert data["scatter"]["n"] == n and len(data["scatter"]["projection"]) == 2
+    assert all(len(row) == 3 for row in data["scatter"]["projection"])
+    json.loads(page(data).split('id="numpyvae-data">')[1].split("</script>")[0])
+
+
+def test_an_empty_test_set_is_said():
+    model = numpyvae.VAE(16, [4], 3, seed=0)
+    with pytest.raises(ExportError, match="the test set holds no examples"):
+        explorer_data(model, np.zeros((0, 16), np.float32), image_shape=(4, 4))
+
+
+def test_an_autoencoder_starts_at_the_mean_of_its_codes():
+    model = numpyvae.Autoencoder(16, [4], 2, seed=0)
+    x = np.random.default_rng(0).random((50, 16)).astype(np.float32)
+    data = explorer_data(model, x, image_shape=(4, 4))
+    np.testing.assert_allclose(data["start"], model.embed(x).mean(axis=0), rtol=1e-5)
+    assert data["scatter"]["names"] == [] and data["classes"] is None

@@ -178,14 +178,15 @@ def _scatter(codes, labels, label_names, rng) -> dict:
     ``z = m + P^T c`` (the rows of ``P`` are orthonormal). For a 2-D latent
     space ``P`` is the identity and ``m`` zero; for more dimensions they are
     the first two principal components and the mean, as the scatter figure's
-    PCA projection (:func:`numpyvae.app.plots.pca_2d`).
+    PCA projection (:func:`numpyvae.app.plots.pca_2d`); with fewer than two
+    codes, the plane of ``z[0]`` and ``z[1]``.
     """
     codes = np.asarray(codes, np.float64)
     L = codes.shape[1]
-    if L == 2:
-        P, m, axes = np.eye(2), np.zeros(2), ["z[0]", "z[1]"]
-    elif L == 1:  # one dimension: the codes against their class, as the figure draws them
+    if L == 1:  # one dimension: the codes against their class, as the figure draws them
         P, m, axes = np.array([[1.0], [0.0]]), np.zeros(1), ["z[0]", "class"]
+    elif L == 2 or len(codes) < 2:  # (a single code has no principal components)
+        P, m, axes = np.eye(2, L), np.zeros(L), ["z[0]", "z[1]"]
     else:
         m = codes.mean(axis=0)
         _, s, vt = np.linalg.svd(codes - m, full_matrices=False)
@@ -204,7 +205,7 @@ def _scatter(codes, labels, label_names, rng) -> dict:
 
     colours = [to_hex(c) for c in plots.class_colours(len(values))]
     return {"points": _floats(points, "float32"), "n": len(pick),
-            "classes": _floats(index, "float32"),
+            "classes": index.tolist(),
             "names": names, "colours": colours if has_labels else ["#4c72b0"],
             "axes": axes, "projection": P.tolist(), "center": m.tolist(),
             "limits": _limits(points)}
@@ -235,6 +236,8 @@ def explorer_data(model, x_test, y_test=None, *, image_shape, label_names=None, 
     conditional = is_conditional(model)
     if conditional and y_test is None:
         raise ExportError("a conditional model's codes need the test set's labels")
+    if len(x_test) == 0:
+        raise ExportError("the test set holds no examples: there are no codes to draw")
     x = np.asarray(x_test).reshape(len(x_test), -1).astype(model.dtype)
     codes = latent_codes(model, x, labels=y_test if conditional else None)
     L = model.latent_dim
@@ -243,10 +246,10 @@ def explorer_data(model, x_test, y_test=None, *, image_shape, label_names=None, 
     else:
         activity = np.zeros(L)
     order = np.argsort(-activity, kind="stable")[:MAX_SLIDERS]
-    spread = np.percentile(codes, [0.5, 99.5], axis=0) if len(codes) else np.zeros((2, L))
+    spread = np.percentile(codes, [0.5, 99.5], axis=0)
     lo, hi = np.minimum(spread[0], -3.0), np.maximum(spread[1], 3.0)
     # A VAE starts at the prior's mean; an autoencoder's codes are not centred on 0.
-    start = np.zeros(L) if isinstance(model, VAE) or not len(codes) else codes.mean(axis=0)
+    start = np.zeros(L) if isinstance(model, VAE) else codes.mean(axis=0)
     rng = np.random.default_rng(seed)
     classes = None
     if conditional:

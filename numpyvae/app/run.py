@@ -401,7 +401,7 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
 
 def _run_title(run_dir, dataset_name) -> str:
     name = Path(run_dir).resolve().name
-    return f"numpyvae run {name}" + ("" if dataset_name in name else f" on {dataset_name}")
+    return name if dataset_name in name else f"{name} ({dataset_name})"
 
 
 def export_run(run_dir, html, *, seed=0, data_dir=None, download=True, backend=None,
