@@ -20,6 +20,9 @@ What happens at build time:
   grouped as a student meets them (:data:`API_GROUPS`), and the internals after;
 * MathJax is served from the site itself (the ``django-static-mathjax`` package
   carries a copy), so the pages need no network;
+* the latent-space explorer of the default run (``docs/figures/explorer.html``,
+  written by ``numpyvae export``) is copied to the same place in the site, where
+  the figures page links it (:data:`EXTRA_PAGES`);
 * ``_static/numpyvae.css`` wraps long lines of code instead of hiding them
   behind a scroll bar, and widens the main column on wide screens.
 """
@@ -175,9 +178,9 @@ API_GROUPS = [
      ["numpyvae.app.data", "numpyvae.app.data.datasets", "numpyvae.app.data.local",
       "numpyvae.app.data.shapes", "numpyvae.app.data.checks"]),
     ("Training", "the training loop and its run folder, the one-call training step, "
-     "the figures",
+     "the figures, the latent-space explorer page",
      ["numpyvae.app.train", "numpyvae.fast.step", "numpyvae.app.run", "numpyvae.app.plots",
-      "numpyvae.app.latent_plots"]),
+      "numpyvae.app.latent_plots", "numpyvae.app.explorer"]),
 ]
 
 
@@ -234,6 +237,21 @@ def write_api_pages() -> None:
             path.write_text(text, encoding="utf-8")
 
 
+#: Pages the guide links that are not Sphinx documents: copied to the same place in the
+#: site, so the guide's relative links work on the website as in the repository.
+EXTRA_PAGES = ["figures/explorer.html"]
+
+
+def copy_extra_pages(app, exception) -> None:
+    """Copy :data:`EXTRA_PAGES` (the default run's latent-space explorer) into the site."""
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in EXTRA_PAGES:
+        dst = Path(app.outdir) / page
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _copy_if_changed(DOCS / page, dst)
+
+
 def copy_mathjax(app, exception) -> None:
     """Put the MathJax of ``django-static-mathjax`` into ``_static/mathjax``."""
     if exception is not None or app.builder.format != "html":
@@ -257,3 +275,4 @@ write_api_pages()
 
 def setup(app):
     app.connect("build-finished", copy_mathjax)
+    app.connect("build-finished", copy_extra_pages)

@@ -25,6 +25,7 @@ SLOW_MODULES = {
     "test_docs", "test_notebooks", "test_kernels_benchmarks", "test_beta_sweep_benchmark",
     "test_faults", "test_kernel_cache", "test_numba_backend", "test_fused_step", "test_threads",
     "test_torch_oracle", "test_latent_training", "test_fast_path_shapes", "test_threading_layer",
+    "test_explorer",
 }
 #: Single tests of the slow tier: each runs the command end to end (training a model,
 #: often in a fresh process), the Numba fast path, or hundreds of damaged files, and took

@@ -224,6 +224,26 @@ def test_every_notebook_is_a_page_with_its_outputs_and_math(site):
             assert (site / "_images" / name).stat().st_size > 1000, name
 
 
+def test_the_figures_page_links_the_default_runs_explorer():
+    """The page ``numpyvae export`` wrote for the default run: linked, shipped, small."""
+    text = (DOCS / "guide" / "figures.md").read_text(encoding="utf-8")
+    assert '<a href="../figures/explorer.html">' in text  # raw HTML: a Markdown link downloads
+    page = DOCS / "figures" / "explorer.html"
+    assert page.stat().st_size < 3_000_000
+    quoted = re.search(r"The default model's page is\s+([\d.]+) MB", text)
+    assert quoted and float(quoted.group(1)) == round(page.stat().st_size / 1e6, 1)
+    assert 'id="numpyvae-data"' in page.read_text(encoding="utf-8")
+    assert "figures/explorer.html" in (DOCS / "conf.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_the_site_ships_the_default_runs_explorer(site):
+    page = site / "guide" / "figures.html"
+    assert '<a href="../figures/explorer.html">' in page.read_text(encoding="utf-8")
+    shipped = site / "figures" / "explorer.html"
+    assert shipped.read_bytes() == (DOCS / "figures" / "explorer.html").read_bytes()
+
+
 @pytest.mark.slow
 def test_front_page_is_the_readme_and_links_the_course_and_the_guide(site):
     text = (site / "index.html").read_text(encoding="utf-8")

@@ -388,6 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(p)
 
     p = sub.add_parser(
+        "export", formatter_class=fmt,
+        help="write a web page to move through the latent space of a run (opens from a file)",
+        description="Write one self-contained HTML page (no server, no network: the "
+                    "decoder's weights and a small JavaScript forward pass are in it) where "
+                    "you drag a point over the latent space, or move the sliders of its most "
+                    "active dimensions, and see the decoded image change at once; a class "
+                    "picker for a conditional run; the test set's codes drawn beneath.",
+        epilog="examples:\n  numpyvae export runs/mnist --html explorer.html\n"
+               "  then open explorer.html in a web browser")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--html", metavar="FILE", required=True,
+                   help="the page to write, a file name ending in .html")
+    p.add_argument("--seed", type=_non_negative, default=0,
+                   help="seed of the test codes drawn on the page (a subsample)")
+    _add_data(p)
+    _add_own_data(p)
+    _add_backend(p)
+
+    p = sub.add_parser(
         "gradcheck", formatter_class=fmt,
         help="check every hand-written gradient, loss and update against an independent answer",
         description="Compare the backward pass of every layer type (Linear with each "
@@ -575,6 +594,14 @@ def _figures(args):
     return 0
 
 
+def _export(args):
+    from .run import export_run
+
+    return _print_path(export_run(args.run_dir, args.html, seed=args.seed,
+                                  data_dir=args.data_dir, download=not args.no_download,
+                                  backend=args.backend, data=args.data))
+
+
 def _gradcheck(args):
     from ..checks import tool_checks
     from ..checks.compare import failures
@@ -665,7 +692,7 @@ def _inspect_figure(args, trace):
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
             "reconstruct": _reconstruct, "interpolate": _interpolate, "figures": _figures,
-            "gradcheck": _gradcheck, "inspect": _inspect}
+            "export": _export, "gradcheck": _gradcheck, "inspect": _inspect}
 
 
 class _Stop(KeyboardInterrupt):

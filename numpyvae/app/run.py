@@ -1,6 +1,7 @@
 """Run folders: the jobs of the ``numpyvae`` command.
 
-Train, evaluate, sample, reconstruct, interpolate, inspect and redraw figures of a run.
+Train, evaluate, sample, reconstruct, interpolate, inspect, redraw figures of a run and
+export its latent-space explorer.
 
 A run folder holds ``config.json``, ``model.npz``, ``checkpoint.npz``,
 ``metrics.jsonl`` and ``figures/`` (its files, their format and errors are
@@ -35,6 +36,7 @@ from .budget import check_decoded, check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.datasets import LABEL_NAMES
 from .data.local import fingerprint
+from .explorer import check_page_name, write_explorer
 from .figures import (
     class_names,
     figure_path,
@@ -328,6 +330,9 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     if figures:
         result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
         log(f"figures: {run_dir / FIGURES_DIR}")
+    if plots.shows_images(dataset.image_shape):
+        log(f"to move through its latent space in a web browser: numpyvae export {run_dir} "
+            f"--html explorer.html")
     return result
 
 
@@ -440,6 +445,28 @@ def interpolate_run(run_dir, *, pairs=8, steps=10, seed=0, out=None, data_dir=No
                                figure_path(run_dir, "interpolation.png", out),
                                positive_int(pairs, "pairs"), positive_int(steps, "steps"),
                                seed)
+
+
+def _run_title(run_dir, dataset_name) -> str:
+    name = Path(run_dir).resolve().name
+    return name if dataset_name in name else f"{name} ({dataset_name})"
+
+
+def export_run(run_dir, html, *, seed=0, data_dir=None, download=True, backend=None,
+               data=None) -> Path:
+    """``numpyvae export --html``: the latent-space explorer page (:mod:`numpyvae.app.explorer`).
+
+    The test set's codes (binarized as the run was) are drawn on the page and
+    rank the latent dimensions by activity.
+    """
+    check_page_name(html)
+    run = load_run(run_dir, backend)
+    _require_images(run)
+    dataset = run_dataset(run.config, data_dir, download, data=data, run_dir=run_dir)
+    x = eval_inputs(dataset.x_test, run.options["binarize"] or "none")
+    return write_explorer(html, run.model, x, dataset.y_test,
+                          image_shape=_image_shape(run), label_names=dataset.label_names,
+                          title=_run_title(run_dir, dataset.name), seed=seed)
 
 
 def evaluate_run(run_dir, *, iw_samples=0, limit=None, batch_size=1000, seed=0, data_dir=None,
