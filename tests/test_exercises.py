@@ -372,3 +372,13 @@ def test_student_notebook_fails_only_at_its_check_cells(path, kernel_env, monkey
             assert not errors, (f"{path.name}: cell {index} failed in the student's version:\n"
                                 f"{cell.source}\n{errors and errors[0].evalue}")
     assert checks == len(exercises_in(nb))
+
+
+def test_solved_and_written_tell_a_right_a_wrong_and_a_stub_apart():
+    def stub(dout, x, W):
+        raise NotImplementedError()
+
+    assert exercises.solved("linear_backward", _right)
+    assert not exercises.solved("linear_backward", _mean_bias)
+    assert exercises.written("linear_backward", _mean_bias)
+    assert not exercises.written("linear_backward", stub)

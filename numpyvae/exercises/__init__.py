@@ -31,6 +31,7 @@ from .checks import (
     check_sigmoid_backward,
     check_tanh_backward,
     solved,
+    written,
 )
 from .diagnosis import ExerciseFailed, diagnose
 from .notebook import exercises_in, stub_solution, student_notebook
@@ -38,7 +39,7 @@ from .swap import use
 
 __all__ = [
     "CHECKS", "ExerciseFailed", "diagnose", "exercises_in", "stub_solution",
-    "solved", "student_notebook", "use",
+    "solved", "student_notebook", "use", "written",
     "check_adam_step", "check_bernoulli_nll_backward", "check_concat_label_backward",
     "check_conv2d_backward_im2col", "check_conv2d_backward_loops",
     "check_conv_transpose2d_forward", "check_gaussian_kl", "check_gaussian_kl_backward",
