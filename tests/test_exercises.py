@@ -353,7 +353,7 @@ def test_student_notebook_fails_only_at_its_check_cells(path, kernel_env, monkey
 
     for key, value in kernel_env.items():
         monkeypatch.setenv(key, value)
-    nb = nbformat.from_dict(student_notebook(_load(path)))
+    nb = student_notebook(nbformat.read(path, as_version=4))
     client = NotebookClient(nb, timeout=test_notebooks.CELL_TIMEOUT,
                             kernel_name=test_notebooks.KERNEL_NAME,
                             allow_errors=True,
