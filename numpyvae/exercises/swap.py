@@ -96,6 +96,8 @@ def use(**replacements):
         ``exercise_name=function``, e.g. ``linear_backward=my_linear_backward``;
         the names are those of :data:`ADAPTERS`.
 
+    Notes
+    -----
     Every replaced op of :mod:`numpyvae.ops` is restored when the block ends,
     also when it ends with an exception. Blocks may be nested.
     """
