@@ -98,7 +98,7 @@ def _sig(y):
 WRONG = {
     "check_linear_backward": [
         (lambda d, x, W: (d @ W.T, (d.T @ x).reshape(W.shape), d.sum(0)), "transposed"),
-        (lambda d, x, W: (d @ W.T, x.T @ d, np.zeros(W.shape[1])), "all zeros"),
+        (lambda d, x, W: (d @ W.T, x.T @ d, np.zeros(W.shape[1])), "missing-bias-grad"),
         (lambda d, x, W: (d @ W.T, x.T @ d, d.mean(0)), "mean over the batch"),
         (lambda d, x, W: (d @ W.T, x.T @ d, d.sum(1)), "wrong axis"),
         (lambda d, x, W: (d @ W.T, -(x.T @ d), d.sum(0)), "wrong sign"),
@@ -382,3 +382,67 @@ def test_solved_and_written_tell_a_right_a_wrong_and_a_stub_apart():
     assert not exercises.solved("linear_backward", _mean_bias)
     assert exercises.written("linear_backward", _mean_bias)
     assert not exercises.written("linear_backward", stub)
+
+
+def test_the_checks_name_the_catalogue_bugs_they_recognise():
+    from numpyvae.inspector.catalogue import BUGS
+
+    text = Path(exercises.checks.__file__).read_text(encoding="utf-8")
+    named = {bug for bug in BUGS if bug in text}
+    # The loss's batch mean is the one bug without an exercise of its own.
+    assert named == set(BUGS) - {"loss-missing-batch-mean"}
+
+
+def _kl_mu_sign(dkl, mu, logvar):
+    return -dkl[:, None] * mu, 0.5 * dkl[:, None] * np.expm1(logvar)
+
+
+def _bernoulli_sign(dnll, logits, x):
+    return (x - ops.sigmoid(logits)) * dnll[:, None]
+
+
+@pytest.mark.parametrize("name,wrong,node", [
+    ("gaussian_kl_backward", _kl_mu_sign, "posterior.kl"),
+    ("bernoulli_nll_backward", _bernoulli_sign, "likelihood"),
+    ("relu_backward", lambda d, y: d * (y <= 0), "encoder.0"),
+])
+def test_the_inspector_points_at_the_node_of_each_swapped_op(name, wrong, node):
+    x = (np.random.default_rng(0).random((4, 6)) < 0.5).astype("float64")
+    with exercises.use(**{name: wrong}):
+        vae = numpyvae.VAE(6, hidden_dims=(8,), latent_dim=2, dtype="float64",
+                           backend="numpy", seed=0)
+        trace = numpyvae.inspect(vae, x)
+    assert node in trace.failed, trace.table()
+
+
+def test_a_vae_trains_on_every_swappable_right_answer():
+    calls = set()
+
+    def spy(name, fn):
+        def wrapped(*args):
+            calls.add(name)
+            return fn(*args)
+        return wrapped
+
+    def adam(param, grad, m, v, t, lr, b1, b2, eps):
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        return param - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps), m, v
+
+    right = {"linear_backward": _right, "relu_backward": lambda d, y: d * (y > 0),
+             "reparameterize_backward": lambda dz, lv, e: (dz, 0.5 * dz * e * np.exp(0.5 * lv)),
+             "gaussian_kl_backward": lambda g, mu, lv: (g[:, None] * mu,
+                                                        0.5 * g[:, None] * np.expm1(lv)),
+             "bernoulli_nll_backward": lambda g, lg, x: (ops.sigmoid(lg) - x) * g[:, None],
+             "adam_step": adam}
+    x = (np.random.default_rng(0).random((32, 6)) < 0.5).astype("float64")
+    with exercises.use(**{k: spy(k, f) for k, f in right.items()}):
+        vae = numpyvae.VAE(6, hidden_dims=(8,), latent_dim=2, dtype="float64",
+                           backend="numpy", seed=0)
+        opt = numpyvae.Adam(vae.params, lr=1e-2, backend="numpy")
+        losses = []
+        for _ in range(40):
+            losses.append(vae.loss_and_grads(x, eps=np.zeros((32, 2)) + 0.1).loss)
+            opt.step(vae.grads)
+    assert calls == set(right)
+    assert losses[-1] < losses[0] - 0.2

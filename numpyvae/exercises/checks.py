@@ -109,6 +109,8 @@ def check_linear_backward(fn):
              [("is summed over the wrong axis: over the features (axis 1) instead of the batch "
                "(axis 0): "
                "db = dout.sum(axis=0)", dout.sum(axis=1)),
+              ("is zero: the bias's gradient is missing (the catalogue's missing-bias-grad); "
+               "db = dout.sum(axis=0)", np.zeros_like(db)),
               ("is the mean over the batch: the bias is added to every example, so its "
                "gradient is the sum of the examples' (the catalogue's bias-grad-mean)",
                dout.mean(axis=0))]),

@@ -12,7 +12,8 @@ op back, for every user of the process.
 
 Only the reference backend is touched: a model on the Numba backend
 (:mod:`numpyvae.fast`) runs its own kernels and never sees the student's code,
-so build the model with ``backend="numpy"``.
+so build the model (and, for ``adam_step``, the optimizer) with
+``backend="numpy"``.
 """
 
 from __future__ import annotations
