@@ -173,6 +173,11 @@ API_GROUPS = [
     ("Inspector", "one forward and backward pass, node by node, each node's backward checked",
      ["numpyvae.inspector", "numpyvae.inspector.trace", "numpyvae.inspector.catalogue",
       "numpyvae.inspector.plot"]),
+    ("Exercises", "the notebooks' exercises: the checks that grade a student's function, the "
+     "diagnosis of a wrong answer, training the model on it, the student's version of a "
+     "notebook",
+     ["numpyvae.exercises", "numpyvae.exercises.checks", "numpyvae.exercises.diagnosis",
+      "numpyvae.exercises.swap", "numpyvae.exercises.notebook"]),
     ("Data", "the embedded shapes, MNIST and Fashion-MNIST, your own files, the checks "
      "made before training",
      ["numpyvae.app.data", "numpyvae.app.data.datasets", "numpyvae.app.data.local",
