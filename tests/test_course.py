@@ -30,7 +30,15 @@ from numpyvae.app.course import (
     student_notebook,
     write_student_versions,
 )
-from numpyvae.app.grading import NOT_WRITTEN, Row, find_notebooks, format_table, gradebook
+from numpyvae.app.grading import (
+    NOT_WRITTEN,
+    Row,
+    find_notebooks,
+    format_table,
+    gradebook,
+    kernel_environment,
+    run_notebook,
+)
 from numpyvae.inspector.catalogue import BUGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,6 +354,24 @@ def test_the_mystery_and_a_run_folder_do_not_mix(tmp_path, capsys):
     assert "go with --tiny" in one_line_error(capsys)
 
 
+@pytest.mark.slow
+def test_every_bug_the_mystery_can_draw_fails_exactly_its_node():
+    """Whatever the seed draws among the tiny models, the planted node and only it fails."""
+    from numpyvae.inspector.coverage import tiny_models
+    from numpyvae.inspector.trace import build_graph, inspect
+
+    drawn = 0
+    for title, model, x, labels, beta in tiny_models(backend="numpy"):
+        for node, op, _ in build_graph(model, beta):
+            for name, bug in BUGS.items():
+                if bug.applies(op):
+                    drawn += 1
+                    trace = inspect(model, x, beta=beta, labels=labels, bug=name,
+                                    bug_node=node, seed=drawn)
+                    assert trace.failed == [node], (title, name, node, trace.failed)
+    assert drawn > len(BUGS)
+
+
 # --------------------------------------------------------------------------
 # Grading real notebooks in fresh kernels (slow)
 # --------------------------------------------------------------------------
@@ -408,7 +434,8 @@ def test_a_hanging_or_dying_notebook_gets_its_rows(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_student_versions_of_the_course_fail_only_with_not_implemented(tmp_path, capsys):
-    """Every check cell of the real notebooks' student versions fails with the stub's error."""
+    """The real notebooks' student versions: every check cell fails with the stub's error, and
+    no cell fails with anything else."""
     handout = tmp_path / "handout"
     written = write_student_versions(handout)
     if not any(exercises_in(nbformat.read(p, as_version=4)) for p in written):
@@ -419,6 +446,14 @@ def test_student_versions_of_the_course_fail_only_with_not_implemented(tmp_path,
     graded = [r for r in rows if r["exercise"] != "-"]
     assert graded and all(r["diagnosis"] == NOT_WRITTEN for r in graded), \
         [r for r in graded if r["diagnosis"] != NOT_WRITTEN]
+    with kernel_environment() as kernel_name:
+        for path in written:
+            nb = nbformat.read(path, as_version=4)
+            assert run_notebook(nb, path, kernel_name=kernel_name) is None, path.name
+            other = [(i, o["ename"]) for i, cell in enumerate(nb.cells)
+                     for o in cell.get("outputs", []) if o.get("output_type") == "error"
+                     and o["ename"] != "NotImplementedError"]
+            assert not other, f"{path.name}: cells fail with other errors: {other}"
 
 
 @pytest.mark.slow

@@ -184,7 +184,8 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
         return notebook_row(f"not a readable notebook: {_one_line(exc)}")
     if not exercises:
         return notebook_row("no check cells (code cells marked nbgrader grade: true)")
-    stopped = _execute(nb, path, timeout, cell_timeout, kernel_name)
+    stopped = run_notebook(nb, path, timeout=timeout, cell_timeout=cell_timeout,
+                           kernel_name=kernel_name)
     rows = []
     for ex in exercises:
         check = nb.cells[ex.check_cell]
@@ -206,8 +207,14 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
     return rows
 
 
-def _execute(nb, path, timeout, cell_timeout, kernel_name):
-    """Run ``nb``'s cells in place; ``None``, or ``(cell index, reason)`` where it stopped."""
+def run_notebook(nb, path, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT,
+                 kernel_name=KERNEL_NAME):
+    """Run the cells of ``nb`` (read from ``path``) in place, in a fresh kernel, errors allowed.
+
+    Call it inside :func:`kernel_environment`. Returns None when every cell
+    ran, or ``(cell index, reason)`` where the notebook stopped: a cell ran
+    past its limit, the notebook past its own, or the kernel died.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -333,5 +340,5 @@ def _one_line(exc) -> str:
 
 
 __all__ = ["Row", "NOTEBOOK_TIMEOUT", "CELL_TIMEOUT", "NOT_WRITTEN", "find_notebooks",
-           "kernel_environment", "diagnosis", "grade_notebook", "grade", "format_table",
-           "totals", "gradebook"]
+           "kernel_environment", "diagnosis", "run_notebook", "grade_notebook", "grade",
+           "format_table", "totals", "gradebook"]
