@@ -182,7 +182,11 @@ def write_student_versions(out_dir, source_dir=None, force=False) -> list[Path]:
     (then files of the same names are replaced; nothing else is removed).
     Returns the notebooks written.
     """
-    import nbformat
+    try:
+        import nbformat
+    except ImportError:
+        raise ImportError("the student versions are written with nbformat, which is not "
+                          "installed; pip install -e '.[course]'") from None
 
     if source_dir is None:
         source_dir = default_notebook_dir()

@@ -258,7 +258,7 @@ def grade(paths, *, student=None, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TI
         import nbclient  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"grading runs notebooks with nbclient and ipykernel, which are not "
-                          f"installed ({exc}); pip install nbclient ipykernel") from None
+                          f"installed ({exc}); pip install -e '.[course]'") from None
     found = find_notebooks(paths, student)
     log = log or (lambda text: None)
     rows = []
