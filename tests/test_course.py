@@ -37,6 +37,7 @@ from numpyvae.app.grading import (
     format_table,
     gradebook,
     kernel_environment,
+    restore_checks,
     run_notebook,
 )
 from numpyvae.inspector.catalogue import BUGS
@@ -282,6 +283,29 @@ def test_course_grade_errors_are_one_line(tmp_path, monkeypatch, capsys):
     one_line_error(capsys, "expected a number > 0")
 
 
+def test_edited_and_deleted_checks_are_restored_from_the_course():
+    original = exercise_notebook()
+    handed_in = exercise_notebook()
+    handed_in.cells[3].source = "pass  # check_double(double)"
+    del handed_in.cells[5]  # the check of square
+    restore_checks(handed_in, original)
+    assert [c.source for c in handed_in.cells] == [c.source for c in original.cells]
+    assert [(e.name, e.check_cell) for e in exercises_in(handed_in)] == [("double", 3),
+                                                                         ("square", 5)]
+
+
+def test_checks_from_a_folder_without_that_notebook_give_a_row(tmp_path, capsys):
+    write(exercise_notebook(), tmp_path / "submitted" / "alice" / "lab.ipynb")
+    (tmp_path / "handout").mkdir()
+    assert main(["course", "grade", str(tmp_path / "submitted"), "--checks",
+                 str(tmp_path / "handout"), "--quiet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "alice - FAILED no notebook lab.ipynb in" in out and "(--checks)" in out
+    assert main(["course", "grade", str(tmp_path / "submitted"), "--checks",
+                 str(tmp_path / "nowhere")]) == 2
+    one_line_error(capsys, "no such folder of notebooks (--checks)")
+
+
 def test_an_unreadable_notebook_gets_a_failed_row_without_a_kernel(tmp_path, capsys):
     (tmp_path / "mallory.ipynb").write_text("{not json", encoding="utf-8")
     assert main(["course", "grade", str(tmp_path / "mallory.ipynb"), "--quiet"]) == 0
@@ -413,6 +437,23 @@ def test_course_grade_gives_the_expected_table(tmp_path, capsys):
     assert all(len(line) <= 100 for line in out.splitlines())
     assert "alice: 2 of 2 exercises passed, 2 of 2 points" in out
     assert "erin: 1 of 2 exercises passed, 1 of 2 points" in out
+
+
+@pytest.mark.slow
+def test_an_edited_check_is_graded_as_handed_out_with_checks(tmp_path, capsys):
+    cheat = exercise_notebook({"square": "def square(x):\n    return x + x"})
+    cheat.cells[5].source = "pass"
+    write(cheat, tmp_path / "submitted" / "mallory" / "lab.ipynb")
+    write(student_notebook(exercise_notebook()), tmp_path / "handout" / "lab.ipynb")
+    assert main(["course", "grade", str(tmp_path / "submitted"), "--json", "-", "--quiet"]) == 0
+    trusting = json.loads(capsys.readouterr().out)
+    assert all(r["passed"] for r in trusting)
+    assert main(["course", "grade", str(tmp_path / "submitted"), "--checks",
+                 str(tmp_path / "handout"), "--json", "-", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["exercise"], r["passed"], r["diagnosis"]) for r in rows] == [
+        ("double", True, ""),
+        ("square", False, "ExerciseFailed: square(4) should be 16, got 8")]
 
 
 @pytest.mark.slow

@@ -520,10 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "that does not exist, no notebook found).",
         epilog="examples:\n  numpyvae course grade submitted/\n"
                "  numpyvae course grade alice.ipynb bob.ipynb --timeout 300\n"
+               "  numpyvae course grade submitted/ --checks handout/\n"
                "  numpyvae course grade submitted/ --json gradebook.json")
     q.add_argument("paths", nargs="+", metavar="PATH", help="notebooks or folders of them")
     q.add_argument("--student", default=None,
                    help="the student every notebook given belongs to")
+    q.add_argument("--checks", metavar="DIR", default=None,
+                   help="the course's notebooks (solved, or the students' versions): the check "
+                        "cells of the notebook of the same file name replace the student's, "
+                        "so an edited or deleted check is graded as it was handed out")
     q.add_argument("--timeout", type=_positive_number, metavar="SECONDS", default=None,
                    help="time limit of each notebook in all (default: 600)")
     q.add_argument("--cell-timeout", type=_positive_number, metavar="SECONDS", default=None,
@@ -805,7 +810,7 @@ def _course(args):
         return 0
     from .grading import CELL_TIMEOUT, NOTEBOOK_TIMEOUT, format_table, grade, gradebook
 
-    rows = grade(args.paths, student=args.student,
+    rows = grade(args.paths, student=args.student, checks=args.checks,
                  timeout=args.timeout or NOTEBOOK_TIMEOUT,
                  cell_timeout=args.cell_timeout or CELL_TIMEOUT, log=_say(args))
     if args.json is not None:

@@ -23,6 +23,7 @@ What does not live here: the student versions and the exercise markers
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -160,14 +161,42 @@ def diagnosis(error: dict) -> str:
     return f"{name}: {first}" if first else name
 
 
+def restore_checks(nb, original) -> None:
+    """Put the check cells of ``original`` back into ``nb`` (in place), as nbgrader's autograde.
+
+    Each check cell of ``original`` replaces the cell of ``nb`` with the same
+    ``grade_id``; one that ``nb`` lacks (deleted) is inserted after its
+    exercise's solution cell, or at the end. So a check a student edited or
+    deleted is graded as it was handed out.
+    """
+    import nbformat
+
+    def grade_id(cell):
+        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+    for ex in exercises_in(original):
+        check = original.cells[ex.check_cell]
+        fresh = nbformat.v4.new_code_cell(check.source, metadata=copy.deepcopy(check.metadata))
+        at = next((i for i, c in enumerate(nb.cells) if grade_id(c) == grade_id(check)), None)
+        if at is not None:
+            nb.cells[at] = fresh
+            continue
+        after = next((i for i, c in enumerate(nb.cells)
+                      if c.cell_type == "code" and grade_id(c) == ex.name
+                      and c.get("metadata", {}).get("nbgrader", {}).get("solution")), None)
+        nb.cells.insert(len(nb.cells) if after is None else after + 1, fresh)
+
+
 def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT,
-                   kernel_name=KERNEL_NAME) -> list[Row]:
+                   kernel_name=KERNEL_NAME, checks=None) -> list[Row]:
     """Run one notebook in a fresh kernel and return a row per exercise (never raises).
 
     Call it inside :func:`kernel_environment` (whose kernel spec ``kernel_name``
     names). The cells run in order; each may take ``cell_timeout`` seconds and
     all of them together ``timeout``. A check that is never reached (the
     notebook ran out of time or its kernel died) fails with that reason.
+    ``checks``, a folder of the course's notebooks: the check cells of the one
+    of the same file name are restored first (:func:`restore_checks`).
     """
     import nbformat
 
@@ -179,8 +208,21 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
 
     try:
         nb = nbformat.read(path, as_version=4)
-        exercises = exercises_in(nb)
     except Exception as exc:  # JSON, validation, Unicode, OS errors: the notebook is unusable
+        return notebook_row(f"not a readable notebook: {_one_line(exc)}")
+    if checks is not None:
+        original = Path(checks) / path.name
+        if not original.is_file():
+            return notebook_row(f"no notebook {path.name} in {checks} (--checks) to take the "
+                                f"check cells from")
+        try:
+            restore_checks(nb, nbformat.read(original, as_version=4))
+        except Exception as exc:
+            return notebook_row(f"the check cells could not be restored from {original}: "
+                                f"{_one_line(exc)}")
+    try:
+        exercises = exercises_in(nb)
+    except Exception as exc:  # malformed cells: the notebook is unusable
         return notebook_row(f"not a readable notebook: {_one_line(exc)}")
     if not exercises:
         return notebook_row("no check cells (code cells marked nbgrader grade: true)")
@@ -248,11 +290,15 @@ def run_notebook(nb, path, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOU
 
 
 def grade(paths, *, student=None, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT,
-          log=None) -> list[Row]:
+          checks=None, log=None) -> list[Row]:
     """``numpyvae course grade``: grade every notebook under ``paths``, in order.
 
-    ``log`` is called with a line as each notebook starts and ends.
+    ``checks`` is a folder of the course's notebooks to restore the check
+    cells from (:func:`grade_notebook`). ``log`` is called with a line as each
+    notebook starts and ends.
     """
+    if checks is not None and not Path(checks).is_dir():
+        raise CourseError(f"{checks}: no such folder of notebooks (--checks)")
     try:
         import ipykernel  # noqa: F401
         import nbclient  # noqa: F401
@@ -267,7 +313,7 @@ def grade(paths, *, student=None, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TI
             start = time.monotonic()
             log(f"grading {path} ({who}) ...")
             got = grade_notebook(path, who, timeout=timeout, cell_timeout=cell_timeout,
-                                 kernel_name=kernel_name)
+                                 kernel_name=kernel_name, checks=checks)
             passed = sum(r.passed for r in got)
             log(f"  {passed} of {len(got)} passed, {time.monotonic() - start:.0f} s")
             rows.extend(got)
@@ -340,5 +386,6 @@ def _one_line(exc) -> str:
 
 
 __all__ = ["Row", "NOTEBOOK_TIMEOUT", "CELL_TIMEOUT", "NOT_WRITTEN", "find_notebooks",
-           "kernel_environment", "diagnosis", "run_notebook", "grade_notebook", "grade",
+           "kernel_environment", "diagnosis", "run_notebook", "restore_checks",
+           "grade_notebook", "grade",
            "format_table", "totals", "gradebook"]
