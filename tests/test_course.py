@@ -306,11 +306,15 @@ def test_checks_from_a_folder_without_that_notebook_give_a_row(tmp_path, capsys)
     one_line_error(capsys, "no such folder of notebooks (--checks)")
 
 
-def test_an_unreadable_notebook_gets_a_failed_row_without_a_kernel(tmp_path, capsys):
+def test_unreadable_and_empty_notebooks_get_a_failed_row_without_a_kernel(tmp_path, capsys):
     (tmp_path / "mallory.ipynb").write_text("{not json", encoding="utf-8")
-    assert main(["course", "grade", str(tmp_path / "mallory.ipynb"), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "mallory" in out and "FAILED" in out and "not a readable notebook" in out
+    write(nbformat.v4.new_notebook(), tmp_path / "oscar.ipynb")
+    assert main(["course", "grade", str(tmp_path), "--json", "-", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["student"], r["exercise"], r["passed"]) for r in rows] == [
+        ("mallory", "-", False), ("oscar", "-", False)]
+    assert rows[0]["diagnosis"].startswith("not a readable notebook: ")
+    assert rows[1]["diagnosis"].startswith("no check cells")
 
 
 # --------------------------------------------------------------------------
