@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import re
 import subprocess
@@ -48,6 +49,10 @@ WIDTH = 100
 NOT_WRITTEN = "not written yet (NotImplementedError)"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: nbclient's own log (a cell's timeout, a dead kernel) is said in the rows instead.
+_QUIET = logging.getLogger("numpyvae.grading.nbclient")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 @dataclass
@@ -194,7 +199,8 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
     Call it inside :func:`kernel_environment` (whose kernel spec ``kernel_name``
     names). The cells run in order; each may take ``cell_timeout`` seconds and
     all of them together ``timeout``. A check that is never reached (the
-    notebook ran out of time or its kernel died) fails with that reason.
+    notebook ran out of time or its kernel died) fails with that reason ("not
+    run: ..."), and a check that was stopped says so ("did not finish: ...").
     ``checks``, a folder of the course's notebooks: the check cells of the one
     of the same file name are restored first (:func:`restore_checks`).
     """
@@ -234,7 +240,8 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
         errors = _errors(check)
         ran = check.get("execution_count") is not None or bool(check.get("outputs"))
         if stopped is not None and stopped[0] <= ex.check_cell:
-            rows.append(Row(student, shown, ex.name, False, stopped[1], 0.0, ex.points))
+            why = ("did not finish: " if stopped[0] == ex.check_cell else "not run: ") + stopped[1]
+            rows.append(Row(student, shown, ex.name, False, why, 0.0, ex.points))
         elif errors:
             why = diagnosis(errors[0])
             solution = nb.cells[ex.solution_cell] if ex.solution_cell is not None else None
@@ -255,14 +262,15 @@ def run_notebook(nb, path, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOU
 
     Call it inside :func:`kernel_environment`. Returns None when every cell
     ran, or ``(cell index, reason)`` where the notebook stopped: a cell ran
-    past its limit, the notebook past its own, or the kernel died.
+    past its limit, the notebook past its own, or the kernel died (say,
+    "cell 5 ran past the time limit of a cell (300 s)").
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel_name,
                             allow_errors=True, interrupt_on_timeout=False,
-                            shutdown_kernel="immediate",
+                            shutdown_kernel="immediate", log=_QUIET,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     deadline = time.monotonic() + timeout
     index = 0
@@ -273,7 +281,8 @@ def run_notebook(nb, path, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOU
             for index, cell in enumerate(nb.cells):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return index, f"not run: the notebook ran past its time limit ({timeout:g} s)"
+                    return index, (f"the notebook ran past its time limit ({timeout:g} s) "
+                                   f"before cell {index}")
                 client.timeout = max(1, int(min(cell_timeout, left)))
                 whole = client.timeout < cell_timeout
                 try:
@@ -281,11 +290,11 @@ def run_notebook(nb, path, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOU
                 except CellTimeoutError:
                     limit = (f"the notebook's time limit ({timeout:g} s)" if whole else
                              f"the time limit of a cell ({cell_timeout:g} s)")
-                    return index, f"not run: cell {index} ran past {limit}"
+                    return index, f"cell {index} ran past {limit}"
     except DeadKernelError:
-        return index, f"not run: the kernel died in cell {index}"
+        return index, f"the kernel died in cell {index}"
     except Exception as exc:  # the kernel did not start, or stopped answering
-        return index, f"not run: {type(exc).__name__}: {_one_line(exc)}"
+        return index, f"{type(exc).__name__}: {_one_line(exc)}"
     return None
 
 
