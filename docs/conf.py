@@ -14,6 +14,11 @@ What happens at build time:
   not committed) and *executed* by myst-nb in quick mode (``NUMPYVAE_QUICK=1``),
   so every figure on a page came from running its code; an error in any cell
   fails the build;
+* ``NUMPYVAE_SITE=student`` builds the students' site instead: the notebooks are
+  copied as ``numpyvae course student`` writes them (each solution replaced by
+  nbgrader's stub, :mod:`numpyvae.app.course`) and are not executed, since the
+  stubs raise ``NotImplementedError`` (the other pages are); build it into a
+  folder of its own (``docs/_build/student``);
 * one API page per module of the package is generated into ``docs/api/``
   (also not committed), from the NumPy-style docstrings (napoleon), with their
   ``.. math::`` rendered by MathJax; the index shows the public modules first,
@@ -53,6 +58,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpyvae  # noqa: E402
 
+#: Which site to build: "teacher" (the solved notebooks, executed) or "student".
+SITE = os.environ.get("NUMPYVAE_SITE", "").strip() or "teacher"
+if SITE not in ("teacher", "student"):
+    raise ValueError(f"NUMPYVAE_SITE must be 'teacher' or 'student', not {SITE!r}")
+
 project = "numpyvae"
 author = "the numpyvae authors"
 copyright = "the numpyvae authors, MIT licence"  # noqa: A001
@@ -76,6 +86,8 @@ suppress_warnings = ["myst.header"]  # the README's headings start below the pag
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 nb_execution_mode = "force"          # every build runs every notebook
+if SITE == "student":  # except the students' notebooks: their stubs raise NotImplementedError
+    nb_execution_excludepatterns = ["notebooks/*"]
 nb_execution_timeout = 300           # seconds per cell
 nb_execution_raise_on_error = True   # a failing cell fails the build
 nb_execution_show_tb = True
@@ -95,7 +107,7 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 # HTML and math
 # ---------------------------------------------------------------------------
 html_theme = "furo"
-html_title = f"numpyvae {release}"
+html_title = f"numpyvae {release}" + (" (students' edition)" if SITE == "student" else "")
 html_static_path = [str(DOCS / "_static")]
 html_css_files = ["numpyvae.css"]
 mathjax_path = "mathjax/tex-chtml.js"
@@ -113,8 +125,23 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _write_student_version(src: Path, dst: Path) -> None:
+    """Write the students' version of the notebook ``src`` to ``dst``, unless identical."""
+    import nbformat
+
+    from numpyvae.app.course import student_notebook
+
+    text = nbformat.writes(student_notebook(nbformat.read(src, as_version=4))) + "\n"
+    if not dst.exists() or dst.read_text(encoding="utf-8") != text:
+        dst.write_text(text, encoding="utf-8")
+
+
 def sync_notebooks() -> None:
-    """Mirror ``notebooks/`` (the notebooks and their README) into ``docs/notebooks/``."""
+    """Mirror ``notebooks/`` (the notebooks and their README) into ``docs/notebooks/``.
+
+    For the students' site (``NUMPYVAE_SITE=student``) each notebook is copied
+    as its student version.
+    """
     src, dst = ROOT / "notebooks", DOCS / "notebooks"
     dst.mkdir(exist_ok=True)
     wanted = {p.name for p in src.glob("*.ipynb")} | {"README.md"}
@@ -122,7 +149,10 @@ def sync_notebooks() -> None:
         if stale.is_file() and stale.name not in wanted:
             stale.unlink()
     for name in wanted:
-        _copy_if_changed(src / name, dst / name)
+        if SITE == "student" and name.endswith(".ipynb"):
+            _write_student_version(src / name, dst / name)
+        else:
+            _copy_if_changed(src / name, dst / name)
 
 
 def api_modules() -> list[str]:

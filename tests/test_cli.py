@@ -260,7 +260,7 @@ def test_help_of_every_command_has_an_example(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"train", "evaluate", "sample", "reconstruct", "interpolate",
-                             "figures", "export", "gradcheck", "inspect"}
+                             "figures", "export", "gradcheck", "inspect", "course"}
     for name in [None, *commands]:
         with pytest.raises(SystemExit) as info:
             main(["--help"] if name is None else [name, "--help"])

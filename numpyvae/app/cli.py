@@ -459,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  numpyvae inspect --tiny --arch conv\n"
                "  numpyvae inspect runs/mnist -n 4 --figure graph.png\n"
                "  numpyvae inspect --tiny --bug reparam-dropped-half\n"
+               "  numpyvae inspect --tiny --mystery          # a hidden bug to find\n"
+               "  numpyvae inspect --tiny --reveal 1234      # which bug seed 1234 planted\n"
                "  numpyvae inspect --list-bugs")
     p.add_argument("run_dir", nargs="?", help="a run folder (or use --tiny)")
     p.add_argument("--tiny", action="store_true",
@@ -482,11 +484,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bug", default=None, help="plant this bug of the catalogue (--list-bugs)")
     p.add_argument("--node", default=None, help="the node to plant --bug in")
     p.add_argument("--list-bugs", action="store_true", help="print the catalogue and exit")
+    p.add_argument("--mystery", action="store_true",
+                   help="with --tiny: plant one bug of the catalogue, drawn by --seed (default: "
+                        "a random seed, printed), in one tiny model; the table shows which node "
+                        "fails and by how much, but not the bug's name or formulas")
+    p.add_argument("--reveal", type=_non_negative, metavar="SEED", default=None,
+                   help="with --tiny (and the same model options): say which bug and node "
+                        "--mystery --seed SEED planted, and its wrong formula")
     p.add_argument("--figure", default=None, help="also draw the graph into this PNG")
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--seed", type=_non_negative, default=None,
+                   help="seed of the noise and of the checks (default: 0); with --mystery "
+                        "also of the bug drawn")
     _add_data(p)
     _add_own_data(p)
     _add_backend(p)
+
+    p = sub.add_parser(
+        "course", formatter_class=fmt,
+        help="the course kit: students' notebooks with stubs, and grading of their work",
+        description="For teachers. 'course student OUT_DIR' writes the students' version of "
+                    "every teaching notebook; 'course grade PATH...' runs students' notebooks "
+                    "and prints who passed which exercise.",
+        epilog="examples:\n  numpyvae course student handout/\n"
+               "  numpyvae course grade submitted/ --json gradebook.json")
+    course = p.add_subparsers(dest="course_command", metavar="ACTION", required=True)
+    q = course.add_parser(
+        "student", formatter_class=fmt,
+        help="write the students' notebooks: each solution replaced by a stub",
+        description="Write the student version of every notebook: each region between "
+                    "'### BEGIN SOLUTION' and '### END SOLUTION' replaced by nbgrader's stub "
+                    "('# YOUR CODE HERE' and 'raise NotImplementedError()'), outputs "
+                    "cleared, the check cells kept. Other files beside the notebooks are "
+                    "copied too. nbgrader's own generate_assignment makes the same stubs "
+                    "from the same notebooks.",
+        epilog="example:\n  numpyvae course student handout/")
+    q.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new or empty)")
+    q.add_argument("--from", dest="source", metavar="DIR", default=None,
+                   help="the solved notebooks (default: the checkout's notebooks/ folder)")
+    q.add_argument("--force", action="store_true",
+                   help="write into a folder that is not empty, replacing notebooks of the "
+                        "same names")
+    q = course.add_parser(
+        "grade", formatter_class=fmt,
+        help="run students' notebooks headless and print who passed which exercise",
+        description="Run each notebook in a fresh kernel of this Python (quick mode, errors "
+                    "allowed, so every check cell runs) and print one row per exercise: "
+                    "student, exercise, passed or FAILED, and the diagnosis (the exception "
+                    "and the first line of its message; a stub not yet replaced reads 'not "
+                    "written yet'), then each student's total. A notebook that cannot be "
+                    "read, runs past its time limit or kills its kernel gets failed rows "
+                    "saying so. Whose is a notebook: a notebook given as a file, or lying "
+                    "directly in a folder given, is the student named by its file name "
+                    "(alice.ipynb); one in a subfolder is the student named by the first "
+                    "subfolder (submitted/alice/01_linear_layer.ipynb); --student names "
+                    "them all. Exits with 0 when the grading ran, whatever the students' "
+                    "results (they are in the table); 2 when it could not run (a path "
+                    "that does not exist, no notebook found).",
+        epilog="examples:\n  numpyvae course grade submitted/\n"
+               "  numpyvae course grade alice.ipynb bob.ipynb --timeout 300\n"
+               "  numpyvae course grade submitted/ --checks handout/\n"
+               "  numpyvae course grade submitted/ --json gradebook.json")
+    q.add_argument("paths", nargs="+", metavar="PATH", help="notebooks or folders of them")
+    q.add_argument("--student", default=None,
+                   help="the student every notebook given belongs to")
+    q.add_argument("--checks", metavar="DIR", default=None,
+                   help="the course's notebooks (solved, or the students' versions): the check "
+                        "cells of the notebook of the same file name replace the student's, "
+                        "so an edited or deleted check is graded as it was handed out")
+    q.add_argument("--timeout", type=_positive_number, metavar="SECONDS", default=None,
+                   help="time limit of each notebook in all (default: 600)")
+    q.add_argument("--cell-timeout", type=_positive_number, metavar="SECONDS", default=None,
+                   help="time limit of each cell (default: 300)")
+    q.add_argument("--json", metavar="FILE", default=None,
+                   help="also write the gradebook as JSON, a list of {student, notebook, "
+                        "exercise, points, max_points, passed, diagnosis}, to FILE ('-': "
+                        "print it instead of the table)")
+    q.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
 
@@ -638,6 +711,18 @@ def _inspect(args):
         for bug in BUGS.values():
             print(f"{bug.name:<31} {bug.formula}")
         return 0
+    puzzle = args.mystery or args.reveal is not None
+    if puzzle:
+        if args.mystery and args.reveal is not None:
+            raise ValueError("give --mystery (plant a hidden bug) or --reveal SEED (say which "
+                             "one it was), not both")
+        if args.run_dir is not None:
+            raise ValueError("--mystery and --reveal go with --tiny (the tiny models), not "
+                             "with a run folder")
+        if args.bug is not None or args.node is not None:
+            raise ValueError("--mystery and --reveal draw their own bug and node; drop --bug "
+                             "and --node")
+        args.tiny = True
     if args.tiny == (args.run_dir is not None):
         raise ValueError("give either a run folder or --tiny")
     built = {"--conditional": args.conditional, "--activation": args.activation,
@@ -647,6 +732,10 @@ def _inspect(args):
     if given and not args.tiny:
         raise ValueError(f"{given[0]} goes with --tiny (a run folder's model is built as it "
                          f"was trained)")
+    if puzzle:
+        return _inspect_mystery(args)
+    if args.seed is None:
+        args.seed = 0
     if not args.tiny:
         trace = inspect_run(args.run_dir, n=args.n, seed=args.seed, bug=args.bug,
                             node=args.node, beta=args.beta, data_dir=args.data_dir,
@@ -680,6 +769,58 @@ def _inspect(args):
     return EXIT_FAILED if failed else 0
 
 
+def _inspect_mystery(args):
+    """``inspect --tiny --mystery`` (a hidden bug to find) and ``--reveal SEED`` (the answer)."""
+    import secrets
+
+    from ..inspector.catalogue import BUGS, mystery
+    from ..inspector.coverage import tiny_models
+    from ..inspector.trace import build_graph, inspect
+
+    models = tiny_models(activation=args.activation, likelihood=args.likelihood,
+                         gaussian_var=args.gaussian_var, arch=args.arch,
+                         conditional=args.conditional, beta=args.beta, backend=args.backend)
+    betas = [beta if args.beta is None else args.beta for *_, beta in models]
+    graphs = [build_graph(model, beta) for (_, model, *_), beta in zip(models, betas,
+                                                                          strict=True)]
+    seed = args.reveal if args.reveal is not None else args.seed
+    if seed is None:
+        seed = secrets.randbelow(10_000)
+    index, bug, node = mystery(graphs, seed)
+    title, model, x, labels, _ = models[index]
+    if args.reveal is not None:
+        print(textwrap.fill(f"seed {seed} planted {bug} in the node {node} of {title}", 100,
+                            subsequent_indent="   "))
+        print(textwrap.fill(f"wrong backward: {BUGS[bug].formula}", 100,
+                            initial_indent="  ", subsequent_indent="    "))
+        return 0
+    options = [word for flag, value in (("--conditional", args.conditional),
+                                        ("--activation", args.activation),
+                                        ("--likelihood", args.likelihood),
+                                        ("--gaussian-var", args.gaussian_var),
+                                        ("--arch", args.arch), ("--beta", args.beta))
+               if value not in (None, False)
+               for word in ((flag,) if value is True else (flag, f"{value:g}" if isinstance(
+                   value, float) else str(value)))]
+    reveal = " ".join(["numpyvae inspect --tiny", *options, "--reveal", str(seed)])
+    for line in (f"== mystery {seed}: one node of {title} has a wrong backward formula "
+                 f"from the catalogue of common mistakes (numpyvae inspect --list-bugs). Find "
+                 f"the node, derive its backward, and say what the code gets wrong.",
+                 f"== the answer: {reveal}"):
+        print(textwrap.fill(line, 100, subsequent_indent="   "))
+    trace = inspect(model, x, beta=betas[index], labels=labels, bug=bug, bug_node=node,
+                    seed=seed)
+    trace.bug = None
+    for n in trace.nodes.values():  # nothing printed or drawn names the bug
+        n.bug = None
+    print(trace.table(mystery=True))
+    _inspect_figure(args, trace)
+    if trace.failed:
+        print(f"FAILED: the check of {', '.join(trace.failed)} (the largest relative error "
+              f"{max(trace[n].check.max_error for n in trace.failed):.1e})")
+    return 0 if trace.passed else EXIT_FAILED
+
+
 def _inspect_figure(args, trace):
     if args.figure:
         import matplotlib
@@ -690,9 +831,35 @@ def _inspect_figure(args, trace):
         print(args.figure)
 
 
+def _course(args):
+    if args.course_command == "student":
+        from .course import write_student_versions
+
+        written = write_student_versions(args.out_dir, args.source, force=args.force)
+        print(f"{len(written)} student notebooks in {args.out_dir}")
+        return 0
+    from .grading import CELL_TIMEOUT, NOTEBOOK_TIMEOUT, format_table, grade, gradebook
+
+    rows = grade(args.paths, student=args.student, checks=args.checks,
+                 timeout=args.timeout or NOTEBOOK_TIMEOUT,
+                 cell_timeout=args.cell_timeout or CELL_TIMEOUT, log=_say(args))
+    if args.json is not None:
+        text = json.dumps(gradebook(rows), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+            return 0
+        from ..fileio import atomic_write_text
+
+        atomic_write_text(args.json, text)
+    print(format_table(rows))
+    if args.json is not None:
+        print(f"gradebook: {args.json}")
+    return 0
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample,
             "reconstruct": _reconstruct, "interpolate": _interpolate, "figures": _figures,
-            "export": _export, "gradcheck": _gradcheck, "inspect": _inspect}
+            "export": _export, "gradcheck": _gradcheck, "inspect": _inspect, "course": _course}
 
 
 class _Stop(KeyboardInterrupt):

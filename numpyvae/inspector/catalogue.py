@@ -188,4 +188,25 @@ def plant(graph, bug: str, node: str | None = None):
              for name, op, wiring in graph], target)
 
 
-__all__ = ["Bug", "BUGS", "plant"]
+def mystery(graphs, seed: int) -> tuple[int, str, str]:
+    """One bug of the catalogue and a node it fits, drawn by ``seed``: a mystery to solve.
+
+    ``graphs`` are inspection graphs (:func:`~numpyvae.inspector.trace.build_graph`
+    of each candidate model). A bug is drawn uniformly among those that fit a
+    node of some graph, then one of the nodes it fits. Returns
+    ``(graph index, bug name, node name)``; the same seed and graphs give the
+    same answer, so a seed can be handed out and the answer revealed later.
+    """
+    rng = np.random.default_rng(seed)
+    fits = {name: [(i, node) for i, graph in enumerate(graphs)
+                   for node, op, _ in graph if bug.applies(op)]
+            for name, bug in sorted(BUGS.items())}
+    names = [name for name, where in fits.items() if where]
+    if not names:
+        raise ValueError("no bug of the catalogue fits these models")
+    name = names[int(rng.integers(len(names)))]
+    index, node = fits[name][int(rng.integers(len(fits[name])))]
+    return index, name, node
+
+
+__all__ = ["Bug", "BUGS", "plant", "mystery"]

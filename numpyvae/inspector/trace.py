@@ -629,13 +629,15 @@ class Trace(Mapping):
     def passed(self) -> bool:
         return not self.failed and not self.model_failed
 
-    def table(self, formulas: bool = True, explain: bool = True) -> str:
+    def table(self, formulas: bool = True, explain: bool = True, mystery: bool = False) -> str:
         """One row per node: output statistics, gradient norms and the check (within 100 columns).
 
         Under each row, with ``formulas``: the node's kind and shapes, its
         forward formula and the local backward formula that the check holds
         it to. Long lines wrap; nothing is cut. ``explain`` prints what the
-        columns mean above the table.
+        columns mean above the table. With ``mystery`` (a student hunting a
+        planted bug) the table does not give the answer away: no planted bug
+        is named, and a node whose check fails shows no backward formula.
         """
         head = (f"{'node':<24} {'kind':<23} {'out mean/std':>17} {'|dout|':>9} {'|dx|':>9}"
                 f"  check")
@@ -663,9 +665,14 @@ class Trace(Mapping):
                 lines.extend(_wrap(f"shapes    {shapes}", WIDTH, "    ", " " * 14))
                 if n.summary:
                     lines.extend(_wrap(f"forward   {n.summary}" + (
-                        f"   [planted bug: {n.bug}]" if n.bug else ""), WIDTH, "    ", " " * 14))
+                        f"   [planted bug: {n.bug}]" if n.bug and not mystery else ""),
+                        WIDTH, "    ", " " * 14))
                 backward = backward_formula(n.kind)
-                if backward:
+                if mystery and n.check is not None and not n.check.passed:
+                    lines.extend(_wrap("backward  ?  (the mystery: derive this node's backward "
+                                       "and find what its code gets wrong)", WIDTH, "    ",
+                                       " " * 14))
+                elif backward:
                     lines.extend(_wrap(f"backward  {backward}", WIDTH, "    ", " " * 14))
         lines.append("-" * WIDTH)
         summary = [f"loss {self.loss:.6g} (beta {self.beta:g});  "
