@@ -2,7 +2,8 @@
 and the two tiers of the suite.
 
 The quick tier (``python -m pytest -m "not slow"``) checks every gradient of every
-layer and model once, on the NumPy reference backend, in a couple of minutes. The
+layer and model once, on the NumPy reference backend, in a couple of minutes
+(any test whose name says ``numba`` is slow). The
 slow tier adds what takes long or needs more than NumPy: the Numba backend's
 parametrisations (its first run compiles kernels for minutes), real data, the
 notebooks, the website, the benchmarks, kills and restarts of whole processes.
@@ -64,17 +65,23 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         params = getattr(getattr(item, "callspec", None), "params", {})
         name = getattr(item, "originalname", None) or item.name.split("[")[0]
-        if (module in SLOW_MODULES or name in SLOW_TESTS
+        if (module in SLOW_MODULES or name in SLOW_TESTS or "numba" in name
                 or params.get("backend_name") == "numba"
                 or REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ()))):
             item.add_marker(slow)
 
 
 def pytest_configure(config):
-    """The quick tier draws fewer hypothesis examples (the full suite keeps its profile)."""
-    if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow" \
-            and os.environ.get("CI") != "true":
-        settings.load_profile("quick")
+    """The quick tier runs on the NumPy reference and draws fewer hypothesis examples.
+
+    Models built without naming a backend (and the commands the tests run)
+    use ``$NUMPYVAE_BACKEND``: the quick tier sets it to ``numpy``, so it
+    compiles no Numba kernel; the full suite keeps the default and its profile.
+    """
+    if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow":
+        os.environ.setdefault("NUMPYVAE_BACKEND", "numpy")
+        if os.environ.get("CI") != "true":
+            settings.load_profile("quick")
 
 
 # JIT compilation makes the first call of a kernel slow, so no deadlines.
