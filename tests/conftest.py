@@ -53,6 +53,11 @@ SLOW_TESTS = {
     "test_compile_kernels_runs_a_training_step_on_numba",
     "test_trained_linear_vae_elbo_approaches_the_ppca_optimum",
     "test_trained_linear_vae_switches_off_the_dimensions_ppca_predicts",
+    # Compare the backends (the Numba one compiles) or train and reopen runs end to end.
+    "test_backends_agree", "test_a_kill_at_every_write_of_a_small_own_data_run_then_resume",
+    "test_load_accepts_a_run_folder", "test_autoencoder_reports_a_reconstruction_loss",
+    "test_figures_command", "test_python_dash_m_and_version",
+    "test_process_error_has_no_traceback",
 }
 #: Fixtures that read the real data sets: their tests are slow.
 REAL_DATA_FIXTURES = {"data_root", "fashion_mnist_dir"}

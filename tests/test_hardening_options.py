@@ -166,12 +166,10 @@ def own_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("own-run")
     labelled_npz(folder / "d.npz")
     run = folder / "run"
-    os.environ["NUMPYVAE_BACKEND"] = "numpy"
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NUMPYVAE_BACKEND", "numpy")
         assert main(["train", "--data", str(folder / "d.npz"), "--epochs", "1", *TINY,
                      "--no-figures", "--out", str(run)]) == 0
-    finally:
-        del os.environ["NUMPYVAE_BACKEND"]
     return run
 
 
