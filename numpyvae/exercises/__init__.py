@@ -1,13 +1,13 @@
 """Exercises for the notebooks: the student writes one piece of a VAE's math, a check grades it.
 
-* :mod:`.checks` — ``check_<exercise>(fn)``: the student's function against
+* :mod:`numpyvae.exercises.checks` — ``check_<exercise>(fn)``: the student's function against
   central differences in float64 and the library's own op, on several
   shapes; a wrong answer raises :class:`ExerciseFailed` saying what is wrong.
-* :mod:`.diagnosis` — naming the mistake: the wrong shape, a sign, a factor
+* :mod:`numpyvae.exercises.diagnosis` — naming the mistake: the wrong shape, a sign, a factor
   of 2 or ½, a transposed matrix, a sum over the wrong axis, a missing batch
   average.
-* :mod:`.swap` — :func:`use`: train the real model on the student's function.
-* :mod:`.notebook` — finding the exercises of a notebook and making the
+* :mod:`numpyvae.exercises.swap` — :func:`use`: train the real model on the student's function.
+* :mod:`numpyvae.exercises.notebook` — finding the exercises of a notebook and making the
   student's version (nbgrader's markers).
 """
 

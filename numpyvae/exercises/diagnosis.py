@@ -10,8 +10,8 @@ exercise, many of them the inspector's catalogue
 the array the wrong formula gives. What is none of these is reported as the
 largest difference from the right answer and where it is.
 
-What does not live here: the exercises themselves (:mod:`.checks`), and the
-swapping of the library's ops (:mod:`.swap`).
+What does not live here: the exercises themselves (:mod:`numpyvae.exercises.checks`), and the
+swapping of the library's ops (:mod:`numpyvae.exercises.swap`).
 """
 
 from __future__ import annotations
