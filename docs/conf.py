@@ -16,7 +16,7 @@ What happens at build time:
   fails the build;
 * ``NUMPYVAE_SITE=student`` builds the students' site instead: the notebooks are
   copied as ``numpyvae course student`` writes them (each solution replaced by
-  nbgrader's stub, :mod:`numpyvae.app.course`) and are not executed, since the
+  nbgrader's stub, :mod:`numpyvae.exercises.notebook`) and are not executed, since the
   stubs raise ``NotImplementedError`` (the other pages are); build it into a
   folder of its own (``docs/_build/student``);
 * one API page per module of the package is generated into ``docs/api/``
@@ -129,7 +129,7 @@ def _write_student_version(src: Path, dst: Path) -> None:
     """Write the students' version of the notebook ``src`` to ``dst``, unless identical."""
     import nbformat
 
-    from numpyvae.app.course import student_notebook
+    from numpyvae.exercises.notebook import student_notebook
 
     text = nbformat.writes(student_notebook(nbformat.read(src, as_version=4))) + "\n"
     if not dst.exists() or dst.read_text(encoding="utf-8") != text:

@@ -22,23 +22,24 @@ import pytest
 from assertions import one_line_error
 
 from numpyvae.app.cli import main
-from numpyvae.app.course import (
-    CODE_STUB,
-    CourseError,
-    exercises_in,
-    stub_solution,
-    student_notebook,
-    write_student_versions,
-)
+from numpyvae.app.course import CourseError, write_student_versions
 from numpyvae.app.grading import (
     NOT_WRITTEN,
     Row,
+    diagnosis,
     find_notebooks,
     format_table,
     gradebook,
     kernel_environment,
     restore_checks,
     run_notebook,
+)
+from numpyvae.exercises.notebook import (
+    CODE_STUB,
+    TEXT_STUB,
+    exercises_in,
+    stub_solution,
+    student_notebook,
 )
 from numpyvae.inspector.catalogue import BUGS
 
@@ -128,7 +129,7 @@ def test_stub_replaces_the_region_at_the_markers_indentation():
     ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "inside another"),
 ])
 def test_unbalanced_markers_are_refused_with_the_line(source, message):
-    with pytest.raises(CourseError, match=message):
+    with pytest.raises(ValueError, match=message):
         stub_solution(source)
 
 
@@ -153,18 +154,38 @@ def test_the_student_notebook_has_stubs_no_outputs_and_the_check_cells():
     nbformat.validate(student)
 
 
+def test_a_solution_cell_without_markers_becomes_the_stub_as_a_whole():
+    nb = exercise_notebook({"double": "def double(x):\n    return 2 * x"})
+    answer = nbformat.v4.new_markdown_cell("Because it doubles.")
+    answer.metadata["nbgrader"] = {"grade": False, "grade_id": "why", "locked": False,
+                                   "schema_version": 3, "solution": True, "task": False}
+    nb.cells.append(answer)
+    student = student_notebook(nb)
+    assert student.cells[2].source == "\n".join(CODE_STUB)
+    assert student.cells[-1].source == TEXT_STUB
+    assert [e.grade_id for e in exercises_in(student)] == ["double", "square"]
+
+
 def test_exercises_are_found_with_their_cells_and_points():
     nb = exercise_notebook()
     nb.cells[-1].metadata["nbgrader"]["points"] = 2
     found = exercises_in(nb)
-    assert [(e.name, e.solution_cell, e.check_cell, e.points) for e in found] == [
-        ("double", 2, 3, 1.0), ("square", 4, 5, 2.0)]
+    assert [(e.grade_id, e.check_id, e.solution_cell, e.check_cell, e.points)
+            for e in found] == [("double", "double-check", 2, 3, 1.0),
+                                ("square", "square-check", 4, 5, 2.0)]
+
+
+def test_a_repeated_grade_id_is_refused():
+    nb = exercise_notebook()
+    nb.cells[4].metadata["nbgrader"]["grade_id"] = "double"
+    with pytest.raises(ValueError, match="cell 4: the grade id 'double' appears twice"):
+        exercises_in(nb)
 
 
 def test_a_region_outside_a_solution_cell_is_refused():
     nb = exercise_notebook(extra=[nbformat.v4.new_code_cell(
         "### BEGIN SOLUTION\nx = 1\n### END SOLUTION")])
-    with pytest.raises(CourseError, match="cell 2: .*not marked as a solution"):
+    with pytest.raises(ValueError, match="cell 2: .*not marked as a solution"):
         student_notebook(nb)
 
 
@@ -290,8 +311,8 @@ def test_edited_and_deleted_checks_are_restored_from_the_course():
     del handed_in.cells[5]  # the check of square
     restore_checks(handed_in, original)
     assert [c.source for c in handed_in.cells] == [c.source for c in original.cells]
-    assert [(e.name, e.check_cell) for e in exercises_in(handed_in)] == [("double", 3),
-                                                                         ("square", 5)]
+    assert [(e.grade_id, e.check_cell) for e in exercises_in(handed_in)] == [("double", 3),
+                                                                             ("square", 5)]
 
 
 def test_checks_from_a_folder_without_that_notebook_give_a_row(tmp_path, capsys):
@@ -479,32 +500,34 @@ def test_a_hanging_or_dying_notebook_gets_its_rows(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_student_versions_of_the_course_fail_only_with_not_implemented(tmp_path, capsys):
-    """The real notebooks' student versions: every check cell fails with the stub's error, and
-    no cell fails with anything else."""
-    handout = tmp_path / "handout"
-    written = write_student_versions(handout)
-    if not any(exercises_in(nbformat.read(p, as_version=4)) for p in written):
-        pytest.skip("the course's notebooks hold no exercises yet")
-    assert main(["course", "grade", str(handout), "--student", "nobody", "--json", "-",
-                 "--quiet"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    graded = [r for r in rows if r["exercise"] != "-"]
-    assert graded and all(r["diagnosis"] == NOT_WRITTEN for r in graded), \
-        [r for r in graded if r["diagnosis"] != NOT_WRITTEN]
+def test_student_versions_of_the_course_fail_only_with_not_implemented(tmp_path):
+    """The real notebooks' student versions, run as the grader runs them: every check cell
+    fails naming the stub's NotImplementedError ("not written yet"), and no other cell fails.
+
+    Only the notebooks with exercises are run: the others' student versions are the solved
+    notebooks without their outputs, which tests/test_notebooks.py runs.
+    """
+    written = write_student_versions(tmp_path / "handout")
+    exercises = {p: exercises_in(nbformat.read(p, as_version=4)) for p in written}
+    assert sum(map(len, exercises.values())) >= 16, "the course's notebooks hold exercises"
     with kernel_environment() as kernel_name:
-        for path in written:
+        for path in (p for p in written if exercises[p]):
             nb = nbformat.read(path, as_version=4)
             assert run_notebook(nb, path, kernel_name=kernel_name) is None, path.name
-            other = [(i, o["ename"]) for i, cell in enumerate(nb.cells)
-                     for o in cell.get("outputs", []) if o.get("output_type") == "error"
-                     and o["ename"] != "NotImplementedError"]
+            failed = {i: [diagnosis(o) for o in cell.get("outputs", [])
+                          if o.get("output_type") == "error"]
+                      for i, cell in enumerate(nb.cells)}
+            checks = [ex.check_cell for ex in exercises[path]]
+            assert {i: failed[i] for i in checks} == {i: [NOT_WRITTEN] for i in checks}, \
+                path.name
+            other = {i: errors for i, errors in failed.items() if errors and i not in checks}
             assert not other, f"{path.name}: cells fail with other errors: {other}"
 
 
 @pytest.mark.slow
 def test_nbgrader_generate_assignment_makes_the_same_stubs(tmp_path):
-    """nbgrader's own generate_assignment on a notebook of the contract: the same stubs.
+    """nbgrader's own generate_assignment, on a notebook of the contract and on every notebook
+    of the course: the same stubs as ``course student``.
 
     Runs nbgrader from this interpreter when it imports it, else the ``nbgrader``
     command on the PATH (it may live in an environment of its own, its
@@ -521,14 +544,19 @@ def test_nbgrader_generate_assignment_makes_the_same_stubs(tmp_path):
                         "environment of its own with its nbgrader command on the PATH)")
         command = [found]
     course = tmp_path / "course"
-    write(exercise_notebook(), course / "source" / "lab1" / "lab.ipynb")
+    source = course / "source" / "lab1"
+    write(exercise_notebook(), source / "lab.ipynb")
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for path in notebooks:
+        shutil.copy(path, source / path.name)
     done = subprocess.run([*command, "generate_assignment", "lab1", "--force",
                            f"--CourseDirectory.root={course}",
                            f"--CourseDirectory.db_url=sqlite:///{tmp_path / 'gradebook.db'}"],
                           cwd=course, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    theirs = nbformat.read(course / "release" / "lab1" / "lab.ipynb", as_version=4)
-    ours = student_notebook(exercise_notebook())
-    assert [(c.cell_type, c.source) for c in theirs.cells] == \
-        [(c.cell_type, c.source) for c in ours.cells]
-    assert all(not c.get("outputs") for c in theirs.cells)
+    for name in ["lab.ipynb", *(p.name for p in notebooks)]:
+        theirs = nbformat.read(course / "release" / "lab1" / name, as_version=4)
+        ours = student_notebook(nbformat.read(source / name, as_version=4))
+        assert [(c.cell_type, c.source) for c in theirs.cells] == \
+            [(c.cell_type, c.source) for c in ours.cells], name
+        assert all(not c.get("outputs") for c in theirs.cells), name

@@ -67,14 +67,15 @@ def test_at_least_sixteen_exercises_with_unique_ids():
     assert {e[2] for e in EXERCISES} == {f.__name__ for f in exercises.CHECKS.values()}
     for path in NOTEBOOKS:
         nb = _load(path)
-        pairs = exercises_in(nb)
-        for grade_id, check_id in pairs:
-            assert check_id == f"{grade_id}-check"
-            assert grade_id.startswith(f"nb{path.name[:2]}-")
-        if pairs:  # the objectives and times are listed at the top
+        found = exercises_in(nb)
+        for ex in found:
+            assert ex.check_id == f"{ex.grade_id}-check"
+            assert ex.grade_id.startswith(f"nb{path.name[:2]}-")
+            assert ex.check_cell == ex.solution_cell + 1
+        if found:  # the objectives and times are listed at the top
             top = source_text(nb["cells"][2])
             assert "Exercises in this notebook" in top
-            assert all(f"({gid})" in top and "min |" in top for gid, _ in pairs)
+            assert all(f"({ex.grade_id})" in top and "min |" in top for ex in found)
 
 
 @pytest.mark.parametrize("grade_id,source,check,fn", EXERCISES, ids=[e[0] for e in EXERCISES])
@@ -324,7 +325,7 @@ def test_stub_solution_keeps_indentation_and_the_rest_of_the_source():
                                      "    raise NotImplementedError()\n    return y\n")
     assert stub_solution("x = 1") == "x = 1"
     assert stub_solution(stub_solution(source)) == stub_solution(source)
-    with pytest.raises(ValueError, match="unmatched"):
+    with pytest.raises(ValueError, match="has no ### END SOLUTION"):
         stub_solution("### BEGIN SOLUTION\nx = 1\n")
 
 
@@ -366,7 +367,7 @@ def test_student_notebook_fails_only_at_its_check_cells(path, kernel_env, monkey
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if is_check_cell(cell):
             checks += 1
-            assert errors and errors[0].ename == "ExerciseFailed", (index, cell.source)
+            assert errors and errors[0].ename == "NotWritten", (index, cell.source)
             assert "raises NotImplementedError" in errors[0].evalue
         else:
             assert not errors, (f"{path.name}: cell {index} failed in the student's version:\n"

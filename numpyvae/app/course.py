@@ -1,162 +1,29 @@
-"""The course kit's student versions: each solved notebook with its solutions replaced by stubs.
+"""The course kit's student versions on disk: ``numpyvae course student OUT_DIR``.
 
-An exercise in a teaching notebook is a pair of code cells, marked as nbgrader
-marks them (so teachers who use nbgrader can run its own ``generate_assignment``
-on the same notebooks):
+:func:`write_student_versions` finds the checkout's notebooks
+(:func:`default_notebook_dir`), makes each one's student version with
+:func:`numpyvae.exercises.notebook.student_notebook` (nbgrader's stubs; the
+exercise convention and its rules live there) and writes them, with the files
+beside them, atomically to a folder of their own. A notebook that cannot be
+read or breaks the convention is refused before anything is written, with a
+:class:`CourseError` of one line naming the notebook and the cell.
 
-* the **solution cell** (metadata ``nbgrader.solution: true``, ``grade_id`` the
-  exercise's name) holds the function the student writes, its body between the
-  lines ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
-* the **check cell** right after it (``nbgrader.grade: true``, ``locked``,
-  ``points``) calls a check that raises an ``AssertionError`` with a diagnosis
-  in words when the student's function is wrong.
-
-:func:`stub_solution` replaces each solution region, markers included, by
-nbgrader's stub (``# YOUR CODE HERE`` and ``raise NotImplementedError()`` at
-the markers' indentation); :func:`student_notebook` does it to every solution
-cell of a notebook and clears its outputs; :func:`write_student_versions` is
-``numpyvae course student OUT_DIR``. Running and grading the students' notebooks
-is :mod:`numpyvae.app.grading`'s job.
+What does not live here: the markers, the stubs and the exercises of a
+notebook (:mod:`numpyvae.exercises.notebook`); running and grading the
+students' notebooks (:mod:`numpyvae.app.grading`).
 """
 
 from __future__ import annotations
 
-import copy
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..exercises.notebook import student_notebook
 from ..fileio import atomic_write, atomic_write_text
-
-BEGIN_SOLUTION = "### BEGIN SOLUTION"
-END_SOLUTION = "### END SOLUTION"
-#: nbgrader's stub for Python code (its ``ClearSolutions.code_stub``), one line each.
-CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-#: nbgrader's stub for a Markdown solution cell (``ClearSolutions.text_stub``).
-TEXT_STUB = "YOUR ANSWER HERE"
 
 
 class CourseError(ValueError):
     """A notebook or folder the course commands cannot use (a message naming it and why)."""
-
-
-@dataclass(frozen=True)
-class Exercise:
-    """One exercise of a notebook: its name, its two cells' indices and its points."""
-
-    name: str
-    solution_cell: int | None
-    check_cell: int
-    points: float
-
-
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def is_solution_cell(cell) -> bool:
-    """A code cell marked ``nbgrader.solution`` (the student writes in it)."""
-    return cell.get("cell_type") == "code" and bool(_nbgrader(cell).get("solution"))
-
-
-def is_check_cell(cell) -> bool:
-    """A code cell marked ``nbgrader.grade`` that is not a solution (it checks one)."""
-    meta = _nbgrader(cell)
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) \
-        and not meta.get("solution")
-
-
-def _source(cell) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
-def _is_marker(line: str, marker: str) -> bool:
-    """nbgrader's test: the line contains the marker's words (``BEGIN SOLUTION``)."""
-    return marker.lstrip("# ") in line
-
-
-def stub_solution(source: str) -> str:
-    """``source`` with every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` region stubbed.
-
-    A marker is a line containing ``BEGIN SOLUTION`` (``END SOLUTION``), as
-    nbgrader reads them. Each region, both marker lines included, becomes nbgrader's two stub lines
-    at the BEGIN marker's indentation; lines outside the regions are kept as
-    they are. A source without markers is returned unchanged. Raises
-    :class:`CourseError` for a nested BEGIN, an END without a BEGIN, or a
-    BEGIN without an END.
-    """
-    out, inside = [], False
-    for number, line in enumerate(source.split("\n"), 1):
-        if _is_marker(line, BEGIN_SOLUTION):
-            if inside:
-                raise CourseError(f"line {number}: {BEGIN_SOLUTION} inside another solution "
-                                  f"region")
-            inside = True
-            indent = line[:len(line) - len(line.lstrip())]
-            out.extend(indent + stub for stub in CODE_STUB)
-        elif _is_marker(line, END_SOLUTION):
-            if not inside:
-                raise CourseError(f"line {number}: {END_SOLUTION} without a {BEGIN_SOLUTION} "
-                                  f"before it")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise CourseError(f"a {BEGIN_SOLUTION} has no {END_SOLUTION} after it")
-    return "\n".join(out)
-
-
-def exercises_in(nb) -> list[Exercise]:
-    """The exercises of a notebook, in order: each check cell and the solution cell before it.
-
-    An exercise is named by its solution cell's ``grade_id`` (the check cell's
-    ``grade_id`` without its ``-check`` ending when it has no solution cell).
-    """
-    found = []
-    cells = nb.get("cells", [])
-    for i, cell in enumerate(cells):
-        if not is_check_cell(cell):
-            continue
-        meta = _nbgrader(cell)
-        solution = next((j for j in range(i - 1, -1, -1) if is_solution_cell(cells[j])), None)
-        if solution is not None and any(is_check_cell(cells[j]) for j in range(solution + 1, i)):
-            solution = None  # that solution cell belongs to an earlier check
-        name = (_nbgrader(cells[solution]).get("grade_id") if solution is not None else None) \
-            or re.sub(r"-check$", "", str(meta.get("grade_id") or f"cell-{i}"))
-        found.append(Exercise(name, solution, i, float(meta.get("points", 1) or 0)))
-    return found
-
-
-def student_notebook(nb):
-    """A copy of ``nb`` for students: solutions stubbed, every output and count cleared.
-
-    As nbgrader's ``ClearSolutions`` does it: a solution cell's regions are
-    stubbed (:func:`stub_solution`), a solution cell without markers becomes
-    the stub as a whole (a Markdown one ``YOUR ANSWER HERE``), and a region in
-    a cell that is not marked as a solution is an error.
-    """
-    nb = copy.deepcopy(nb)
-    nb.metadata.pop("celltoolbar", None)
-    for i, cell in enumerate(nb.cells):
-        source = _source(cell)
-        try:
-            stubbed = stub_solution(source)
-        except CourseError as exc:
-            raise CourseError(f"cell {i}: {exc}") from None
-        solution = bool(_nbgrader(cell).get("solution"))
-        if stubbed != source and not solution:
-            raise CourseError(f"cell {i}: a {BEGIN_SOLUTION} region in a cell not marked as "
-                              f"a solution (metadata nbgrader.solution)")
-        if solution:
-            replaced = any(_is_marker(line, BEGIN_SOLUTION) for line in source.split("\n"))
-            cell.source = stubbed if replaced else (
-                "\n".join(CODE_STUB) if cell.cell_type == "code" else TEXT_STUB)
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-    return nb
 
 
 def default_notebook_dir() -> Path | None:
@@ -215,7 +82,7 @@ def write_student_versions(out_dir, source_dir=None, force=False) -> list[Path]:
             raise CourseError(f"{path}: not a readable notebook ({exc})") from None
         try:
             students.append((path.name, student_notebook(nb)))
-        except CourseError as exc:
+        except ValueError as exc:  # the markers or grade ids break nbgrader's convention
             raise CourseError(f"{path}: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -237,6 +104,4 @@ def _copy_file(src: Path, dst: Path) -> None:
     atomic_write(dst, lambda f: f.write(data))
 
 
-__all__ = ["BEGIN_SOLUTION", "END_SOLUTION", "CODE_STUB", "CourseError", "Exercise",
-           "is_solution_cell", "is_check_cell", "stub_solution", "exercises_in",
-           "student_notebook", "default_notebook_dir", "write_student_versions"]
+__all__ = ["CourseError", "default_notebook_dir", "write_student_versions"]

@@ -8,15 +8,18 @@ are allowed, so every cell runs and every check cell gets an outcome: a check
 passes when it produced no error. Each notebook has a time limit in all, and
 each cell one of its own.
 
-The result is one :class:`Row` per exercise (:func:`numpyvae.app.course.exercises_in`):
-passed or failed, with a diagnosis (the exception's name and the first line
-of its message; a ``NotImplementedError`` from the stub reads "not written
-yet"). A notebook that cannot be read, runs past its time limit or kills its
-kernel gets rows saying so, never a crash of the grader. :func:`format_table`
-prints the rows within 100 columns with each student's total;
-:func:`gradebook` is the ``--json`` form.
+The result is one :class:`Row` per exercise
+(:func:`numpyvae.exercises.notebook.exercises_in`): passed or failed, with a
+diagnosis (the exception's name and the first line of its message; the stub's
+``NotImplementedError``, or the check's
+:class:`~numpyvae.exercises.diagnosis.NotWritten` verdict on it, reads "not
+written yet"). A notebook that cannot be read, runs past its time limit or
+kills its kernel gets rows saying so, never a crash of the grader.
+:func:`format_table` prints the rows within 100 columns with each student's
+total; :func:`gradebook` is the ``--json`` form.
 
-What does not live here: the student versions and the exercise markers
+What does not live here: the exercise markers and the exercises of a notebook
+(:mod:`numpyvae.exercises.notebook`); writing the student versions
 (:mod:`numpyvae.app.course`).
 """
 
@@ -36,7 +39,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .course import CourseError, exercises_in
+from ..exercises.diagnosis import NotWritten
+from ..exercises.notebook import exercises_in
+from .course import CourseError
 
 #: Seconds a whole notebook may run (``--timeout``) and one cell (``--cell-timeout``).
 NOTEBOOK_TIMEOUT = 600
@@ -157,7 +162,7 @@ def _errors(cell) -> list[dict]:
 def diagnosis(error: dict) -> str:
     """One line for an error output: its exception's name and its message's first line."""
     name = _ANSI.sub("", str(error.get("ename", "Error")))
-    if name == "NotImplementedError":
+    if name in ("NotImplementedError", NotWritten.__name__):
         return NOT_WRITTEN
     lines = [line.strip() for line in _ANSI.sub("", str(error.get("evalue", ""))).splitlines()]
     first = next((line for line in lines if line), "")
@@ -187,7 +192,7 @@ def restore_checks(nb, original) -> None:
             nb.cells[at] = fresh
             continue
         after = next((i for i, c in enumerate(nb.cells)
-                      if c.cell_type == "code" and grade_id(c) == ex.name
+                      if c.cell_type == "code" and grade_id(c) == ex.grade_id
                       and c.get("metadata", {}).get("nbgrader", {}).get("solution")), None)
         nb.cells.insert(len(nb.cells) if after is None else after + 1, fresh)
 
@@ -241,18 +246,18 @@ def grade_notebook(path, student, *, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL
         ran = check.get("execution_count") is not None or bool(check.get("outputs"))
         if stopped is not None and stopped[0] <= ex.check_cell:
             why = ("did not finish: " if stopped[0] == ex.check_cell else "not run: ") + stopped[1]
-            rows.append(Row(student, shown, ex.name, False, why, 0.0, ex.points))
+            rows.append(Row(student, shown, ex.grade_id, False, why, 0.0, ex.points))
         elif errors:
             why = diagnosis(errors[0])
             solution = nb.cells[ex.solution_cell] if ex.solution_cell is not None else None
             if solution is not None and _errors(solution) and why != NOT_WRITTEN:
                 why = f"its solution cell raised {diagnosis(_errors(solution)[0])}"
-            rows.append(Row(student, shown, ex.name, False, why, 0.0, ex.points))
+            rows.append(Row(student, shown, ex.grade_id, False, why, 0.0, ex.points))
         elif not ran:
-            rows.append(Row(student, shown, ex.name, False, "the check cell did not run",
+            rows.append(Row(student, shown, ex.grade_id, False, "the check cell did not run",
                             0.0, ex.points))
         else:
-            rows.append(Row(student, shown, ex.name, True, "", ex.points, ex.points))
+            rows.append(Row(student, shown, ex.grade_id, True, "", ex.points, ex.points))
     return rows
 
 

@@ -33,12 +33,13 @@ from .checks import (
     solved,
     written,
 )
-from .diagnosis import ExerciseFailed, diagnose
-from .notebook import exercises_in, stub_solution, student_notebook
+from .diagnosis import ExerciseFailed, NotWritten, diagnose
+from .notebook import Exercise, exercises_in, stub_solution, student_notebook
 from .swap import use
 
 __all__ = [
-    "CHECKS", "ExerciseFailed", "diagnose", "exercises_in", "stub_solution",
+    "CHECKS", "Exercise", "ExerciseFailed", "NotWritten", "diagnose", "exercises_in",
+    "stub_solution",
     "solved", "student_notebook", "use", "written",
     "check_adam_step", "check_bernoulli_nll_backward", "check_concat_label_backward",
     "check_conv2d_backward_im2col", "check_conv2d_backward_loops",

@@ -9,7 +9,8 @@ answer twice: with central differences of the forward pass
 it raises :class:`~numpyvae.exercises.diagnosis.ExerciseFailed` saying, in
 the student's terms, what is wrong (:func:`~numpyvae.exercises.diagnosis.diagnose`).
 A function still raising ``NotImplementedError`` (an unsolved stub) fails with
-a message naming it.
+:class:`~numpyvae.exercises.diagnosis.NotWritten`, an ``ExerciseFailed`` whose
+message names it.
 
 The inputs are drawn from a fixed seed, so a check gives the same verdict each
 time it runs.
@@ -23,7 +24,7 @@ import numpy as np
 
 from .. import ops
 from ..gradcheck import numerical_vjp, rel_error
-from .diagnosis import ExerciseFailed, diagnose
+from .diagnosis import ExerciseFailed, NotWritten, diagnose
 
 #: Central differences and the library's op must agree to this before a student is judged.
 ORACLE_TOL = 1e-6
@@ -39,7 +40,7 @@ def _call(fn, name, case, *args):
     try:
         return fn(*args)
     except NotImplementedError:
-        raise ExerciseFailed(
+        raise NotWritten(
             f"not written yet: {name} raises NotImplementedError. Replace "
             "`raise NotImplementedError()` between ### BEGIN SOLUTION and ### END SOLUTION "
             "with your code, run that cell, then run this check again.") from None
@@ -586,7 +587,7 @@ def written(name: str, fn) -> bool:
         try:
             CHECKS[name](fn)
         except ExerciseFailed as failure:
-            return "raises NotImplementedError" not in str(failure)
+            return not isinstance(failure, NotWritten)
     return True
 
 

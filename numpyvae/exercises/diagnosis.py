@@ -26,6 +26,10 @@ class ExerciseFailed(AssertionError):
     """A check cell's verdict: the student's function is wrong, and why (one paragraph)."""
 
 
+class NotWritten(ExerciseFailed):
+    """A check cell's verdict on a stub: the student's function still raises NotImplementedError."""
+
+
 def close(a, b, rtol: float = RTOL) -> bool:
     """``a`` equals ``b`` to ``rtol`` of ``b``'s scale (same shape, no NaN)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
