@@ -282,7 +282,7 @@ def test_api_reference_shows_the_public_api_first_and_the_internals_after(site):
     text = (site / "api" / "index.html").read_text(encoding="utf-8")
     body = text[text.index("<article"):text.index("</article>")]
     headings = re.findall(r"<h2>(.*?)<a", body)
-    groups = ["Models", "Layers", "Distributions", "Optimizers", "Checks", "Inspector",
+    groups = ["Models", "Layers", "Distributions", "Optimizers", "Checks", "Inspector", "Exercises",
               "Data", "Training", "Internals"]
     assert headings == groups, headings
     internals = body.index("<h2>Internals")
