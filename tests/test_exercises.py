@@ -306,6 +306,27 @@ def test_use_swaps_each_op_and_restores_the_library_after_an_exception():
     assert ops.linear_backward is before["linear_backward"]
 
 
+def test_two_activations_swapped_in_one_block_are_both_used():
+    calls = []
+
+    def relu(dy, y):
+        calls.append("relu")
+        return dy * (y > 0)
+
+    def tanh(dy, y):
+        calls.append("tanh")
+        return dy * (1 - y * y)
+
+    y = np.random.default_rng(0).standard_normal((3, 4))
+    original = ops.activation_backward
+    with exercises.use(relu_backward=relu, tanh_backward=tanh):
+        ops.activation_backward(y, np.maximum(y, 0), "relu")
+        ops.activation_backward(y, np.tanh(y), "tanh")
+        ops.activation_backward(y, 1 / (1 + np.exp(-y)), "sigmoid")  # the library's own
+    assert calls == ["relu", "tanh"]
+    assert ops.activation_backward is original
+
+
 def test_a_student_op_runs_through_the_reference_backend_only():
     from numpyvae.backend import get_backend
 

@@ -106,19 +106,21 @@ def use(**replacements):
     if unknown:
         raise ValueError(f"use(): no exercise named {', '.join(unknown)}; the model can run "
                          f"on {', '.join(sorted(ADAPTERS))}")
-    patches = {}
     for name, student in replacements.items():
         if not callable(student):
             raise TypeError(f"use(): {name} must be a function, got {type(student).__name__}")
-        patches.update(ADAPTERS[name](student))
-    saved = {name: getattr(ops, name) for name in patches}
+    saved = {}
     try:
-        for name, fn in patches.items():
-            setattr(ops, name, fn)
+        # One after the other: an adapter that wraps an op (the activations share
+        # activation_backward) wraps what the previous ones put there.
+        for name, student in replacements.items():
+            for op, fn in ADAPTERS[name](student).items():
+                saved.setdefault(op, getattr(ops, op))
+                setattr(ops, op, fn)
         yield
     finally:
-        for name, fn in saved.items():
-            setattr(ops, name, fn)
+        for op, fn in saved.items():
+            setattr(ops, op, fn)
 
 
 __all__ = ["ADAPTERS", "use"]
