@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from browser import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -38,8 +39,6 @@ IN_CI = os.environ.get("CI") == "true"
 #: The build runs the nine notebooks (about a minute on two idle cores); a hung kernel
 #: must not hang the suite.
 BUILD_TIMEOUT = 1800
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: Pages the browser test opens: the front page, every guide page, the inspector, every
 #: notebook, the API index and the API page holding most of the docstring math.
 BROWSER_PAGES = ["index.html", *(f"guide/{p.stem}.html" for p in GUIDE), "inspector.html",
@@ -340,36 +339,7 @@ def site_url(site):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Debian Chromium through its chromedriver (nothing is downloaded)."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        message = (f"the browser test needs Debian's chromium and chromium-driver "
-                   f"(apt-get install -y chromium chromium-driver); missing {missing}")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as exc:
-        pytest.fail(f"the browser test needs selenium (pip install -e '.[test]'): {exc}")
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    # As root Chromium needs --no-sandbox; the networking flags stop it from calling
-    # home (the machine has no network, and each refused call slows the start).
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                              options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
+    yield from chromium(tmp_path_factory.mktemp("chromium-profile"))
 
 
 #: Resolves with what the reader sees once MathJax has typeset the page.

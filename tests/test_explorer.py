@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import chromium
 
 from numpyvae.app.cli import main
 from numpyvae.app.run import load_run
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-IN_CI = os.environ.get("CI") == "true"
 #: The page of any run, and the default model's in tests/test_export.py, stays below this.
 MAX_PAGE_BYTES = 3_000_000
 
@@ -51,33 +49,7 @@ def isolated(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Debian Chromium through its chromedriver, as in tests/test_docs.py."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        message = (f"the browser test needs Debian's chromium and chromium-driver "
-                   f"(apt-get install -y chromium chromium-driver); missing {missing}")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as exc:
-        pytest.fail(f"the browser test needs selenium (pip install -e '.[test]'): {exc}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                              options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
+    yield from chromium(tmp_path_factory.mktemp("chromium-profile"))
 
 
 @pytest.fixture(scope="module")
