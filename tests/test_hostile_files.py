@@ -11,7 +11,6 @@ file; bombs are read in bounded memory, measured with tracemalloc.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gzip
 import io
@@ -21,7 +20,6 @@ import shutil
 import struct
 import tempfile
 import time
-import tracemalloc
 import zipfile
 import zlib
 from functools import reduce
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from assertions import peak_memory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,18 +61,6 @@ json_values = st.recursive(
                                                                 max_size=3),
     max_leaves=6)
 
-
-
-@contextlib.contextmanager
-def peak_memory():
-    """``with peak_memory() as peak:`` traces allocations; then ``peak[0]`` is the peak, bytes."""
-    peak = [0]
-    tracemalloc.start()
-    try:
-        yield peak
-        peak[0] = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def json_paths(obj, prefix=()):
