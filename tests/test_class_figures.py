@@ -111,3 +111,18 @@ def test_the_transfer_figure_names_each_column_and_cuts_off_nothing():
                                  "label, decoded as every class")
     texts = _visible_text_inside(fig)
     assert all(name in texts for name in ["input", *NAMES[:2], NAMES[3]])
+
+
+@pytest.mark.parametrize("names", [5, "boot", ["boot", 1], {"0": "boot"}, [None]])
+def test_hand_edited_class_names_are_one_line(runs, tmp_path, capsys, names):
+    import json
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(runs / "cvae", run)
+    config = json.loads((run / "config.json").read_text())
+    config["label_names"] = names
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["sample", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    one_line_error(capsys, "config.json", "'label_names'", "a list of class names")
+    assert not (tmp_path / "x.png").exists()
