@@ -50,6 +50,12 @@ PEERS = ("torch", "torch.compile", "jax")
 OURS = "numba"
 #: numpyvae's numba backend on NumPy's OpenBLAS instead of MKL: measured beside it, not a peer.
 OURS_OPENBLAS = "numba openblas"
+#: The interpreter numpyvae's workers run in (``--python``: a fresh venv installed as the
+#: README says); None: this one.
+OURS_PYTHON = None
+#: A second install of numpyvae measured beside the first (``--second-python``), not a peer.
+OURS_SECOND = "numba, second install"
+SECOND_PYTHON = None
 VALIDATION_STEPS = 20
 VALIDATION_RTOL = 1e-4
 #: Thread settings of the calling shell that the workers do not inherit (each library chooses).
@@ -133,10 +139,43 @@ def worker(args):
             except (ImportError, AttributeError, TypeError):
                 pass
             reply(**info)
+        elif cmd == "install":
+            reply(**_install(args.impl))
         elif cmd == "rss":
             reply(peak_rss_mib=_peak_rss_mib())
         elif cmd == "quit":
             return
+
+
+def _install(impl):
+    """What this worker runs on: the interpreter's environment, threading layer and BLAS."""
+    info = {"python": sys.executable, "venv": sys.prefix != sys.base_prefix}
+    if impl.startswith("numba") or impl == "numpy":
+        import numba
+
+        from numpyvae.fast import numba_ops
+
+        try:
+            info["threading_layer"] = numba.threading_layer()
+        except ValueError:
+            info["threading_layer"] = "not initialised"
+        info["blas"] = numba_ops.BLAS if impl != "numpy" else "NumPy's BLAS"
+    elif impl.startswith("torch"):
+        import torch
+
+        config = torch.__config__.show()
+        blas = next((line.split("=", 1)[1].rstrip(", ") for line in config.replace(",", "\n")
+                     .splitlines() if "BLAS_INFO" in line), "unknown")
+        info["threading_layer"] = next(
+            (line.split(":", 1)[1].strip() for line in torch.__config__.parallel_info()
+             .splitlines() if line.startswith("ATen parallel backend")), "unknown")
+        info["blas"] = blas + (", MKL" if torch.backends.mkl.is_available() else "")
+    elif impl == "jax":
+        import jax
+
+        info["threading_layer"] = "XLA's thread pool"
+        info["blas"] = f"XLA CPU (Eigen), jax {jax.__version__}"
+    return info
 
 
 def _peak_rss_mib():
@@ -153,9 +192,12 @@ def _peak_rss_mib():
 
 class Worker:
     def __init__(self, impl, batch, files, dtype="float32", root=ROOT, cpus=None, label=None,
-                 env=None):
+                 env=None, python=None):
         self.impl, self.batch, self.label = impl, batch, label or impl
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl,
+        # numpyvae's workers run in the install being measured (--python); the peers here
+        ours = impl.startswith("numba") or impl == "numpy"
+        python = python or (OURS_PYTHON if ours else None) or sys.executable
+        cmd = [python, str(Path(__file__).resolve()), "--worker", impl,
                "--batch", str(batch), "--dtype", dtype, "--root", str(root),
                "--data", str(files["data"]), "--init", str(files["init"])]
         extra = env or {}
@@ -210,6 +252,10 @@ def available(impl):
 
 def mkl_installed():
     """Whether numpyvae's numba backend finds Intel MKL (the ``mkl`` extra)."""
+    code = "from numpyvae.fast.numba_blas import _mkl_library; print(_mkl_library() is not None)"
+    if OURS_PYTHON:  # ask the install being measured
+        found = subprocess.run([OURS_PYTHON, "-c", code], capture_output=True, text=True)
+        return found.stdout.strip() == "True"
     from numpyvae.fast.numba_blas import _mkl_library
 
     return _mkl_library() is not None
@@ -308,7 +354,7 @@ def baseline_root(commit):
     return folder
 
 
-def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
+def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, headline=False):
     say = print if verbose else (lambda *a, **k: None)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(1, str(HERE))
@@ -331,7 +377,9 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
               "load_average_at_start": os.getloadavg()[0],  # before our own competitors
               "rounds": rounds, "block_seconds": block, "implementations": impls,
               "skipped": skipped, "validation": {}, "idle": {}, "contended": {},
-              "one_core": {}, "regression": {}, "peak_rss_mib": {}}
+              "one_core": {}, "regression": {}, "peak_rss_mib": {}, "installs": {},
+              "numpyvae_python": OURS_PYTHON or sys.executable, "headline_only": headline,
+              "second_python": SECOND_PYTHON}
 
     def checkpoint():  # every group's figures are kept as soon as they are measured
         result["summary"] = summarise(result)
@@ -347,14 +395,18 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
         idle_group(result, impls, 128, files, rounds, block, pause, quick, say)
         checkpoint()
         if not quick:
-            result["regression"] = regression(files, baseline, rounds, block, pause, say)
-            checkpoint()
-            for batch in (32, 512):
+            if not headline:
+                result["regression"] = regression(files, baseline, rounds, block, pause, say)
+                checkpoint()
+            for batch in () if headline else (32, 512):
                 idle_group(result, impls, batch, files, rounds, block, pause, quick, say)
                 checkpoint()
             say("batch 128, float32, every process on one core (affinity)")
-            workers = start_workers([{"impl": i, "batch": 128, "cpus": {0}} for i in impls],
-                                    files, say)
+            specs = [{"impl": i, "batch": 128, "cpus": {0}} for i in impls]
+            if SECOND_PYTHON:
+                specs.insert(1, {"impl": OURS, "batch": 128, "cpus": {0}, "label": OURS_SECOND,
+                                 "python": SECOND_PYTHON})
+            workers = start_workers(specs, files, say)
             try:
                 result["one_core"] = measure(workers, rounds, block, pause, say)
                 if workers and workers[0].label == OURS:
@@ -363,7 +415,9 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None):
                 for w in workers:
                     w.close()
             checkpoint()
-            result["threading"] = threading_layers(files, max(3, rounds - 2), block, pause, say)
+            if not headline:
+                result["threading"] = threading_layers(files, max(3, rounds - 2), block, pause,
+                                                       say)
     result["summary"] = summarise(result)
     return result
 
@@ -375,11 +429,16 @@ def idle_group(result, impls, batch, files, rounds, block, pause, quick, say):
     if OURS in impls and mkl_installed():  # and beside it, the same on NumPy's OpenBLAS
         specs.insert(1, {"impl": OURS, "batch": batch, "label": OURS_OPENBLAS,
                          "env": {"NUMPYVAE_BLAS": "openblas"}})
+    if OURS in impls and SECOND_PYTHON:
+        specs.insert(1, {"impl": OURS, "batch": batch, "label": OURS_SECOND,
+                         "python": SECOND_PYTHON})
     workers = start_workers(specs, files, say)
     try:
         report = validate(workers, OURS, say)
         result["validation"][str(batch)] = report
         timed = [w for w in workers if report.get(w.label, {}).get("passed")]
+        for w in timed:  # what each row ran on, asked after its first steps
+            result["installs"][w.label] = w.ask("install")
         result["idle"][str(batch)] = measure(timed, rounds, block, pause, say)
         if batch != 128:
             return
@@ -455,7 +514,7 @@ def threading_layers(files, rounds, block, pause, say):
 
 def is_peer(label):
     """Whether a result's label is a peer's (not numpyvae's, on either BLAS)."""
-    return label not in (OURS, OURS_OPENBLAS)
+    return label not in (OURS, OURS_OPENBLAS, OURS_SECOND)
 
 
 def _rate(table, label):
@@ -505,6 +564,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--baseline", default=BASELINE, help="the older commit to compare with")
     parser.add_argument("--out", default="peers", help="results file name (without .json)")
+    parser.add_argument("--python", help="the interpreter of the install numpyvae is measured "
+                                         "in (e.g. a fresh venv's bin/python; default: this one)")
+    parser.add_argument("--second-python", help="a second install of numpyvae, measured beside "
+                                                "the first (e.g. one with the mkl extra)")
+    parser.add_argument("--headline", action="store_true",
+                        help="batch 128 only: idle, 1 and 2 competing processes, one core")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -517,6 +582,8 @@ def main(argv=None):
         args.impl = args.worker
         worker(args)
         return
+    global OURS_PYTHON, SECOND_PYTHON
+    OURS_PYTHON, SECOND_PYTHON = args.python, args.second_python
     sys.path.insert(0, str(HERE))
     import common
 
@@ -524,7 +591,7 @@ def main(argv=None):
         payload["machine"] = common.machine()
         common.save_json(args.out, payload)
 
-    payload = run(args.data_dir, args.quick, args.baseline, save=save)
+    payload = run(args.data_dir, args.quick, args.baseline, save=save, headline=args.headline)
     save(payload)
     print(json.dumps(payload["summary"], indent=2))
     print(f"saved {common.RESULTS / (args.out + '.json')}")

@@ -96,6 +96,10 @@ class Optimizer:
             else:
                 self.state[s] = {name: np.zeros_like(p) for name, p in self.params.items()}
 
+    def set_backend(self, backend) -> None:
+        """Take later steps with another backend's update (the state carries over as it is)."""
+        self.backend = get_backend(backend)
+
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         """Update every parameter in place from ``grads`` (same names as ``params``)."""
         if grads.keys() != self.params.keys():

@@ -32,6 +32,7 @@ SLOW_MODULES = {
 #: often in a fresh process), the Numba fast path, or hundreds of damaged files, and took
 #: 4 s or more on two cores. The gradient checks of every layer and model stay quick.
 SLOW_TESTS = {
+    "test_a_first_run_trains_at_once_and_the_next_one_loads_the_kernels",
     "test_zip_edits_of_a_checkpoint_raise_only_run_folder_errors",
     "test_edits_of_the_trainer_state_raise_only_run_folder_errors",
     "test_an_off_by_one_bias_correction_in_the_one_call_step",
@@ -82,7 +83,14 @@ def pytest_configure(config):
     Models built without naming a backend (and the commands the tests run)
     use ``$NUMPYVAE_BACKEND``: the quick tier sets it to ``numpy``, so it
     compiles no Numba kernel; the full suite keeps the default and its profile.
+
+    The suite compares runs bit for bit, so every command compiles the Numba
+    kernels a run needs before its first step (``NUMPYVAE_COMPILE=wait``):
+    a first run that trains on NumPy while they compile beside it changes
+    backend at a step that depends on the machine's speed
+    (``tests/test_background_compile.py`` tests that mode).
     """
+    os.environ.setdefault("NUMPYVAE_COMPILE", "wait")
     if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow":
         os.environ.setdefault("NUMPYVAE_BACKEND", "numpy")
         if os.environ.get("CI") != "true":

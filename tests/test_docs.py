@@ -67,8 +67,9 @@ def test_docs_extra_is_installed_by_the_test_extra():
 # The README as a landing page, the guide as the depth (no build needed)
 # ---------------------------------------------------------------------------
 #: What a student reads in five minutes: the sections of the landing page, in order.
-README_SECTIONS = ["## Install and the two commands", "### Running the tests",
-                   "## A tour of the code", "## The course", "## Going further", "## License"]
+README_SECTIONS = ["## Install and the two commands", "### The first run",
+                   "### Running the tests", "## A tour of the code", "## The course",
+                   "## Going further", "## License"]
 
 
 def _links(path: Path) -> list[str]:

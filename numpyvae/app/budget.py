@@ -70,10 +70,12 @@ def conv_rows(options: dict, image_shape, num_classes: int) -> tuple[int, int, i
     classes, latent = int(num_classes), int(options["latent_dim"])
     half, quarter = (H // 2) * (W // 2), (H // 4) * (W // 4)
     channels_in = 1 + classes  # the image and one constant map per class
+    # the c2 maps at a quarter of the image are held twice in each network: as the
+    # Linear layer's rows and as the (batch, c2, H/4, W/4) images the convolution reads
     encoder = (channels_in * H * W + half * channels_in * _PATCH + c1 * half
-               + quarter * c1 * _PATCH + c2 * quarter + 2 * latent)
-    decoder = (_LATENT_ARRAYS * latent + classes + c2 * quarter + quarter * c1 * _PATCH + c1 * half
-               + half * _PATCH + _OUTPUT_ARRAYS * H * W)
+               + quarter * c1 * _PATCH + 2 * c2 * quarter + 2 * latent)
+    decoder = (_LATENT_ARRAYS * latent + classes + 2 * c2 * quarter + quarter * c1 * _PATCH
+               + c1 * half + half * _PATCH + _OUTPUT_ARRAYS * H * W)
     weights = (channels_in * c1 * _PATCH + c1 + c1 * c2 * _PATCH + c2
                + c2 * quarter * 2 * latent + 2 * latent
                + (latent + classes) * c2 * quarter + c2 * quarter

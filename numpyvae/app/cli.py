@@ -70,6 +70,17 @@ def _add_backend(p, note=""):
                         f"$NUMPYVAE_BACKEND or numba when installed{note})")
 
 
+def _tiny_backend(args):
+    """The tiny models' backend: as asked, else the NumPy reference, which compiles nothing.
+
+    They are float64 models of a few units, there to show the specification's
+    formulas; ``--backend numba`` (or ``$NUMPYVAE_BACKEND``) inspects the fast path.
+    """
+    if args.backend is not None or os.environ.get("NUMPYVAE_BACKEND", "").strip():
+        return args.backend
+    return "numpy"
+
+
 def _add_data(p):
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding the four IDX files (train-images-idx3-ubyte.gz, ...); "
@@ -497,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "also of the bug drawn")
     _add_data(p)
     _add_own_data(p)
-    _add_backend(p)
+    _add_backend(p, "; with --tiny, numpy: the reference")
 
     p = sub.add_parser(
         "course", formatter_class=fmt,
@@ -746,7 +757,8 @@ def _inspect(args):
         return 0 if trace.passed else EXIT_FAILED
     models = tiny_models(activation=args.activation, likelihood=args.likelihood,
                          gaussian_var=args.gaussian_var, arch=args.arch,
-                         conditional=args.conditional, beta=args.beta, backend=args.backend)
+                         conditional=args.conditional, beta=args.beta,
+                         backend=_tiny_backend(args))
     if args.bug is not None and not given:
         models = models[:1]  # a planted bug goes into the first tiny model
     traces = []
@@ -779,7 +791,8 @@ def _inspect_mystery(args):
 
     models = tiny_models(activation=args.activation, likelihood=args.likelihood,
                          gaussian_var=args.gaussian_var, arch=args.arch,
-                         conditional=args.conditional, beta=args.beta, backend=args.backend)
+                         conditional=args.conditional, beta=args.beta,
+                         backend=_tiny_backend(args))
     betas = [beta if args.beta is None else args.beta for *_, beta in models]
     graphs = [build_graph(model, beta) for (_, model, *_), beta in zip(models, betas,
                                                                           strict=True)]

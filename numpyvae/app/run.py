@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import evaluate, latent
+from ..backend import ENV_VAR as BACKEND_VAR
 from ..backend import get_backend
-from ..fast.warmup import compile_kernels, terminal_status
+from ..fast.warmup import compile_kernels, terminal_status, warmup_step
 from ..inspector import inspect
 from ..model import MODEL_KINDS, VAE, Autoencoder
 from ..modelfile import ModelFileError
 from ..optim import OPTIMIZERS
 from . import plots, runfolder
+from .background_compile import BackgroundCompile, compile_mode, kernels_cached
 from .budget import check_decoded, check_run_sizes
 from .data import DATASETS, DataNotFoundError, Dataset, load_data, load_dataset
 from .data.datasets import LABEL_NAMES
@@ -271,6 +274,7 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
                                 DEFAULT_EPOCHS[merged["dataset"]])
         runfolder.check_new(run_dir)
     get_backend(backend)  # fail early, before loading data, on an unusable backend
+    compile_mode()  # and on a bad $NUMPYVAE_COMPILE
     if data_dir is not None:  # recorded, and reported as the data's source, as a full path
         data_dir = Path(data_dir).resolve()
     if merged["data"]:
@@ -312,28 +316,66 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     log(f"model: {model!r}, {model.num_params} parameters")
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
-    compile_kernels(lambda: build_model(merged, dataset.input_dim, backend=backend,
-                                        image_shape=dataset.image_shape,
-                                        num_classes=len(dataset.label_names)),
-                    OPTIMIZERS[merged["optimizer"]], trainer.x_train, log, lr=merged["lr"],
-                    batch_size=merged["batch_size"],
-                    labels=trainer.y_train if merged.get("conditional") else None,
-                    objective=trainer.objective,
-                    status=terminal_status() if progress else None)
-    history = trainer.fit(merged["epochs"], resume=resume)
-    result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
-                       stop_signal=trainer.stop_signal)
-    if trainer.interrupted:
-        log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
-            f"--out {run_dir} --resume")
-        return result
-    if figures:
-        result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
-        log(f"figures: {run_dir / FIGURES_DIR}")
-    if plots.shows_images(dataset.image_shape):
-        log(f"to move through its latent space in a web browser: numpyvae export {run_dir} "
-            f"--html explorer.html")
+    background = _kernels(merged, dataset, backend, trainer, log, progress)
+    try:
+        history = trainer.fit(merged["epochs"], resume=resume)
+        result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
+                           stop_signal=trainer.stop_signal)
+        if trainer.interrupted:
+            log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
+                f"--out {run_dir} --resume")
+            return result
+        if figures:
+            result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
+            log(f"figures: {run_dir / FIGURES_DIR}")
+        if plots.shows_images(dataset.image_shape):
+            log(f"to move through its latent space in a web browser: numpyvae export "
+                f"{run_dir} --html explorer.html")
+        if background is not None:
+            background.finish()
+    finally:
+        if background is not None:
+            background.close()
     return result
+
+
+def _kernels(merged, dataset, backend, trainer, log, progress):
+    """Have the Numba kernels the run needs ready, or compiling beside it; None when ready.
+
+    Kernels in the cache load now. Otherwise, when the backend was not
+    chosen (no ``--backend``, no ``$NUMPYVAE_BACKEND``, not a resume) and
+    ``$NUMPYVAE_COMPILE`` is not ``wait``, they compile in a child process
+    while training starts on the NumPy reference
+    (:mod:`numpyvae.app.background_compile`); else here, before the first step.
+    """
+    if trainer.model.backend.NAME != "numba":
+        return None
+
+    def make_model():
+        return build_model(merged, dataset.input_dim, backend=backend,
+                           image_shape=dataset.image_shape, num_classes=len(dataset.label_names))
+
+    optimizer_cls = OPTIMIZERS[merged["optimizer"]]
+    labels = trainer.y_train if merged.get("conditional") else None
+    chosen = backend is not None or bool(os.environ.get(BACKEND_VAR, "").strip())
+    if chosen or compile_mode() == "wait":
+        compile_kernels(make_model, optimizer_cls, trainer.x_train, log, lr=merged["lr"],
+                        batch_size=merged["batch_size"], labels=labels,
+                        objective=trainer.objective,
+                        status=terminal_status() if progress else None)
+        return None
+    step = warmup_step(make_model, optimizer_cls, trainer.x_train, merged["lr"],
+                       batch_size=merged["batch_size"], labels=labels,
+                       objective=trainer.objective)
+    if kernels_cached(step):
+        return None
+    background = BackgroundCompile(
+        trainer.model, trainer.optimizer, batch_size=merged["batch_size"],
+        optimizer_name=merged["optimizer"], lr=merged["lr"], iw_train=merged.get("iw_train"),
+        num_classes=len(dataset.label_names) if merged.get("conditional") else None, log=log,
+        progress=progress)
+    trainer.step_callback = background.switch_when_ready
+    return background
 
 
 def _split_note(record) -> str:

@@ -10,10 +10,10 @@ kept apart from the arithmetic:
 * :func:`gemm_blas`: ``c = alpha a @ b + beta c`` for row- or column-major
   views, with :func:`blas_layout` saying how BLAS can read an array;
 * which BLAS library is found (:data:`GEMM`, :data:`BLAS`): on an Intel
-  CPU, Intel MKL when it is installed (``pip install "numpyvae[mkl]"``,
-  x86-64), loaded through its single dynamic library ``libmkl_rt`` and
-  switched to its sequential layer; otherwise, and on every other CPU, the
-  OpenBLAS inside NumPy (64-bit integers; it spares importing
+  CPU, Intel MKL when it is installed (a dependency of the package on
+  x86-64 Linux; ``pip install mkl`` elsewhere), loaded through its single
+  dynamic library ``libmkl_rt`` and switched to its sequential layer;
+  otherwise, and on every other CPU, the OpenBLAS inside NumPy (64-bit integers; it spares importing
   scipy.linalg), or else SciPy's, through the documented
   ``scipy.linalg.cython_blas``; and :data:`THREAD_SWITCH`, the library's own
   thread count, which the backend sets to one while its kernels call BLAS
@@ -366,7 +366,7 @@ def choose_blas(choice=None):
     mkl = mkl_blas() if choice != "openblas" else None
     if choice == "mkl" and mkl is None:
         raise ImportError(f"{BLAS_ENV}=mkl, but Intel MKL's libmkl_rt was not found, or another "
-                          'library set it to a threaded layer (pip install "numpyvae[mkl]")')
+                          'library set it to a threaded layer (pip install "mkl<2025")')
     return mkl or numpy_blas() or scipy_blas()
 
 

@@ -121,12 +121,26 @@ def compile_kernels(make_model, optimizer_cls, x, log, lr=1e-3, *, batch_size=12
                     labels=None, objective=None, status=None) -> float | None:
     """Compile what training a model from ``make_model()`` needs, on one batch of ``x``.
 
+    Runs :func:`warmup_step` under :func:`announce_if_slow`. Nothing happens
+    for a backend other than numba. Returns the seconds taken, or None.
+    """
+    step = warmup_step(make_model, optimizer_cls, x, lr, batch_size=batch_size, labels=labels,
+                       objective=objective)
+    if step is None:
+        return None
+    return announce_if_slow(step, log, status=status)
+
+
+def warmup_step(make_model, optimizer_cls, x, lr=1e-3, *, batch_size=128, labels=None,
+                objective=None):
+    """A function that takes one training step and one evaluation of a throwaway model.
+
     ``make_model`` builds a fresh model like the one to be trained (same
     dtype, layers, likelihood and backend). The step is the one the training
     loop takes (:func:`numpyvae.step.step_of`), with the run's ``objective``
-    and, for a conditional model, ``labels`` (the first rows' are used).
-    Nothing happens for a backend other than numba. Returns the seconds
-    taken, or None.
+    and, for a conditional model, ``labels`` (the first rows' are used), on
+    the first ``batch_size`` rows of ``x``. Calling it compiles (or loads)
+    every kernel training will use. None for a backend other than numba.
     """
     probe = make_model()
     if getattr(probe.backend, "NAME", "") != "numba":
@@ -142,4 +156,4 @@ def compile_kernels(make_model, optimizer_cls, x, log, lr=1e-3, *, batch_size=12
                                rng=np.random.default_rng(0), **given)
         probe.elbo_terms(batch, rng=np.random.default_rng(0), **given)
 
-    return announce_if_slow(step, log, status=status)
+    return step
