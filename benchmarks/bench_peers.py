@@ -354,7 +354,7 @@ def baseline_root(commit):
     return folder
 
 
-def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, headline=False):
+def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, peers_only=False):
     say = print if verbose else (lambda *a, **k: None)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(1, str(HERE))
@@ -378,7 +378,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, 
               "rounds": rounds, "block_seconds": block, "implementations": impls,
               "skipped": skipped, "validation": {}, "idle": {}, "contended": {},
               "one_core": {}, "regression": {}, "peak_rss_mib": {}, "installs": {},
-              "numpyvae_python": OURS_PYTHON or sys.executable, "headline_only": headline,
+              "numpyvae_python": OURS_PYTHON or sys.executable, "peers_only": peers_only,
               "second_python": SECOND_PYTHON}
 
     def checkpoint():  # every group's figures are kept as soon as they are measured
@@ -395,10 +395,10 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, 
         idle_group(result, impls, 128, files, rounds, block, pause, quick, say)
         checkpoint()
         if not quick:
-            if not headline:
+            if not peers_only:
                 result["regression"] = regression(files, baseline, rounds, block, pause, say)
                 checkpoint()
-            for batch in () if headline else (32, 512):
+            for batch in (32, 512):
                 idle_group(result, impls, batch, files, rounds, block, pause, quick, say)
                 checkpoint()
             say("batch 128, float32, every process on one core (affinity)")
@@ -415,7 +415,7 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, 
                 for w in workers:
                     w.close()
             checkpoint()
-            if not headline:
+            if not peers_only:
                 result["threading"] = threading_layers(files, max(3, rounds - 2), block, pause,
                                                        say)
     result["summary"] = summarise(result)
@@ -568,8 +568,10 @@ def main(argv=None):
                                          "in (e.g. a fresh venv's bin/python; default: this one)")
     parser.add_argument("--second-python", help="a second install of numpyvae, measured beside "
                                                 "the first (e.g. one with the mkl extra)")
-    parser.add_argument("--headline", action="store_true",
-                        help="batch 128 only: idle, 1 and 2 competing processes, one core")
+    parser.add_argument("--peers-only", action="store_true",
+                        help="the peers only: batch 32, 128 and 512 idle; 128 with 1 and 2 "
+                             "competing processes and on one core (no regression or "
+                             "threading-layer groups)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -591,7 +593,7 @@ def main(argv=None):
         payload["machine"] = common.machine()
         common.save_json(args.out, payload)
 
-    payload = run(args.data_dir, args.quick, args.baseline, save=save, headline=args.headline)
+    payload = run(args.data_dir, args.quick, args.baseline, save=save, peers_only=args.peers_only)
     save(payload)
     print(json.dumps(payload["summary"], indent=2))
     print(f"saved {common.RESULTS / (args.out + '.json')}")

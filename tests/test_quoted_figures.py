@@ -460,9 +460,9 @@ def test_the_quick_start_install_table_is_peers_student_json():
     labels = {"numpyvae (numba backend)": "numba", "PyTorch eager (fused Adam)": "torch",
               "torch.compile (Inductor)": "torch.compile", "JAX jit (whole step, optax)": "jax",
               "the same, on NumPy's OpenBLAS": "numba openblas"}
-    where = [student["idle"]["128"], student["contended"]["1"], student["contended"]["2"],
-             student["one_core"]]
-    names = ["idle", "1 competing", "2 competing", "one core"]
+    where = [student["idle"]["32"], student["idle"]["128"], student["idle"]["512"],
+             student["contended"]["1"], student["contended"]["2"], student["one_core"]]
+    names = ["idle 32", "idle 128", "idle 512", "1 competing", "2 competing", "one core"]
     pairs = []
     for label, impl in labels.items():
         if impl not in student["installs"]:
@@ -475,15 +475,15 @@ def test_the_quick_start_install_table_is_peers_student_json():
                 assert cell == "", f"{label}, {name}: {cell!r}"
                 continue
             pairs += cell_pairs(cell, table_of[impl], f"{label}, {name}")
-    keys = ["idle batch 128", "contended 1 batch 128", "contended 2 batch 128",
-            "one core batch 128"]
+    keys = ["idle batch 32", "idle batch 128", "idle batch 512", "contended 1 batch 128",
+            "contended 2 batch 128", "one core batch 128"]
     for cell, key in zip(rows["**numpyvae ÷ best peer**"][1:], keys, strict=True):
         ratio, peer = says(r"([\d.]+)x \(([^)]+)\)", cell)
         assert peer == student["summary"][key]["best_peer"], key
         pairs.append((ratio, student["summary"][key]["ratio"], f"÷ best peer, {key}"))
     idle = student["idle"]["128"]["numba"]["samples_per_s"]
-    for cell, table_of, name in zip(rows["numpyvae's share of its own idle speed"][2:],
-                                    where[1:], names[1:], strict=True):
+    for cell, table_of, name in zip(rows["numpyvae's share of its own idle speed (batch 128)"][4:],
+                                    where[3:], names[3:], strict=True):
         pairs.append((says(r"(\d+)%", cell)[0], 100 * table_of["numba"]["samples_per_s"] / idle,
                       f"share of idle speed, {name}"))
     check(pairs)
@@ -493,13 +493,14 @@ def test_the_quick_start_install_spread_is_its_three_runs():
     runs = [results(f"peers_student_run{i}") for i in (1, 2, 3)]
     assert runs[-1] == results("peers_student"), "the table is the last of the three runs"
     R = r"([\d.]+)–([\d.]+)"
-    *ratios, = says(rf"Across the three, numpyvae ÷ best peer was {R}× idle, {R}× with one "
+    *ratios, = says(rf"Across the three, numpyvae ÷ best peer was {R}× idle at batch 32, "
+                    rf"{R}× at 128, {R}× at 512, {R}× with one "
                     rf"competing process, {R}× with two, {R}× on one core; MKL against "
                     rf"OpenBLAS in the same install, {R}× idle, {R}× with one competing "
                     rf"process and {R}× with two; with one competing process numpyvae kept "
                     rf"(\d+)–(\d+)% of its idle speed")
-    keys = ["idle batch 128", "contended 1 batch 128", "contended 2 batch 128",
-            "one core batch 128"]
+    keys = ["idle batch 32", "idle batch 128", "idle batch 512", "contended 1 batch 128",
+            "contended 2 batch 128", "one core batch 128"]
     conditions = [("idle", "128"), ("contended", "1"), ("contended", "2")]
     values = [[r["summary"][k]["ratio"] for r in runs] for k in keys]
     values += [[r[a][b]["numba"]["samples_per_s"] / r[a][b]["numba openblas"]["samples_per_s"]
