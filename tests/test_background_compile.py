@@ -26,6 +26,7 @@ from numpyvae.app.background_compile import (
     MODE_VAR,
     BackgroundCompile,
     compile_mode,
+    main,
 )
 from numpyvae.optim import Adam
 
@@ -74,6 +75,44 @@ def test_training_moves_to_the_fast_backend_once_the_child_has_compiled():
         assert len(said) == 2
     finally:
         background.close()
+
+
+def test_the_switch_takes_itself_off_the_trainer_once_the_child_has_ended():
+    model, optimizer = _model_and_optimizer()
+    background = BackgroundCompile(model, optimizer, batch_size=4, optimizer_name="adam",
+                                   lr=1e-3, log=lambda text: None, command=REPORTS)
+
+    class Trainer:  # what the training loop gives its step_callback
+        global_step = 5
+        step_callback = background.switch_when_ready
+
+    trainer = Trainer()
+    try:
+        deadline = time.monotonic() + 30
+        while trainer.step_callback is not None:
+            assert time.monotonic() < deadline, "the stand-in child did not end"
+            trainer.step_callback(trainer)
+            time.sleep(0.02)
+        assert model.backend.NAME == "numba" and background.switched_at_step == 5
+    finally:
+        background.close()
+
+
+def test_the_child_deletes_the_model_file_it_was_given_once_read(tmp_path, capsys):
+    """So that a training process killed with -9 leaves no temporary model behind."""
+    model, _ = _model_and_optimizer()
+    folder = tmp_path / "numpyvae-compile-test"
+    folder.mkdir()
+    model.save(folder / "model.npz")
+    assert main([str(folder / "model.npz"), "--batch-size", "4", "--optimizer", "adam",
+                 "--lr", "0.001", "--delete-model-file"]) == 0
+    assert not folder.exists()
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["compiled"] >= 0 and report["seconds"] > 0
+    kept = tmp_path / "kept.npz"  # without the flag, a model file is only read
+    model.save(kept)
+    assert main([str(kept), "--batch-size", "4", "--optimizer", "adam", "--lr", "0.001"]) == 0
+    assert kept.is_file()
 
 
 def test_a_failed_compile_leaves_training_on_numpy_and_says_why():
@@ -139,8 +178,9 @@ def test_the_child_dies_with_a_killed_training_process(tmp_path):
         print(background.process.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
+    # its temporary model file goes to tmp_path: the stand-in child does not delete it
     run = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert run.returncode == -signal.SIGKILL, run.stderr
     child = int(run.stdout.split()[0])
     deadline = time.monotonic() + 20

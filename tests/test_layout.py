@@ -24,6 +24,7 @@ On failure each offending arrow prints as ``file:line importer -> imported``.
 from __future__ import annotations
 
 import ast
+import json
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,3 +466,43 @@ def test_walker_notes_imports_by_an_old_name(made_up):
     arrows = module_arrows(made_up, aliases={"pkg.limits": "pkg.app.limits"})
     assert [(str(a), a.via) for a in arrows if a.via] == [
         ("pkg/app/cli.py:2 pkg.app.cli -> pkg.app.limits.budget", "pkg.limits")]
+
+
+# --------------------------------------------------------------------------
+# The reading path the layout page quotes: measured again, and as written
+# --------------------------------------------------------------------------
+
+
+def _reading_path_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "reading_path", Path(__file__).resolve().parent.parent / "benchmarks" / "reading_path.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_reading_path_is_what_its_results_file_says(tmp_path, monkeypatch):
+    # The frames from ``numpyvae train`` to each gradient, walked again on today's code:
+    # a change of the path (a frame more or less) must come with its new results file.
+    monkeypatch.setenv("NUMPYVAE_BENCH_RESULTS", str(tmp_path / "results"))
+    reading_path = _reading_path_module()
+    measured = reading_path.main()
+    saved = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+                        / "reading_path.json").read_text(encoding="utf-8"))
+    assert measured == saved
+
+
+def test_the_layout_page_quotes_the_reading_path():
+    root = Path(__file__).resolve().parent.parent
+    saved = json.loads((root / "benchmarks" / "results" / "reading_path.json")
+                       .read_text(encoding="utf-8"))
+    page = (root / "docs" / "guide" / "layout.md").read_text(encoding="utf-8")
+    for target, r in saved.items():
+        row = (f"| {target} | {r['frames_from_command']} in {r['files_from_command']} | "
+               f"{r['frames_from_step']} in {r['files_from_step']} |")
+        assert row in page, f"docs/guide/layout.md: expected the row {row!r}"
+    listed = "\n".join(f"{i}. `{frame}`"
+                       for i, frame in enumerate(saved["KL gradient"]["path"], 1))
+    assert listed in page, "docs/guide/layout.md: the path to the KL's gradient, as measured"

@@ -111,18 +111,22 @@ class BackgroundCompile:
         self.target = get_backend("numba")
         self.started = time.perf_counter()
         self.switched_at_step = None
-        self._folder = tempfile.TemporaryDirectory(prefix="numpyvae-compile-")
+        # the child deletes the model file (and this folder) as soon as it has read it, so
+        # that a training process killed with -9 leaves nothing behind
+        self._folder = tempfile.TemporaryDirectory(prefix="numpyvae-compile-",
+                                                   ignore_cleanup_errors=True)
         folder = Path(self._folder.name)
         model.save(folder / MODEL_FILE)
         if command is None:  # the child of this module's main(); tests give their own
             command = [sys.executable, "-m", "numpyvae.app.background_compile",
                        str(folder / MODEL_FILE), "--batch-size", str(int(batch_size)),
-                       "--optimizer", optimizer_name, "--lr", repr(float(lr))]
+                       "--optimizer", optimizer_name, "--lr", repr(float(lr)),
+                       "--delete-model-file"]
             if iw_train:
                 command += ["--iw-train", str(int(iw_train))]
             if num_classes:
                 command += ["--classes", str(int(num_classes))]
-        self._errors = open(folder / "stderr.txt", "w+b")  # noqa: SIM115 - closed in close()
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close(); no name
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._errors,
                                         stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent)
@@ -136,12 +140,17 @@ class BackgroundCompile:
             "they are ready")
 
     def switch_when_ready(self, trainer=None) -> bool:
-        """If the child has finished: move to Numba (or say why not). True once it has ended."""
+        """If the child has finished: move to Numba (or say why not). True once it has ended.
+
+        Given as a trainer's ``step_callback``, it takes itself off once it has ended.
+        """
         if self.process is None:
             return True
         if self.process.poll() is None:
             return False
         step = getattr(trainer, "global_step", None)
+        if getattr(trainer, "step_callback", None) == self.switch_when_ready:
+            trainer.step_callback = None
         report = self._ended()
         if report is not None:
             self.model.set_backend(self.target)
@@ -237,6 +246,15 @@ def _die_with_parent():  # pragma: no cover - runs in the child, before exec
         pass
 
 
+def _remove_with_folder(path: Path) -> None:
+    """Delete the parent's temporary model file, and its folder once empty (errors ignored)."""
+    for remove, target in ((os.unlink, path), (os.rmdir, path.parent)):
+        try:
+            remove(target)
+        except OSError:
+            return
+
+
 def main(argv=None) -> int:
     """The child: compile the kernels a training step and an evaluation of a model file need."""
     parser = argparse.ArgumentParser(prog="python -m numpyvae.app.background_compile",
@@ -247,6 +265,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--iw-train", type=int)
     parser.add_argument("--classes", type=int)
+    parser.add_argument("--delete-model-file", action="store_true",
+                        help="delete the model file, and its folder once empty, after reading it")
     args = parser.parse_args(argv)
 
     from ..fast.warmup import kernels_compiled
@@ -254,13 +274,14 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     model = load(args.model_file, backend="numba")
+    if args.delete_model_file:
+        _remove_with_folder(Path(args.model_file))
     rows = args.batch_size
     x = (np.random.default_rng(0).random((rows, *model.input_shape)) < 0.5).astype(model.dtype)
     labels = None if not args.classes else np.arange(rows, dtype=np.int64) % args.classes
     objective = None if not args.iw_train else ImportanceWeighted(args.iw_train)
-    step = warmup_step(lambda: load(args.model_file, backend="numba"),
-                       OPTIMIZERS[args.optimizer], x, args.lr, batch_size=rows, labels=labels,
-                       objective=objective)
+    step = warmup_step(lambda: model, OPTIMIZERS[args.optimizer], x, args.lr,
+                       batch_size=rows, labels=labels, objective=objective)
     step()
     print(json.dumps({"compiled": kernels_compiled(),
                       "seconds": time.perf_counter() - start}), flush=True)

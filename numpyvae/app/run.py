@@ -225,67 +225,104 @@ def train_run(out=None, *, resume=False, data_dir=None, download=True, backend=N
         read_config(out)  # a missing or damaged run is reported before the folder is locked
     else:
         runfolder.check_new(out)  # someone else's files: refused before a lock file is made
-    with runfolder.lock(out):
-        return _train_locked(Path(out), resume, data_dir, download, backend, progress, figures,
-                             log, options)
-
-
-def _train_locked(run_dir, resume, data_dir, download, backend, progress, figures, log,
-                  options) -> RunResult:
-    if resume:
-        config = read_config(run_dir)
-        saved = options_from_config(config)
-        for key, value in options.items():
-            # moved data (--data NEW_PATH) is checked by its SHA-256 when it is read again
-            if key not in ("epochs", "lr", "data") and saved.get(key) != value:
-                flag = "--" + key.replace("_", "-")
-                raise RunFolderError(
-                    f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
-                    f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
-                    f"and --lr may change)")
-        merged = {**saved, **options}
-        path = run_dir / runfolder.CONFIG_FILE
-        if config.get("dataset") is None:
-            raise RunFolderError(
-                f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
-                f"so the command cannot find its training data; resume it from Python: "
-                f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
-        missing = sorted(k for k in ("epochs", "batch_size", "hidden", "latent_dim", "lr",
-                                     "optimizer", "beta", "kl_warmup", "likelihood",
-                                     "binarize", "dtype", "seed", "model", "activation")
-                         if merged.get(k) is None
-                         # the conv architecture has no MLP widths or activation option
-                         and not (merged.get("arch") == "conv" and k in ("hidden", "activation")))
-        if missing:
-            raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
-                                 f"numpyvae train records; cannot resume this run")
-        if (not merged.get("data") and merged["dataset"] not in DATASETS) or \
-                merged["model"] not in MODEL_KINDS:
-            raise RunFolderError(f"{path}: unknown dataset {merged['dataset']!r} or model "
-                                 f"{merged['model']!r}")
-        if data_dir is None and config.get("data_dir"):
-            data_dir = config["data_dir"]
-        if backend is None:  # the same backend, for a bit-for-bit continuation
-            backend = config.get("backend")
-    else:
-        merged = {**TRAIN_DEFAULTS, **options}
-        if merged["epochs"] is None:
-            merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
-                                DEFAULT_EPOCHS[merged["dataset"]])
-        runfolder.check_new(run_dir)
-    get_backend(backend)  # fail early, before loading data, on an unusable backend
-    compile_mode()  # and on a bad $NUMPYVAE_COMPILE
-    if data_dir is not None:  # recorded, and reported as the data's source, as a full path
-        data_dir = Path(data_dir).resolve()
-    if merged["data"]:
+    run_dir = Path(out)
+    with runfolder.lock(run_dir):
         if resume:
-            dataset = _reopen_own_data(config["data"], options.get("data"))
+            config = read_config(run_dir)
+            merged = _resumed_options(run_dir, config, options)
+            if data_dir is None and config.get("data_dir"):
+                data_dir = config["data_dir"]
+            if backend is None:  # the same backend, for a bit-for-bit continuation
+                backend = config.get("backend")
         else:
-            dataset = load_data(merged["data"], test_fraction=merged["test_fraction"],
-                                seed=DATASET_SEED)
-    else:
-        dataset = load_dataset(merged["dataset"], data_dir, download=download,
-                               seed=DATASET_SEED, progress=progress)
+            config, merged = None, _new_options(run_dir, options)
+        get_backend(backend)  # fail early, before loading data, on an unusable backend
+        compile_mode()  # and on a bad $NUMPYVAE_COMPILE
+        if data_dir is not None:  # recorded, and reported as the data's source, as a full path
+            data_dir = Path(data_dir).resolve()
+        dataset = _training_data(merged, config, options, data_dir, download, progress)
+        trainer = _trainer(run_dir, merged, config, dataset, data_dir, backend, progress)
+        _say_what_trains(log, run_dir, merged, dataset, trainer)
+        background = _kernels(merged, dataset, backend, trainer, log, progress)
+        try:
+            history = trainer.fit(merged["epochs"], resume=resume)
+            result = RunResult(run_dir, history, trainer.interrupted,
+                               config=read_config(run_dir), stop_signal=trainer.stop_signal)
+            if trainer.interrupted:
+                log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
+                    f"--out {run_dir} --resume")
+                return result
+            if figures:
+                result.figures = make_figures(run_dir, trainer.model, dataset, history,
+                                              merged["binarize"])
+                log(f"figures: {run_dir / FIGURES_DIR}")
+            if plots.shows_images(dataset.image_shape):
+                log(f"to move through its latent space in a web browser: numpyvae export "
+                    f"{run_dir} --html explorer.html")
+            if background is not None:
+                background.finish()
+        finally:
+            if background is not None:
+                background.close()
+    return result
+
+
+def _resumed_options(run_dir, config, options) -> dict:
+    """The options of a resumed run: its own, with a new ``epochs``, ``lr`` or data path."""
+    saved = options_from_config(config)
+    for key, value in options.items():
+        # moved data (--data NEW_PATH) is checked by its SHA-256 when it is read again
+        if key not in ("epochs", "lr", "data") and saved.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise RunFolderError(
+                f"{run_dir} was trained with {flag} {_show(saved.get(key))}, not "
+                f"{_show(value)}; a resumed run keeps its configuration (only --epochs "
+                f"and --lr may change)")
+    merged = {**saved, **options}
+    path = run_dir / runfolder.CONFIG_FILE
+    if config.get("dataset") is None:
+        raise RunFolderError(
+            f"{run_dir} was trained from Python on arrays (no 'dataset' in {path.name}), "
+            f"so the command cannot find its training data; resume it from Python: "
+            f"fit(model, x_train, ..., out_dir={str(run_dir)!r}, resume=True)")
+    missing = sorted(k for k in ("epochs", "batch_size", "hidden", "latent_dim", "lr",
+                                 "optimizer", "beta", "kl_warmup", "likelihood",
+                                 "binarize", "dtype", "seed", "model", "activation")
+                     if merged.get(k) is None
+                     # the conv architecture has no MLP widths or activation option
+                     and not (merged.get("arch") == "conv" and k in ("hidden", "activation")))
+    if missing:
+        raise RunFolderError(f"{path}: lacks the setting(s) {', '.join(missing)} that "
+                             f"numpyvae train records; cannot resume this run")
+    if (not merged.get("data") and merged["dataset"] not in DATASETS) or \
+            merged["model"] not in MODEL_KINDS:
+        raise RunFolderError(f"{path}: unknown dataset {merged['dataset']!r} or model "
+                             f"{merged['model']!r}")
+    return merged
+
+
+def _new_options(run_dir, options) -> dict:
+    """The options of a new run: the defaults, with the epochs its data calls for."""
+    merged = {**TRAIN_DEFAULTS, **options}
+    if merged["epochs"] is None:
+        merged["epochs"] = (DEFAULT_EPOCHS_OWN_DATA if merged["data"] else
+                            DEFAULT_EPOCHS[merged["dataset"]])
+    runfolder.check_new(run_dir)
+    return merged
+
+
+def _training_data(merged, config, options, data_dir, download, progress) -> Dataset:
+    """The run's dataset: the user's own file (checked again on a resume) or a named one."""
+    if not merged["data"]:
+        return load_dataset(merged["dataset"], data_dir, download=download,
+                            seed=DATASET_SEED, progress=progress)
+    if config is not None:  # a resume
+        return _reopen_own_data(config["data"], options.get("data"))
+    return load_data(merged["data"], test_fraction=merged["test_fraction"], seed=DATASET_SEED)
+
+
+def _trainer(run_dir, merged, config, dataset, data_dir, backend, progress) -> Trainer:
+    """The model the options describe, and its trainer, keeping the run folder."""
     check_run_sizes(merged, dataset.input_dim, dataset.image_shape, len(dataset.label_names),
                     len(dataset.x_train), len(dataset.x_test))
     model = build_model(merged, dataset.input_dim, backend=backend,
@@ -299,44 +336,27 @@ def _train_locked(run_dir, resume, data_dir, download, backend, progress, figure
     if extra["arch"] == "conv":
         extra["channels"] = list(merged["channels"])
     if merged["data"]:
-        extra["data"] = ({**config["data"], "path": merged["data"]} if resume else
+        extra["data"] = ({**config["data"], "path": merged["data"]} if config is not None else
                          _own_data_record(merged["data"], dataset, dataset.test_fraction))
-    trainer = Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
-                      lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
-                      kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
-                      seed=merged["seed"], progress=progress, out_dir=run_dir,
-                      config_extra=extra, iw_train=merged.get("iw_train"),
-                      y_train=dataset.y_train, y_test=dataset.y_test)
+    return Trainer(model, dataset.x_train, dataset.x_test, batch_size=merged["batch_size"],
+                   lr=merged["lr"], optimizer=merged["optimizer"], beta=merged["beta"],
+                   kl_warmup=merged["kl_warmup"], binarize=merged["binarize"],
+                   seed=merged["seed"], progress=progress, out_dir=run_dir,
+                   config_extra=extra, iw_train=merged.get("iw_train"),
+                   y_train=dataset.y_train, y_test=dataset.y_test)
+
+
+def _say_what_trains(log, run_dir, merged, dataset, trainer) -> None:
+    """The lines a run starts with: its folder, data and model, and notes on them."""
     log(f"run folder: {run_dir}")
     log(f"data: {dataset.name} ({len(dataset.x_train)} training, {len(dataset.x_test)} test "
         f"{'examples' if len(dataset.image_shape) == 1 else 'images'}"
-        f"{_split_note(extra.get('data'))}) from {dataset.source}")
+        f"{_split_note(trainer.config_extra.get('data'))}) from {dataset.source}")
     if len(dataset.x_test) < 2:
         log(f"note: {SMALL_TEST_NOTE}")
-    log(f"model: {model!r}, {model.num_params} parameters")
+    log(f"model: {trainer.model!r}, {trainer.model.num_params} parameters")
     if merged["likelihood"] == "gaussian":
         log(f"note: {GAUSSIAN_NOTE}")
-    background = _kernels(merged, dataset, backend, trainer, log, progress)
-    try:
-        history = trainer.fit(merged["epochs"], resume=resume)
-        result = RunResult(run_dir, history, trainer.interrupted, config=read_config(run_dir),
-                           stop_signal=trainer.stop_signal)
-        if trainer.interrupted:
-            log(f"stopped: checkpoint saved in {run_dir}; continue with: numpyvae train "
-                f"--out {run_dir} --resume")
-            return result
-        if figures:
-            result.figures = make_figures(run_dir, model, dataset, history, merged["binarize"])
-            log(f"figures: {run_dir / FIGURES_DIR}")
-        if plots.shows_images(dataset.image_shape):
-            log(f"to move through its latent space in a web browser: numpyvae export "
-                f"{run_dir} --html explorer.html")
-        if background is not None:
-            background.finish()
-    finally:
-        if background is not None:
-            background.close()
-    return result
 
 
 def _kernels(merged, dataset, backend, trainer, log, progress):

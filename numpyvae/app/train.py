@@ -339,12 +339,54 @@ class Trainer:
         Without ``resume``, ``out_dir`` must be absent or empty. The folder is
         locked while training (:class:`RunLockedError` if another process
         holds it).
+
+        The loop itself is the two ``for`` loops below: every epoch takes the
+        examples in a new order, and every batch is one call of the training
+        step (:func:`numpyvae.step.step` on the NumPy reference).
         """
         epochs = positive_int(epochs, "epochs")
         self.interrupted = self._stop_requested = False
         self.stop_signal = None
+        model, X, B = self.model, self.x_train, self.batch_size
+        with self._run_folder(epochs, resume), self._interrupt_guard():
+            self._stop_if_signalled_while_starting()
+            while self.epoch < epochs and not self._stop_requested:
+                e, rng, order, n_steps, bar = self._start_epoch(epochs)
+                start = time.perf_counter()
+                # Overflow is detected below, as a non-finite loss, and reported once, clearly.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                        contextlib.closing(bar):
+                    for k in range(self.step_in_epoch, n_steps):
+                        idx = order[k * B:(k + 1) * B]
+                        xb = X[idx]
+                        if self.binarize == "dynamic":
+                            xb = _binarize(xb, "dynamic", rng)
+                        labels = None if self.y_train is None else self.y_train[idx]
+                        # the backend's step, one for all models (asked each time: a
+                        # first run moves from NumPy to Numba when its kernels are ready)
+                        result = step_of(model.backend)(
+                            model, self.optimizer, xb, labels=labels, objective=self.objective,
+                            beta=self.beta_at(self.global_step), rng=rng)
+                        self._count_step(result, e, k, n_steps, len(idx), bar)
+                        if self._stop_requested and k + 1 < n_steps:
+                            break
+                seconds = time.perf_counter() - start
+                if self.step_in_epoch < n_steps:  # stopped mid-epoch: where it is, kept
+                    self._partial["seconds"] += seconds
+                    self._rng_state = rng.bit_generator.state
+                    self.save_checkpoint()
+                else:
+                    self._end_epoch(e, n_steps, epochs, self._partial["seconds"] + seconds)
+        if self._stop_requested:
+            self.interrupted = True
+        return list(self.history)
+
+    @contextlib.contextmanager
+    def _run_folder(self, epochs, resume):
+        """Hold the run folder (if there is one) while training: locked, resumed, configured."""
         if self.out_dir is None:
-            return self._fit(epochs)
+            yield
+            return
         checkpoint_file = self.out_dir / CHECKPOINT_FILE
 
         def new_run():
@@ -368,69 +410,49 @@ class Trainer:
                 runfolder.write_test_data(self.out_dir, *self._test_data)
             if self.epoch > 0 or self.step_in_epoch > 0:
                 self._write_copies()
-            return self._fit(epochs)
+            yield
 
-    def _fit(self, epochs):
-        with self._interrupt_guard():
-            signum = interrupts.take_pending()
-            if signum is not None:  # the command was stopped while starting, and it got lost
-                self._stop_requested = True
-                self.stop_signal = signum
-                _write_line(f"{signal.Signals(signum).name} received while starting: stopping")
-            while self.epoch < epochs and not self._stop_requested:
-                self._run_epoch(epochs)
-        if self._stop_requested:
-            self.interrupted = True
-        return list(self.history)
+    def _stop_if_signalled_while_starting(self):
+        """A Ctrl-C or SIGTERM that came before the guard was in place: stop now, not lose it."""
+        signum = interrupts.take_pending()
+        if signum is not None:
+            self._stop_requested = True
+            self.stop_signal = signum
+            _write_line(f"{signal.Signals(signum).name} received while starting: stopping")
 
-    def _run_epoch(self, epochs):
-        model, X, B = self.model, self.x_train, self.batch_size
+    def _start_epoch(self, epochs):
+        """Epoch ``self.epoch``: its generator (where a stopped run left it), order and bar."""
         e = self.epoch
         rng = epoch_rng(self.seed, e)
-        order = rng.permutation(len(X))
-        n_steps = math.ceil(len(X) / B)
-        first = self.step_in_epoch
-        if first > 0:
+        order = rng.permutation(len(self.x_train))
+        n_steps = math.ceil(len(self.x_train) / self.batch_size)
+        if self.step_in_epoch > 0:
             rng.bit_generator.state = self._rng_state
+        bar = _progress_bar(n_steps, self.step_in_epoch, f"epoch {e + 1}/{epochs}", self.progress)
+        return e, rng, order, n_steps, bar
+
+    def _count_step(self, result, e, k, n_steps, n, bar):
+        """After step ``k`` of epoch ``e``: refuse a non-finite loss, add the batch's losses up."""
+        if not math.isfinite(result.loss):  # no step was taken on it
+            raise self._diverged(result.loss, e, k, n_steps)
+        self.global_step += 1
+        self.step_in_epoch = k + 1
         sums = self._partial
-        bar = _progress_bar(n_steps, first, f"epoch {e + 1}/{epochs}", self.progress)
-        start = time.perf_counter()
-        # Overflow is detected below, as a non-finite loss, and reported once, clearly.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-                contextlib.closing(bar):
-            for k in range(first, n_steps):
-                idx = order[k * B:(k + 1) * B]
-                xb = X[idx]
-                if self.binarize == "dynamic":
-                    xb = _binarize(xb, "dynamic", rng)
-                labels = None if self.y_train is None else self.y_train[idx]
-                # the backend's step (numpyvae.step.step, or the fast path's): one for all models
-                result = step_of(model.backend)(model, self.optimizer, xb, labels=labels,
-                                                objective=self.objective,
-                                                beta=self.beta_at(self.global_step), rng=rng)
-                if not math.isfinite(result.loss):  # no step was taken on it
-                    raise self._diverged(result.loss, e, k, n_steps)
-                self.global_step += 1
-                self.step_in_epoch = k + 1
-                n = len(idx)
-                sums["recon"] += result.recon * n
-                sums["kl"] += result.kl * n
-                sums["objective"] += result.loss * n
-                sums["n"] += n
-                bar.update(1)
-                if k % 20 == 0 or k == n_steps - 1:
-                    bar.set_postfix(_running(sums, has_kl_term(model)), refresh=False)
-                if self.step_callback is not None:
-                    self.step_callback(self)
-                if self._stop_requested and k + 1 < n_steps:
-                    sums["seconds"] += time.perf_counter() - start
-                    self._rng_state = rng.bit_generator.state
-                    self.save_checkpoint()
-                    return
-        seconds = sums["seconds"] + time.perf_counter() - start
-        if not np.all(np.isfinite(model.flat_params)):
+        sums["recon"] += result.recon * n
+        sums["kl"] += result.kl * n
+        sums["objective"] += result.loss * n
+        sums["n"] += n
+        bar.update(1)
+        if k % 20 == 0 or k == n_steps - 1:
+            bar.set_postfix(_running(sums, has_kl_term(self.model)), refresh=False)
+        if self.step_callback is not None:
+            self.step_callback(self)
+
+    def _end_epoch(self, e, n_steps, epochs, seconds):
+        """Epoch ``e`` is done: check the weights, evaluate, save the checkpoint, report."""
+        if not np.all(np.isfinite(self.model.flat_params)):
             raise self._diverged(float("nan"), e, n_steps - 1, n_steps, what="the weights")
-        metrics = self._epoch_metrics(e, sums, seconds)
+        metrics = self._epoch_metrics(e, self._partial, seconds)
         for key in ("train_loss", "test_loss"):
             if metrics[key] is None and (key == "train_loss" or self.x_test is not None):
                 raise self._diverged(float("nan"), e, n_steps - 1, n_steps,
