@@ -156,3 +156,43 @@ def test_the_page_decodes_as_the_model_does(name, shape, options, tmp_path, brow
             == model.num_classes
     assert _console_errors(browser) == []
     assert browser.save_screenshot(str(artefacts / f"explorer_{name}.png"))
+
+
+def test_the_page_fits_a_phone_and_the_pad_maps_touches_where_it_is_drawn(tmp_path, browser,
+                                                                         artefacts, capsys):
+    """At 390 px nothing scrolls sideways; the pad shrinks, and a tap means the same code.
+
+    The pad is drawn 420 px wide and scaled down to the window by CSS; a tap at
+    a point of the scaled pad must give the code of that point of the drawing,
+    as a click at the same point of the full-size pad does.
+    """
+    name, shape, options = RUNS[0]  # a 2-D latent space: the pad sets the whole code
+    _, page = _train_and_export(tmp_path, shape, options, capsys)
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    codes = {}
+    try:
+        for width in (1280, 390):
+            browser.set_window_size(width, 1000)
+            browser.get(page.resolve().as_uri())
+            assert _console_errors(browser) == []
+            seen = browser.execute_script(
+                "const pad = document.getElementById('pad').getBoundingClientRect();"
+                "return {window: window.innerWidth, page: document.documentElement.scrollWidth,"
+                " pad: pad.width, right: pad.right};")
+            assert seen["window"] == width
+            assert seen["page"] <= width, f"the page scrolls sideways at {width} px: {seen}"
+            assert seen["right"] <= width, f"the pad sticks out at {width} px: {seen}"
+            pad = browser.find_element("id", "pad")
+            # a quarter of the pad's shown width right of its centre, a quarter above it
+            ActionChains(browser).move_to_element_with_offset(
+                pad, round(seen["pad"] / 4), -round(seen["pad"] / 4)).click().perform()
+            codes[width] = np.array(browser.execute_script(
+                "return window.numpyvaeExplorer.z()"))
+            assert browser.save_screenshot(str(artefacts / f"explorer_{width}px.png"))
+            assert _console_errors(browser) == []
+        assert seen["pad"] < 390  # scaled down on the phone
+        np.testing.assert_allclose(codes[390], codes[1280], atol=0.05 * np.abs(codes[1280]).max())
+        assert not np.allclose(codes[1280], 0)
+    finally:
+        browser.set_window_size(1280, 1000)
