@@ -54,30 +54,42 @@ def threads(request, monkeypatch):
     return k
 
 
-KERNELS = {"shared products": "mlp_step", "data-parallel": "mlp_step_rows"}
+KERNELS = {"shared products": "mlp_step", "forward by rows": "mlp_step",
+           "data-parallel": "mlp_step_rows"}
 
 
-def _force_kernel(monkeypatch, kernel):
+def _force_kernel(monkeypatch, kernel, forward_by_rows=False):
     """Make the fused step run ``kernel`` of ``numba_step`` at any batch; the list its calls fill.
 
-    ``mlp_step``: each product cut between the threads; ``mlp_step_rows``:
-    each thread its block of the batch through the whole step.
+    ``mlp_step``: each product cut between the threads (with
+    ``forward_by_rows``, but in the forward pass, where each thread takes its
+    block of the batch); ``mlp_step_rows``: each thread its block of the batch
+    through the whole step.
     """
     from numpyvae.fast import numba_step
 
     parallel = kernel == "mlp_step_rows"
-    if parallel and numba.config.NUMBA_NUM_THREADS < 2:
+    if (parallel or forward_by_rows) and numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the data-parallel step needs a pool of two or more threads")
     monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if parallel else 10**9)
+    monkeypatch.setattr(numba_step, "FORWARD_ROWS", 1 if forward_by_rows else 10**9)
     real, calls = getattr(numba_step, kernel), []
-    monkeypatch.setattr(numba_step, kernel, lambda *args: calls.append(1) or real(*args))
+
+    def counting(*args):
+        if kernel == "mlp_step":  # the flag before the BLAS and the task count
+            assert args[-3] == forward_by_rows
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(numba_step, kernel, counting)
     return calls
 
 
 @pytest.fixture(params=list(KERNELS))
 def path(request, monkeypatch):
     """Which kernel the fused step runs (:data:`KERNELS`), checked to have run."""
-    calls = _force_kernel(monkeypatch, KERNELS[request.param])
+    calls = _force_kernel(monkeypatch, KERNELS[request.param],
+                          forward_by_rows=request.param == "forward by rows")
     yield request.param
     assert calls, f"the {request.param} kernel never ran"
 
@@ -148,12 +160,18 @@ def test_products_large_enough_to_split_between_threads(batch, threads):
 @pytest.mark.parametrize("kind", [VAE, Autoencoder])
 @pytest.mark.parametrize("likelihood,extra", LIKELIHOODS, ids=["bernoulli", "gaussian",
                                                                "gaussian learned"])
+@pytest.mark.parametrize("whole_step", [True, False], ids=["whole step", "forward pass"])
 def test_data_parallel_steps_equal_the_reference_per_op_steps(kind, likelihood, extra, dtype,
-                                                              batch, threads, monkeypatch):
+                                                              batch, whole_step, threads,
+                                                              monkeypatch):
     # Each thread of the pool takes its block of the batch (blocks of 16
     # rows, rounded up: 40 examples are 32 + 8, 9 are one block and an
-    # empty one) through the whole step; the blocks' gradients are summed.
-    calls = _force_kernel(monkeypatch, "mlp_step_rows")
+    # empty one) through the whole step, and the blocks' gradients are
+    # summed; or through the forward pass and the likelihood only (a learned
+    # variance's gradient summed over every example after), the backward
+    # pass sharing its products.
+    calls = (_force_kernel(monkeypatch, "mlp_step_rows") if whole_step else
+             _force_kernel(monkeypatch, "mlp_step", forward_by_rows=True))
     fast, fast_opt, slow, slow_opt = _pair(kind, likelihood, extra, dtype)
     rng = np.random.default_rng(0)
     for step in range(4):
@@ -261,10 +279,12 @@ def test_the_numpy_backend_runs_the_per_op_step():
 
 
 
-@pytest.mark.parametrize("backend,kernel", [("numba", "mlp_step"), ("numba", "mlp_step_rows"),
-                                            ("numpy", None)])
-def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend, kernel, monkeypatch):
-    calls = _force_kernel(monkeypatch, kernel) if kernel else []
+@pytest.mark.parametrize("backend,kernel,by_rows", [
+    ("numba", "mlp_step", False), ("numba", "mlp_step", True), ("numba", "mlp_step_rows", False),
+    ("numpy", None, False)])
+def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend, kernel, by_rows,
+                                                                 monkeypatch):
+    calls = _force_kernel(monkeypatch, kernel, forward_by_rows=by_rows) if kernel else []
     model = VAE(10, (7,), 3, backend=backend, dtype="float64", seed=1)
     opt = Adam(model.params, backend=backend)
     model.params["decoder.1.b"][0] = np.inf

@@ -579,7 +579,9 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     A batch of at least :data:`numba_step.DATA_PARALLEL_ROWS` examples per
     thread of the pool runs data-parallel instead
     (:func:`numba_step.mlp_step_rows`): each thread its block of examples
-    through the whole step, the blocks' gradients summed before Adam.
+    through the whole step, the blocks' gradients summed before Adam; one of
+    at least :data:`numba_step.FORWARD_ROWS` per thread runs its forward pass
+    and likelihood that way (:func:`numba_step.forward_region`).
     """
     if adam is None:
         m = v = params[:0]
@@ -592,12 +594,15 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     spans = _work("adam spans", (2 * layers.shape[0] + 1, 2), np.int64)
     tasks = _tasks() if _BLAS_THREADS is not None else 1
     args = (layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar, inv_var, logvar_off,
-            float(scale), nll, kl, sums, work, pingpong, z_off, m, v, scalars, spans,
-            _GEMM[params.dtype])
-    if tasks > 1 and x.shape[0] >= S.DATA_PARALLEL_ROWS * tasks:
+            float(scale), nll, kl, sums, work, pingpong, z_off, m, v, scalars, spans)
+    B = x.shape[0]
+    if tasks > 1 and B >= S.DATA_PARALLEL_ROWS * tasks:
         partials = _work("partial gradients", ((tasks - 1) * params.shape[0],), params.dtype)
-        return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args, tasks=tasks))
-    return bool(_with_blas(S.mlp_step, params, grads, *args, tasks=tasks))
+        return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args,
+                               _GEMM[params.dtype], tasks=tasks))
+    forward_by_rows = tasks > 1 and B >= S.FORWARD_ROWS * tasks
+    return bool(_with_blas(S.mlp_step, params, grads, *args, forward_by_rows,
+                           _GEMM[params.dtype], tasks=tasks))
 
 
 __all__ = [

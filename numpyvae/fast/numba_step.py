@@ -39,7 +39,16 @@ arranged in as few regions as the dependencies allow:
   read before it is written, by the thread that writes it), so two buffers
   of gradients ping-pong back through the network.
 
-In the default model at batch 128 the step takes 7 regions where one per
+The forward pass has no such waiting work to share out, and its small
+layers would leave every thread but one idle. So once the batch gives each
+thread :data:`FORWARD_ROWS` examples or more, it runs in one region of its
+own (:func:`forward_region`): each thread takes its block of examples
+through every layer, products and all, and then the likelihood's loss and
+gradient of those examples while they are still in its cache. A smaller
+batch shares each large product between the threads instead, as the
+backward pass does.
+
+In the default model at batch 128 the step takes 5 regions where one per
 kernel and one per layer's Adam took 16. What the one call gains over the
 per-op path is measured by ``benchmarks/bench_peers.py`` (its threading
 table: the training step beside the per-op path). With an optimizer other
@@ -118,6 +127,16 @@ ADAM_ELEMENT_MACS = 20
 #: what a busy machine leaves: so below 256 rows each the products are
 #: shared. ``benchmarks/bench_peers.py`` measures the step at batch 512.
 DATA_PARALLEL_ROWS = 256
+#: A batch with at least this many examples for each thread of Numba's pool
+#: runs :func:`mlp_step`'s forward pass and likelihood data-parallel
+#: (:func:`forward_region`; the choice is made in
+#: :func:`numpyvae.fast.numba_ops.mlp_step`). Timed against the forward pass
+#: with shared products (the default VAE with Adam, interleaved, in one
+#: process, on an Intel CPU with MKL): faster at 64 and 80 examples per
+#: thread, on two cores, beside a busy process and on one core; even at 32
+#: and at 128; slower at 16, where each thread's products are too thin, and
+#: a little slower at 100.
+FORWARD_ROWS = 64
 #: Elements summed (and stepped) at a time in :func:`reduce_and_step`.
 REDUCE_CHUNK = 4096
 
@@ -429,9 +448,34 @@ def forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, r0, r1,
     return inp
 
 
+def forward_region(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, likelihood,
+                   logvar, inv_var, scale, nll, pingpong, blas, tasks):
+    """The forward pass and the likelihood, each thread its block of examples, in one region.
+
+    Each thread takes the rows ``r0:r1`` of the batch (:func:`~.numba_kernels.block`
+    of ``B`` in ``tasks``) through every layer on its own (:func:`forward`,
+    no product shared), then the likelihood's NLL and its gradient in the
+    decoder's output for those rows (:func:`likelihood_rows`, into their rows
+    of the (B, D) gradient in ping-pong buffer 0). For a Gaussian, ``inv_var`` must already hold ``exp(-logvar)``;
+    a learned variance's gradient, a sum over every example, is left to the
+    caller.
+    """
+    B, D = x.shape
+    for t in prange(tasks):
+        r0, r1 = block(B, tasks, t)
+        if r1 > r0:
+            out = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, r0, r1,
+                          blas, 1)
+            # rows r0:r1 of the (B, D) gradient the backward pass reads (not
+            # gradient_rows' own block layout, which mlp_step_rows' backward uses)
+            dy = gradient_rows(work, pingpong, 0, B, D, 0, B)[r0:r1]
+            likelihood_rows(out, x[r0:r1], likelihood, logvar, inv_var, inv_var, False, scale,
+                            nll[r0:r1], dy)
+
+
 def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar,
              inv_var, logvar_off, scale, nll, kl, sums, work, pingpong, z_off, m, v, adam,
-             spans, blas, tasks):
+             spans, forward_by_rows, blas, tasks):
     """Loss terms and gradients of a batch, every layer in turn; and Adam's step, if asked.
 
     params, grads: (P,); layers: (n_layers, 6), encoder layers first
@@ -444,7 +488,9 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     likelihood gradient's weight (``1 / B``); nll, kl: (B,) per-example
     outputs (kl unused unless ``vae``), and sums: (2,) float64, their totals
     over the batch; work: (S,), laid out as the module
-    docstring says; tasks: blocks per product (Numba's pool size).
+    docstring says; forward_by_rows: the forward pass and the likelihood as
+    :func:`forward_region` (each thread its block of examples), else with
+    each large product shared; tasks: blocks per product (Numba's pool size).
 
     Adam: with ``m``, ``v`` like ``params`` and ``adam`` (8,) its scalars
     (:func:`adam_span`; an empty ``adam`` for none), each layer's weights
@@ -456,23 +502,37 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     and ``kl`` is finite (the per-op path does not step on such a batch
     either). Returns whether the step was taken.
     """
-    B = x.shape[0]
+    B, D = x.shape  # the decoder's output is (B, D) too
     T = x.dtype.type
     n_layers = layers.shape[0]
     L = eps.shape[1]
-    inp = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, 0, B, blas, tasks)
-    # The likelihood: per-example NLL and its gradient in the decoder's output.
-    D = inp.shape[1]
-    dy = gradient_rows(work, pingpong, 0, B, D, 0, B)
-    if likelihood == BERNOULLI:
-        bernoulli_nll_and_grad(inp, x, scale, nll, dy)
-    else:
-        learned = logvar_off >= 0
-        dlogvar = grads[logvar_off:logvar_off + D] if learned else inv_var
-        if learned:
+    if forward_by_rows:  # the forward pass and the likelihood, each thread its examples
+        if likelihood == GAUSSIAN:
+            for d in range(logvar.shape[0]):
+                inv_var[d] = math.exp(-logvar[d])
+        forward_region(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, likelihood,
+                       logvar, inv_var, scale, nll, pingpong, blas, tasks)
+        last = layers[n_layers - 1]
+        out = view2d(work, last[Y_OFF], B, last[OUT])
+        if likelihood == GAUSSIAN and logvar_off >= 0:  # a learned variance: over every example
+            dlogvar = grads[logvar_off:logvar_off + D]
             for d in range(D):
                 dlogvar[d] = T(0)
-        gaussian_nll_and_grad(inp, logvar, x, scale, inv_var, dlogvar, learned, nll, dy)
+            gaussian_dlogvar_rows(out, x, inv_var, scale, dlogvar)
+    else:  # each large product shared between the threads, then the likelihood
+        out = forward(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, 0, B, blas,
+                      tasks)
+        # The likelihood: per-example NLL and its gradient in the decoder's output.
+        dy = gradient_rows(work, pingpong, 0, B, D, 0, B)
+        if likelihood == BERNOULLI:
+            bernoulli_nll_and_grad(out, x, scale, nll, dy)
+        else:
+            learned = logvar_off >= 0
+            dlogvar = grads[logvar_off:logvar_off + D] if learned else inv_var
+            if learned:
+                for d in range(D):
+                    dlogvar[d] = T(0)
+            gaussian_nll_and_grad(out, logvar, x, scale, inv_var, dlogvar, learned, nll, dy)
     sums[0] = total(nll)
     sums[1] = total(kl) if vae else 0.0
     step = adam.shape[0] > 0 and math.isfinite(sums[0]) and math.isfinite(sums[1])
@@ -611,5 +671,5 @@ jit_kernels(globals(), {
     "small_layers_region": True,
     "big_layer_backward": True, "adam_region": True, "add_layer_span": False, "total": False,
     "mlp_step": False, "spans_size": False, "reduce_and_step": False, "add_partials": False,
-    "forward": False, "likelihood_rows": False, "mlp_step_rows": True,
+    "forward": False, "likelihood_rows": False, "mlp_step_rows": True, "forward_region": True,
 })
