@@ -456,9 +456,9 @@ def forward_region(params, layers, alphas, n_enc, vae, x, eps, kl, work, z_off, 
     of ``B`` in ``tasks``) through every layer on its own (:func:`forward`,
     no product shared), then the likelihood's NLL and its gradient in the
     decoder's output for those rows (:func:`likelihood_rows`, into their rows
-    of the (B, D) gradient in ping-pong buffer 0). For a Gaussian, ``inv_var`` must already hold ``exp(-logvar)``;
-    a learned variance's gradient, a sum over every example, is left to the
-    caller.
+    of the (B, D) gradient in ping-pong buffer 0). For a Gaussian, ``inv_var``
+    must already hold ``exp(-logvar)``; a learned variance's gradient, a sum
+    over every example, is left to the caller.
     """
     B, D = x.shape
     for t in prange(tasks):
