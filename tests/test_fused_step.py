@@ -66,13 +66,14 @@ def _force_kernel(monkeypatch, kernel, forward_by_rows=False):
     block of the batch); ``mlp_step_rows``: each thread its block of the batch
     through the whole step.
     """
-    from numpyvae.fast import numba_step
+    from numpyvae.fast import numba_ops, numba_step
 
     parallel = kernel == "mlp_step_rows"
     if (parallel or forward_by_rows) and numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the data-parallel step needs a pool of two or more threads")
     monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if parallel else 10**9)
     monkeypatch.setattr(numba_step, "FORWARD_ROWS", 1 if forward_by_rows else 10**9)
+    monkeypatch.setattr(numba_ops, "FORWARD_BY_ROWS", forward_by_rows)  # whatever the BLAS
     real, calls = getattr(numba_step, kernel), []
 
     def counting(*args):
@@ -532,3 +533,25 @@ def test_an_optimizer_without_a_flat_state_steps_after_the_kernel(monkeypatch):
         restore()
     assert calls == [1, 1, 1] and steps.count(fast_opt) == 3
     _assert_same(fast, slow, 1e-11, "Adam in another order")
+
+
+def test_the_forward_pass_by_rows_is_taken_with_mkl_from_its_batch_size(monkeypatch):
+    # With MKL, a batch of FORWARD_ROWS examples per task or more takes its forward pass
+    # by rows; a smaller one, and any batch with another BLAS, shares each product.
+    from numpyvae.fast import numba_ops, numba_step
+
+    tasks = numba.config.NUMBA_NUM_THREADS
+    if tasks < 2:
+        pytest.skip("the forward pass by rows needs a pool of two or more threads")
+    assert numba_ops.FORWARD_BY_ROWS == numba_ops.BLAS.startswith("Intel MKL")
+    flags = []
+    real = numba_step.mlp_step
+    monkeypatch.setattr(numba_step, "mlp_step", lambda *a: flags.append(a[-3]) or real(*a))
+    monkeypatch.setattr(numba_step, "FORWARD_ROWS", 4)
+    for mkl in (True, False):
+        monkeypatch.setattr(numba_ops, "FORWARD_BY_ROWS", mkl)
+        model = VAE(10, (7,), 3, backend="numba", seed=1)
+        opt = Adam(model.params, backend="numba")
+        for batch in (4 * tasks - 1, 4 * tasks):
+            train_step(model, opt, np.random.default_rng(batch).random((batch, 10)))
+    assert flags == [False, True, False, False]

@@ -170,6 +170,12 @@ def _hand_matmul(alpha, a, b, beta, c):
 _GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
 #: Which BLAS library the kernels call (a description).
 BLAS = NB.BLAS
+#: Whether the one-call step may take its forward pass with each thread on its own
+#: block of examples (:data:`numba_step.FORWARD_ROWS`): with MKL it measured faster
+#: than sharing each product between the threads, with OpenBLAS slower (the two
+#: timed in turn in one process, on an Intel CPU; the other vendors' CPUs run
+#: OpenBLAS, see :mod:`numpyvae.fast.numba_blas`).
+FORWARD_BY_ROWS = BLAS.startswith("Intel MKL")
 
 
 def _tasks():
@@ -579,9 +585,10 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     A batch of at least :data:`numba_step.DATA_PARALLEL_ROWS` examples per
     thread of the pool runs data-parallel instead
     (:func:`numba_step.mlp_step_rows`): each thread its block of examples
-    through the whole step, the blocks' gradients summed before Adam; one of
-    at least :data:`numba_step.FORWARD_ROWS` per thread runs its forward pass
-    and likelihood that way (:func:`numba_step.forward_region`).
+    through the whole step, the blocks' gradients summed before Adam; with
+    MKL (:data:`FORWARD_BY_ROWS`), one of at least
+    :data:`numba_step.FORWARD_ROWS` per thread runs its forward pass and
+    likelihood that way (:func:`numba_step.forward_region`).
     """
     if adam is None:
         m = v = params[:0]
@@ -600,7 +607,7 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
         partials = _work("partial gradients", ((tasks - 1) * params.shape[0],), params.dtype)
         return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args,
                                _GEMM[params.dtype], tasks=tasks))
-    forward_by_rows = tasks > 1 and B >= S.FORWARD_ROWS * tasks
+    forward_by_rows = FORWARD_BY_ROWS and tasks > 1 and B >= S.FORWARD_ROWS * tasks
     return bool(_with_blas(S.mlp_step, params, grads, *args, forward_by_rows,
                            _GEMM[params.dtype], tasks=tasks))
 

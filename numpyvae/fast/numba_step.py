@@ -41,8 +41,9 @@ arranged in as few regions as the dependencies allow:
 
 The forward pass has no such waiting work to share out, and its small
 layers would leave every thread but one idle. So once the batch gives each
-thread :data:`FORWARD_ROWS` examples or more, it runs in one region of its
-own (:func:`forward_region`): each thread takes its block of examples
+thread :data:`FORWARD_ROWS` examples or more (and the BLAS is MKL, on whose
+products it measured faster: ``numba_ops.FORWARD_BY_ROWS``), it runs in one
+region of its own (:func:`forward_region`): each thread takes its block of examples
 through every layer, products and all, and then the likelihood's loss and
 gradient of those examples while they are still in its cache. A smaller
 batch shares each large product between the threads instead, as the
@@ -130,12 +131,12 @@ DATA_PARALLEL_ROWS = 256
 #: A batch with at least this many examples for each thread of Numba's pool
 #: runs :func:`mlp_step`'s forward pass and likelihood data-parallel
 #: (:func:`forward_region`; the choice is made in
-#: :func:`numpyvae.fast.numba_ops.mlp_step`). Timed against the forward pass
-#: with shared products (the default VAE with Adam, interleaved, in one
-#: process, on an Intel CPU with MKL): faster at 64 and 80 examples per
-#: thread, on two cores, beside a busy process and on one core; even at 32
-#: and at 128; slower at 16, where each thread's products are too thin, and
-#: a little slower at 100.
+#: :func:`numpyvae.fast.numba_ops.mlp_step`, with MKL only). Timed against the
+#: forward pass with shared products (the default VAE with Adam, interleaved,
+#: in one process, on an Intel CPU with MKL): faster at 64 and 80 examples
+#: per thread on two cores and on one thread, about even beside a busy
+#: process; even at 32 and at 128; slower at 16, where each thread's products
+#: are too thin, and a little slower at 100.
 FORWARD_ROWS = 64
 #: Elements summed (and stepped) at a time in :func:`reduce_and_step`.
 REDUCE_CHUNK = 4096
