@@ -275,6 +275,20 @@ def test_gemm_kernels_compute_alpha_ab_plus_beta_c_for_any_layout(m, k, n, dtype
         assert_close(c, expected, f"{kernel} {la} {lb} {lc}")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_takes_python_floats_for_alpha_and_beta_and_refuses_mixed_dtypes(dtype):
+    # BLAS reads alpha and beta at its own width: a Python float (float64) handed to
+    # sgemm as it is would be read as another number, and the product come out wrong.
+    rng = np.random.default_rng(3)
+    a, b = rng.random((5, 7)).astype(dtype), rng.random((7, 3)).astype(dtype)
+    c = np.ones((5, 3), dtype)
+    NB.gemm_blas(2.0, a, b, 0.5, c, N._GEMM[np.dtype(dtype)])
+    assert_close(c, (2 * (a.astype(np.float64) @ b) + 0.5).astype(dtype))
+    other = a.astype(np.float64 if dtype == "float32" else np.float32)
+    with pytest.raises(ValueError, match="one float dtype"):
+        NB.gemm_blas(1.0, other, b, 0.0, c, N._GEMM[np.dtype(dtype)])
+
+
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40, 400, 784])
 @pytest.mark.parametrize("tasks", [1, 2, 3, 8])
 def test_blocks_partition_a_range_into_aligned_pieces(n, tasks):

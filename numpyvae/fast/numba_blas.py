@@ -197,8 +197,14 @@ def gemm_blas(alpha, a, b, beta, c, blas):
     BLAS is column-major, and a row-major matrix is, to BLAS, its own
     transpose; so a row-major
     ``c = a b`` is handed over as ``c.T = b.T a.T``, and a transposed view
-    costs a flag, not a copy.
+    costs a flag, not a copy. ``alpha`` and ``beta`` are taken in ``c``'s float
+    type (BLAS reads them at its own width: a float64 given to ``sgemm`` would
+    be read as another number).
     """
+    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
+        raise ValueError("gemm_blas: a, b and c must have one float dtype, the one blas is for")
+    T = c.dtype.type
+    alpha, beta = T(alpha), T(beta)
     M, K = a.shape
     N = b.shape[1]
     oa, lda = blas_layout(a)
