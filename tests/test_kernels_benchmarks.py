@@ -76,3 +76,14 @@ def test_core_share_benchmark_runs_and_reports_the_cores_granted(tmp_path):
         for k in map(str, payload["threads"]):
             r = payload[label][k]
             assert r["samples_per_s"] > 0 and 0 < r["cores_min"] <= r["cores"] <= r["cores_max"]
+
+
+def test_the_forward_pass_by_rows_benchmark_runs_and_both_passes_give_one_loss(tmp_path):
+    env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_forward_rows.py"), "--quick"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads((tmp_path / "forward_rows.json").read_text())
+    result = payload["results"]["128"]
+    assert payload["quick"] is True and result["same_loss"] is True
+    assert all(rate > 0 for rate in result["samples_per_s"].values())

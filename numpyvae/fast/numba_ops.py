@@ -172,9 +172,9 @@ _GEMM, _BLAS_THREADS = NB.GEMM, NB.THREAD_SWITCH
 BLAS = NB.BLAS
 #: Whether the one-call step may take its forward pass with each thread on its own
 #: block of examples (:data:`numba_step.FORWARD_ROWS`): with MKL it measured faster
-#: than sharing each product between the threads, with OpenBLAS slower (the two
-#: timed in turn in one process, on an Intel CPU; the other vendors' CPUs run
-#: OpenBLAS, see :mod:`numpyvae.fast.numba_blas`).
+#: than sharing each product between the threads, with OpenBLAS no faster or slower
+#: (``benchmarks/bench_forward_rows.py``, on an Intel CPU; the other vendors' CPUs
+#: run OpenBLAS, see :mod:`numpyvae.fast.numba_blas`).
 FORWARD_BY_ROWS = BLAS.startswith("Intel MKL")
 
 

@@ -132,11 +132,11 @@ DATA_PARALLEL_ROWS = 256
 #: runs :func:`mlp_step`'s forward pass and likelihood data-parallel
 #: (:func:`forward_region`; the choice is made in
 #: :func:`numpyvae.fast.numba_ops.mlp_step`, with MKL only). Timed against the
-#: forward pass with shared products (the default VAE with Adam, interleaved,
-#: in one process, on an Intel CPU with MKL): faster at 64 and 80 examples
-#: per thread on two cores and on one thread, about even beside a busy
-#: process; even at 32 and at 128; slower at 16, where each thread's products
-#: are too thin, and a little slower at 100.
+#: forward pass with shared products by ``benchmarks/bench_forward_rows.py``
+#: (the default VAE, the two in turn in one process, on an Intel CPU with
+#: MKL): faster at 64 examples per thread, about even from 80 to 128 and
+#: beside a busy process, slower at 16, where each thread's products are too
+#: thin.
 FORWARD_ROWS = 64
 #: Elements summed (and stepped) at a time in :func:`reduce_and_step`.
 REDUCE_CHUNK = 4096
