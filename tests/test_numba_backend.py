@@ -495,6 +495,44 @@ def test_vectorised_exp_and_log1p_are_accurate_to_a_few_ulp(jitted):
     assert_close(N.bernoulli_nll(logits, target), R.bernoulli_nll(logits, target))
 
 
+@numba.njit
+def _exp_and_expm1(x, out_exp, out_expm1):
+    for i in range(x.shape[0]):
+        out_exp[i] = M.exp_any(x[i], x.dtype.type)
+        out_expm1[i] = M.expm1_given_exp(x[i], out_exp[i], x.dtype.type)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_and_expm1_of_either_sign_are_accurate_to_a_few_ulp(dtype):
+    # The latent layer's sigma = exp(logvar / 2) and (e^logvar - 1) / 2 by these
+    # polynomials: across the whole float range, at its ends, and near zero,
+    # where exp(x) - 1 would lose every digit that expm1 keeps (expm1 from the
+    # polynomial exp, as the kernels call it).
+    T = np.dtype(dtype).type
+    rng = np.random.default_rng(0)
+    top = np.log(np.finfo(dtype).max)
+    x = np.concatenate([
+        rng.uniform(-800, 800, 20_000), rng.uniform(-1, 1, 20_000), rng.uniform(-1e-6, 1e-6, 2_000),
+        np.linspace(top - 1, top + 1, 1001), np.linspace(-110, -80, 1001),
+        np.linspace(-750, -700, 1001), [0.0, -0.0, 0.5, -0.5, np.inf, -np.inf, np.nan],
+    ]).astype(dtype)
+    got_exp, got_expm1 = np.empty_like(x), np.empty_like(x)
+    _exp_and_expm1(x, got_exp, got_expm1)
+    with np.errstate(over="ignore"):
+        for got, want, ulps in ((got_exp, np.exp(x.astype(np.float64)), 2),
+                                (got_expm1, np.expm1(x.astype(np.float64)), 4)):
+            want_t = want.astype(dtype)
+            finite = np.isfinite(want_t) & (np.abs(want_t) >= np.finfo(dtype).tiny)
+            err = np.abs(got[finite].astype(np.float64) - want[finite])
+            assert np.max(err / np.spacing(np.abs(want_t[finite])).astype(np.float64)) <= ulps
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want_t))  # the same overflow
+            assert np.isnan(got[-1])
+            subnormal = np.isfinite(want_t) & (np.abs(want_t) < np.finfo(dtype).tiny)
+            gap = np.abs(got[subnormal] - want_t[subnormal])
+            assert np.all(gap <= 2 * np.finfo(dtype).smallest_subnormal)
+    assert got_expm1[x == 0].tolist() == [0, 0] and T(got_expm1[x == -np.inf][0]) == -1
+
+
 # --------------------------------------------------------------------------
 # Optimizer updates
 # --------------------------------------------------------------------------

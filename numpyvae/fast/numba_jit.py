@@ -22,8 +22,8 @@ through in a debugger (slowly).
   instead of raising; the check for it would also stop loops from vectorising.
 * No ``fastmath``: exp and log stay exact to the last bit or two. The
   exceptions are named where they are made (:func:`.numba_math.reassoc_add`,
-  and ``contract`` for the polynomials of :func:`.numba_math.exp_neg` and
-  :func:`.numba_math.log1p_small`).
+  and ``contract`` for the polynomials of :mod:`.numba_math`: exp, expm1 and
+  log1p).
 """
 
 from __future__ import annotations

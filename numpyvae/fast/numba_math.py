@@ -7,7 +7,9 @@ of what they compute are in :mod:`numpyvae.ops`; here is how
 each is computed stably and fast:
 
 * :func:`exp_neg` and :func:`log1p_small`: ``exp(-a)`` and ``log(1 + e)`` as
-  polynomials the compiler can vectorise;
+  polynomials the compiler can vectorise; :func:`exp_any` and
+  :func:`expm1_given_exp`, ``exp(x)`` and ``exp(x) - 1`` of either sign, the
+  same way (the latent layer's ``sigma = exp(logvar / 2)`` and KL gradient);
 * :func:`sigmoid_given_exp` and :func:`softplus_given_exp`: the logistic
   function and ``log(1 + e^v)`` from one ``e = exp(-|v|)``, never overflowing;
 * :func:`bernoulli_nll_term`: one pixel's binary cross-entropy with logits;
@@ -102,6 +104,85 @@ def exp_neg(a, T):
     return e if a <= amax else T(0)
 
 
+def exp_any(x, T):
+    """``exp(x)`` for any ``x`` in type ``T``: inf above the float range, 0 far below, nan for nan.
+
+    The same reduction and series as :func:`exp_neg`, for either sign: ``x =
+    n ln2 + r``, ``exp(x) = 2**n exp(r)``. ``2**n`` is applied as two
+    halves, ``2**(n//2) * 2**(n - n//2)``, so that a result near the top of
+    the range or in the subnormal range (where ``2**n`` alone would not be a
+    float) comes out right. ``x`` is clamped to where ``exp`` is neither inf
+    nor 0 before the reduction, and the ends are put back after it.
+    """
+    if np.finfo(T).bits == 32:
+        lo, hi = T(-104.0), T(88.72283)
+    else:
+        lo, hi = T(-745.2), T(709.782712893384)
+    xc = min(max(x, lo), hi)
+    n = np.floor(xc * T(1.4426950408889634) + T(0.5))
+    r = (xc - n * T(0.693359375)) - n * T(-2.1219444005469058277e-4)
+    if np.finfo(T).bits == 32:
+        p = T(1 / 5040)
+    else:
+        p = T(1 / 479001600)
+        p = p * r + T(1 / 39916800)
+        p = p * r + T(1 / 3628800)
+        p = p * r + T(1 / 362880)
+        p = p * r + T(1 / 40320)
+        p = p * r + T(1 / 5040)
+    p = p * r + T(1 / 720)
+    p = p * r + T(1 / 120)
+    p = p * r + T(1 / 24)
+    p = p * r + T(1 / 6)
+    p = p * r + T(0.5)
+    p = p * r + T(1)
+    p = p * r + T(1)
+    k = int(n)
+    half = k // 2
+    e = p * pow2(half, T) * pow2(k - half, T)
+    if x != x:
+        return x
+    if x > hi:
+        return T(np.inf)
+    return e if x >= lo else T(0)
+
+
+def expm1_given_exp(x, e, T):
+    """``exp(x) - 1`` in type ``T`` given ``e = exp(x)``, exact near 0 (where ``e - 1`` is not).
+
+    For ``|x| <= 1/2``, ``x (1 + x/2! + x**2/3! + ...)`` by its series, to
+    ``x**16/16!`` in float64 and ``x**10/10!`` in float32 (the first term
+    left out is below a tenth of the rounding); beyond, ``e - 1``, whose
+    subtraction loses less than a bit there. Both are computed and one is
+    kept: a branch would stop the loop around it from being vectorised. The
+    caller passes ``e`` because it usually has it (``sigma * sigma`` in the
+    latent layer), and a function holding both this series and
+    :func:`exp_any` grew too large for the compiler to inline into a loop.
+    """
+    if np.finfo(T).bits == 32:
+        q = T(1 / 39916800)
+    else:
+        q = T(1 / 355687428096000)
+        q = q * x + T(1 / 20922789888000)
+        q = q * x + T(1 / 1307674368000)
+        q = q * x + T(1 / 87178291200)
+        q = q * x + T(1 / 6227020800)
+        q = q * x + T(1 / 479001600)
+        q = q * x + T(1 / 39916800)
+    q = q * x + T(1 / 3628800)
+    q = q * x + T(1 / 362880)
+    q = q * x + T(1 / 40320)
+    q = q * x + T(1 / 5040)
+    q = q * x + T(1 / 720)
+    q = q * x + T(1 / 120)
+    q = q * x + T(1 / 24)
+    q = q * x + T(1 / 6)
+    q = q * x + T(0.5)
+    q = q * x + T(1)
+    near_zero = q * x
+    return near_zero if abs(x) <= T(0.5) else e - T(1)
+
+
 def log1p_small(e, T):
     """``log(1 + e)`` for ``0 <= e <= 1`` in type ``T``.
 
@@ -171,9 +252,12 @@ def kl_term(mu, lv, var, T):
     return T(0.5) * (mu * mu + var - T(1) - lv)
 
 
-def kl_grad_logvar(lv, T):
-    """``d KL / d logvar = (e^logvar - 1) / 2``, by ``expm1`` (exact near ``logvar = 0``)."""
-    return T(0.5) * math.expm1(lv)
+def kl_grad_logvar(lv, var, T):
+    """``d KL / d logvar = (e^logvar - 1) / 2``, by ``expm1`` (exact near ``logvar = 0``).
+
+    ``var = exp(lv)`` is passed in, as to :func:`kl_term`.
+    """
+    return T(0.5) * expm1_given_exp(lv, var, T)
 
 
 def gaussian_nll_term(r, lv, inv_var, T):
@@ -222,6 +306,8 @@ def flush_subnormal(a, T):
 
 reassoc_add = jit_kernel(reassoc_add, fastmath={"reassoc", "nsz"}, **SERIAL)
 exp_neg = jit_kernel(exp_neg, fastmath={"contract"}, **SERIAL)
+exp_any = jit_kernel(exp_any, fastmath={"contract"}, **SERIAL)
+expm1_given_exp = jit_kernel(expm1_given_exp, fastmath={"contract"}, **SERIAL)
 log1p_small = jit_kernel(log1p_small, fastmath={"contract"}, **SERIAL)
 jit_kernels(globals(), {
     "sigmoid_given_exp": False,

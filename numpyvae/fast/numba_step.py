@@ -309,7 +309,7 @@ def small_layers_backward(params, grads, layers, alphas, n_enc, vae, x, eps, dkl
         db = grads[layer[B_OFF]:layer[B_OFF] + layer[OUT]]
         for j in range(db.shape[0]):
             db[j] = T(0)
-        bias_gradient_block(dy, y, layer[ACT], alphas[k], dy, db, 0, layer[OUT])
+        bias_gradient_block(dy, y, layer[ACT], alphas[k], db, 0, layer[OUT])
         gemm_blas(T(1), inp.T, dy, T(0), view2d(grads, layer[W_OFF], layer[IN], layer[OUT]),
                   blas)
         if k > 0:
@@ -368,13 +368,13 @@ def big_layer_backward(dy, inp, W, y, dW, db, act, alpha, dx, need_dx, params, g
     if act != IDENTITY:
         for t in prange(tasks):
             j0, j1 = block(O, tasks, t)
-            bias_gradient_block(dy, y, act, alpha, dy, db, j0, j1)
+            bias_gradient_block(dy, y, act, alpha, db, j0, j1)
     w_rows = split_rows(I, O, tasks)
     x_rows = split_rows(B, I, tasks)
     for t in prange(tasks):
         j0, j1 = block(O, tasks, t)
         if act == IDENTITY:
-            bias_gradient_block(dy, y, act, alpha, dy, db, j0, j1)
+            bias_gradient_block(dy, y, act, alpha, db, j0, j1)
         if w_rows:
             i0, i1 = block(I, tasks, t)
             c0, c1 = 0, O
