@@ -118,6 +118,10 @@ def warm(tmp_path_factory):
        conditional=st.booleans())
 @example(iw=5, batch=6, hidden=[1], latent=42989, conv=False, channels=[1, 1],
          conditional=False)  # a wide latent: the importance weights' arrays count
+@example(iw=300, batch=4, hidden=[4000], latent=6, conv=False, channels=[1, 1],
+         conditional=False)  # a wide hidden layer decoding many samples: its temporaries count
+@example(iw=1780, batch=4, hidden=[657], latent=6, conv=False, channels=[1, 1],
+         conditional=False)
 def test_any_sizes_train_or_are_refused_within_the_budget(warm, tmp_path, iw, batch, hidden,
                                                           latent, conv, channels, conditional):
     data = tmp_path / "d.npz"
