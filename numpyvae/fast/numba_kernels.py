@@ -405,7 +405,8 @@ def latent_forward(h, eps, z, kl):
 
     ``mu = h[:, :L]``, ``logvar = h[:, L:]``; ``sigma = exp(logvar / 2)`` is
     computed once and serves both: ``z = mu + sigma eps`` and, in the KL,
-    ``exp(logvar) = sigma**2``.
+    ``exp(logvar) = sigma**2``. The KL's sum over dimensions is a row sum
+    (:func:`~numpyvae.fast.numba_math.reassoc_add`), so the loop vectorises.
     """
     B, L = eps.shape
     T = z.dtype.type
@@ -415,34 +416,38 @@ def latent_forward(h, eps, z, kl):
             mu, lv = h[n, j], h[n, L + j]
             sigma = exp_any(T(0.5) * lv, T)
             z[n, j] = mu + sigma * eps[n, j]
-            s += kl_term(mu, lv, sigma * sigma, T)
+            s = reassoc_add(s, kl_term(mu, lv, sigma * sigma, T))
         kl[n] = s
 
 
 def latent_backward(dz, h, eps, dkl, free_bits, dh):
     """dz, eps: (B, L), h, dh: (B, 2L), dkl: (B,). Both paths into ``mu`` and ``logvar``.
 
-    Reference: ``latent_backward``. Column by column: with free bits, a
-    latent dimension's batch-mean KL decides first whether its KL gradient
-    is kept (``active``), then every row of that column is written.
+    Reference: ``latent_backward``. Row by row, every dimension with its KL
+    gradient (``sigma = exp(logvar / 2)`` serves both paths, as in
+    :func:`latent_forward`). Then, with free bits, each latent dimension
+    whose batch-mean KL is not above them is written again without it.
     """
     B, L = eps.shape
     T = dh.dtype.type
+    for n in range(B):
+        for j in range(L):
+            mu, lv = h[n, j], h[n, L + j]
+            sigma = exp_any(T(0.5) * lv, T)
+            dh[n, j] = dz[n, j] + dkl[n] * mu
+            through_z = T(0.5) * dz[n, j] * eps[n, j] * sigma
+            dh[n, L + j] = through_z + dkl[n] * kl_grad_logvar(lv, sigma * sigma, T)
     free_bits = T(free_bits)
-    for j in range(L):
-        active = T(1)
-        if free_bits > T(0):
+    if free_bits > T(0):
+        for j in range(L):
             s = T(0)
             for n in range(B):
                 mu, lv = h[n, j], h[n, L + j]
                 s += kl_term(mu, lv, exp_any(lv, T), T)
-            active = T(1) if s / T(B) > free_bits else T(0)
-        for n in range(B):
-            mu, lv = h[n, j], h[n, L + j]
-            dh[n, j] = dz[n, j] + dkl[n] * mu * active
-            sigma = exp_any(T(0.5) * lv, T)
-            through_z = T(0.5) * dz[n, j] * eps[n, j] * sigma
-            dh[n, L + j] = through_z + dkl[n] * kl_grad_logvar(lv, sigma * sigma, T) * active
+            if not s / T(B) > free_bits:  # the KL gradient of this dimension is dropped
+                for n in range(B):
+                    dh[n, j] = dz[n, j]
+                    dh[n, L + j] = T(0.5) * dz[n, j] * eps[n, j] * exp_any(T(0.5) * h[n, L + j], T)
 
 
 def kl_per_dimension(mu, logvar, out):
