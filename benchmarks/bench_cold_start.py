@@ -120,7 +120,7 @@ def run(python=None, quick=False, verbose=True):
     say = print if verbose else (lambda *a, **k: None)
     python = python or sys.executable
     names = ["train", "gradcheck"] if quick else list(COMMANDS)
-    payload = {"benchmark": "cold start", "python": python, "quick": quick,
+    payload = {"benchmark": "cold start", "python": common.interpreter(python), "quick": quick,
                "machine": common.machine(), "commands": {}}
     with tempfile.TemporaryDirectory(prefix="numpyvae-cold-") as tmp:
         for name in names:

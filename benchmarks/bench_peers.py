@@ -378,8 +378,8 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, 
               "rounds": rounds, "block_seconds": block, "implementations": impls,
               "skipped": skipped, "validation": {}, "idle": {}, "contended": {},
               "one_core": {}, "regression": {}, "peak_rss_mib": {}, "installs": {},
-              "numpyvae_python": OURS_PYTHON or sys.executable, "peers_only": peers_only,
-              "second_python": SECOND_PYTHON}
+              "numpyvae_python": common.interpreter(OURS_PYTHON or sys.executable),
+              "peers_only": peers_only, "second_python": common.interpreter(SECOND_PYTHON)}
 
     def checkpoint():  # every group's figures are kept as soon as they are measured
         result["summary"] = summarise(result)
@@ -424,6 +424,8 @@ def run(data_dir=None, quick=False, baseline=BASELINE, verbose=True, save=None, 
 
 def idle_group(result, impls, batch, files, rounds, block, pause, quick, say):
     """Validate and time every implementation at ``batch``; at 128 also under contention."""
+    import common
+
     say(f"batch {batch}, float32, idle")
     specs = [{"impl": i, "batch": batch} for i in impls]
     if OURS in impls and mkl_installed():  # and beside it, the same on NumPy's OpenBLAS
@@ -438,7 +440,9 @@ def idle_group(result, impls, batch, files, rounds, block, pause, quick, say):
         result["validation"][str(batch)] = report
         timed = [w for w in workers if report.get(w.label, {}).get("passed")]
         for w in timed:  # what each row ran on, asked after its first steps
-            result["installs"][w.label] = w.ask("install")
+            install = w.ask("install") or {}
+            install["python"] = common.interpreter(install.get("python"))
+            result["installs"][w.label] = install
         result["idle"][str(batch)] = measure(timed, rounds, block, pause, say)
         if batch != 128:
             return

@@ -147,6 +147,21 @@ def matmul_peak(dtype="float32", sizes=(512, 1024, 2048), repeats=5):
     return best
 
 
+def interpreter(executable=None) -> str | None:
+    """An interpreter as a results file records it: in which kind of install, not where.
+
+    ``"venv: bin/python"`` for one inside a virtual environment (its
+    ``pyvenv.cfg`` one folder above ``bin``), ``"python3.11"`` for another;
+    never the path, which names a particular machine's folders.
+    """
+    if executable is None:
+        return None
+    path = Path(executable)
+    if (path.parent.parent / "pyvenv.cfg").is_file():
+        return f"venv: {path.parent.name}/{path.name}"
+    return path.name
+
+
 def machine() -> dict:
     """Where the numbers were measured."""
     import numba

@@ -513,3 +513,22 @@ def test_the_quick_start_install_spread_is_its_three_runs():
         if not (rounds_to(low, min(measured)) and rounds_to(high, max(measured))):
             wrong.append(f"{low}–{high} against {min(measured):.4g}–{max(measured):.4g}")
     assert not wrong, wrong
+
+
+def test_no_results_file_names_a_folder_of_the_machine_it_ran_on():
+    # A results file says which kind of install ran (a venv, its bin/python),
+    # never where it was on the machine that measured it.
+    def strings(value, where):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from strings(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from strings(item, f"{where}[{i}]")
+        elif isinstance(value, str):
+            yield where, value
+
+    paths = [f"{where}: {text}" for file in sorted(RESULTS.glob("*.json"))
+             for where, text in strings(json.loads(file.read_text()), file.name)
+             if text.startswith(("/", "~")) or re.match(r"[A-Za-z]:\\", text)]
+    assert not paths, paths
