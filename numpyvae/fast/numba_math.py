@@ -10,6 +10,7 @@ each is computed stably and fast:
   polynomials the compiler can vectorise; :func:`exp_any` and
   :func:`expm1_given_exp`, ``exp(x)`` and ``exp(x) - 1`` of either sign, the
   same way (the latent layer's ``sigma = exp(logvar / 2)`` and KL gradient);
+  both exponentials end in the one series, :func:`exp_series`;
 * :func:`sigmoid_given_exp` and :func:`softplus_given_exp`: the logistic
   function and ``log(1 + e^v)`` from one ``e = exp(-|v|)``, never overflowing;
 * :func:`bernoulli_nll_term`: one pixel's binary cross-entropy with logits;
@@ -69,21 +70,8 @@ def reassoc_add(a, b):
     return a + b
 
 
-def exp_neg(a, T):
-    """``exp(-a)`` for ``a >= 0`` in type ``T`` (0 once the result is below the normal range).
-
-    Write ``a = n ln2 - r`` with ``n`` an integer and ``|r| <= ln2 / 2``: then
-    ``exp(-a) = 2**-n * exp(r)``. ``ln2`` is split into a head with few bits
-    (so ``n * head`` is exact) and a tail (Cody & Waite), and ``exp(r)`` is
-    its Taylor series: to ``r**12 / 12!`` in float64 (the first term left
-    out is below 2e-16 of the sum), to ``r**7 / 7!`` in float32 (below 6e-9,
-    a tenth of float32's rounding; a shorter series for the same accuracy
-    runs the float32 kernels faster: ``benchmarks/bench_kernels.py``).
-    """
-    amax = T(87.0) if np.finfo(T).bits == 32 else T(708.0)  # exp(-amax) is still normal
-    ac = min(a, amax)
-    n = np.floor(ac * T(1.4426950408889634) + T(0.5))  # np.floor keeps the type T
-    r = (n * T(0.693359375) - ac) + n * T(-2.1219444005469058277e-4)
+def exp_series(r, T):
+    """``exp(r)``, ``|r| <= ln2 / 2``, in type ``T``: the series :func:`exp_neg` describes."""
     if np.finfo(T).bits == 32:
         p = T(1 / 5040)
     else:
@@ -100,7 +88,25 @@ def exp_neg(a, T):
     p = p * r + T(0.5)
     p = p * r + T(1)
     p = p * r + T(1)
-    e = p * pow2(-int(n), T)
+    return p
+
+
+def exp_neg(a, T):
+    """``exp(-a)`` for ``a >= 0`` in type ``T`` (0 once the result is below the normal range).
+
+    Write ``a = n ln2 - r`` with ``n`` an integer and ``|r| <= ln2 / 2``: then
+    ``exp(-a) = 2**-n * exp(r)``. ``ln2`` is split into a head with few bits
+    (so ``n * head`` is exact) and a tail (Cody & Waite), and ``exp(r)`` is
+    its Taylor series: to ``r**12 / 12!`` in float64 (the first term left
+    out is below 2e-16 of the sum), to ``r**7 / 7!`` in float32 (below 6e-9,
+    a tenth of float32's rounding; a shorter series for the same accuracy
+    runs the float32 kernels faster: ``benchmarks/bench_kernels.py``).
+    """
+    amax = T(87.0) if np.finfo(T).bits == 32 else T(708.0)  # exp(-amax) is still normal
+    ac = min(a, amax)
+    n = np.floor(ac * T(1.4426950408889634) + T(0.5))  # np.floor keeps the type T
+    r = (n * T(0.693359375) - ac) + n * T(-2.1219444005469058277e-4)
+    e = exp_series(r, T) * pow2(-int(n), T)
     return e if a <= amax else T(0)
 
 
@@ -121,25 +127,9 @@ def exp_any(x, T):
     xc = min(max(x, lo), hi)
     n = np.floor(xc * T(1.4426950408889634) + T(0.5))
     r = (xc - n * T(0.693359375)) - n * T(-2.1219444005469058277e-4)
-    if np.finfo(T).bits == 32:
-        p = T(1 / 5040)
-    else:
-        p = T(1 / 479001600)
-        p = p * r + T(1 / 39916800)
-        p = p * r + T(1 / 3628800)
-        p = p * r + T(1 / 362880)
-        p = p * r + T(1 / 40320)
-        p = p * r + T(1 / 5040)
-    p = p * r + T(1 / 720)
-    p = p * r + T(1 / 120)
-    p = p * r + T(1 / 24)
-    p = p * r + T(1 / 6)
-    p = p * r + T(0.5)
-    p = p * r + T(1)
-    p = p * r + T(1)
     k = int(n)
     half = k // 2
-    e = p * pow2(half, T) * pow2(k - half, T)
+    e = exp_series(r, T) * pow2(half, T) * pow2(k - half, T)
     if x != x:
         return x
     if x > hi:
@@ -305,6 +295,7 @@ def flush_subnormal(a, T):
 
 
 reassoc_add = jit_kernel(reassoc_add, fastmath={"reassoc", "nsz"}, **SERIAL)
+exp_series = jit_kernel(exp_series, fastmath={"contract"}, **SERIAL)
 exp_neg = jit_kernel(exp_neg, fastmath={"contract"}, **SERIAL)
 exp_any = jit_kernel(exp_any, fastmath={"contract"}, **SERIAL)
 expm1_given_exp = jit_kernel(expm1_given_exp, fastmath={"contract"}, **SERIAL)
