@@ -65,13 +65,19 @@ def test_quick_benchmark_run_compares_with_the_peers(quick_run):
     assert (quick_run / "summary.md").read_text().count("numpyvae ÷ best peer") == 1
 
 
-def test_core_share_benchmark_runs_and_reports_the_cores_granted(tmp_path):
+def quick_benchmark(script, tmp_path):
+    """Run ``benchmarks/<script>.py --quick`` into ``tmp_path``: its results file, read."""
     env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path)}
-    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_core_share.py"), "--quick"],
+    out = subprocess.run([sys.executable, str(BENCHMARKS / f"bench_{script}.py"), "--quick"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    payload = json.loads((tmp_path / "core_share.json").read_text())
+    payload = json.loads((tmp_path / f"{script}.json").read_text())
     assert payload["quick"] is True
+    return payload
+
+
+def test_core_share_benchmark_runs_and_reports_the_cores_granted(tmp_path):
+    payload = quick_benchmark("core_share", tmp_path)
     for label in ("idle", "1 competing process"):
         for k in map(str, payload["threads"]):
             r = payload[label][k]
@@ -79,11 +85,12 @@ def test_core_share_benchmark_runs_and_reports_the_cores_granted(tmp_path):
 
 
 def test_the_forward_pass_by_rows_benchmark_runs_and_both_passes_give_one_loss(tmp_path):
-    env = {**os.environ, "NUMPYVAE_BENCH_RESULTS": str(tmp_path)}
-    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_forward_rows.py"), "--quick"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    payload = json.loads((tmp_path / "forward_rows.json").read_text())
-    result = payload["results"]["128"]
-    assert payload["quick"] is True and result["same_loss"] is True
+    result = quick_benchmark("forward_rows", tmp_path)["results"]["128"]
+    assert result["same_loss"] is True
+    assert all(rate > 0 for rate in result["samples_per_s"].values())
+
+
+def test_the_whole_products_benchmark_runs_and_both_paths_give_the_same_bits(tmp_path):
+    result = quick_benchmark("whole_products", tmp_path)["results"]["128"]
+    assert result["same_bits"] is True
     assert all(rate > 0 for rate in result["samples_per_s"].values())

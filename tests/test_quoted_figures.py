@@ -546,3 +546,19 @@ def test_no_results_file_names_a_folder_of_the_machine_it_ran_on():
              for where, text in strings(json.loads(file.read_text()), file.name)
              if text.startswith(("/", "~")) or re.match(r"[A-Za-z]:\\", text)]
     assert not paths, paths
+
+
+def test_the_whole_products_figures_are_bench_whole_products_results():
+    mkl, openblas = (results(name)["results"] for name in ("whole_products",
+                                                            "whole_products_openblas"))
+    F = r"([\d.]+)"
+    figures = says(rf"Quick start's venv\): {F}× at batch 128 with MKL \(quartiles {F}–{F}\), "
+                   rf"{F}× with OpenBLAS \({F}–{F}\); at batch 32 {F}× and {F}×, at 256 "
+                   rf"{F}× and {F}×; the same bits after the first step in every case")
+    measured = [mkl["128"]["ratio_median"], *mkl["128"]["ratio_quartiles"],
+                openblas["128"]["ratio_median"], *openblas["128"]["ratio_quartiles"],
+                mkl["32"]["ratio_median"], openblas["32"]["ratio_median"],
+                mkl["256"]["ratio_median"], openblas["256"]["ratio_median"]]
+    check(list(zip(figures, measured, [f"figure {i}" for i in range(len(measured))],
+                   strict=True)))
+    assert all(r["same_bits"] for run in (mkl, openblas) for r in run.values())

@@ -17,6 +17,7 @@ import numba  # noqa: E402
 
 from numpyvae import CVAE, VAE, Adam, train_step  # noqa: E402
 from numpyvae.convnet import conv_vae  # noqa: E402
+from numpyvae.fast import whole_products  # noqa: E402
 from numpyvae.fast.threads import ThreadChooser, chooser_of, step_threads  # noqa: E402
 
 MOST = numba.config.NUMBA_NUM_THREADS
@@ -42,20 +43,30 @@ def _train(make, k, monkeypatch, labels=False, batches=(9, 48, 8, 9)):
 
 
 @pytest.mark.skipif(MOST < 2, reason="needs two usable CPUs to compare thread counts")
-@pytest.mark.parametrize("which", ["mlp", "mlp 784-32-4", "mlp 784-400-8", "conv", "cvae"])
+@pytest.mark.parametrize("which", ["mlp", "mlp 784-32-4", "mlp 784-400-8",
+                                   "mlp 784-400-8, a data-parallel batch", "conv", "cvae"])
 def test_one_thread_and_every_thread_train_to_the_same_bits(which, monkeypatch):
+    # On one thread the one-call step may run its products whole
+    # (numpyvae.fast.whole_products), but only where that gave the same bits:
+    # a data-parallel batch, whose blocks' gradients are summed, is one it checks.
+    monkeypatch.setattr(whole_products, "_SAME_BITS", {})
+    default = lambda: VAE(784, (400,), 8, backend="numba", dtype="float32", seed=1)  # noqa: E731
     make = {
         "mlp": lambda: VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1),
         "mlp 784-32-4": lambda: VAE(784, (32,), 4, backend="numba", dtype="float32", seed=1),
-        "mlp 784-400-8": lambda: VAE(784, (400,), 8, backend="numba", dtype="float32", seed=1),
+        "mlp 784-400-8": default,
+        "mlp 784-400-8, a data-parallel batch": default,
         "conv": lambda: conv_vae((8, 8), 3, (2, 3), seed=1, backend="numba", dtype="float32"),
         "cvae": lambda: CVAE(10, num_classes=3, hidden_dims=(7,), latent_dim=3,
                              backend="numba", dtype="float32", seed=1),
     }[which]
-    one = _train(make, 1, monkeypatch, labels=which == "cvae")
-    every = _train(make, MOST, monkeypatch, labels=which == "cvae")
+    batches = (260 * MOST, 48, 260 * MOST) if "data-parallel" in which else (9, 48, 8, 9)
+    one = _train(make, 1, monkeypatch, labels=which == "cvae", batches=batches)
+    every = _train(make, MOST, monkeypatch, labels=which == "cvae", batches=batches)
     assert one[0] == every[0]
     np.testing.assert_array_equal(one[1], every[1])
+    if which.startswith("mlp"):  # each batch size's one-thread step was checked, once
+        assert len(whole_products._SAME_BITS) == len(set(batches))
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -86,6 +86,7 @@ from . import numba_blas as NB  # noqa: E402
 from . import numba_kernels as K  # noqa: E402
 from . import numba_step as S  # noqa: E402
 from .buffers import ThreadLocalBuffers, out_or_empty  # noqa: E402
+from .whole_products import step_on_one_thread  # noqa: E402
 
 if numba.get_num_threads() > usable_cpus():  # Numba was imported (and sized) before us
     numba.set_num_threads(usable_cpus())
@@ -185,7 +186,9 @@ def _tasks():
     training step is timed on one and on all): the blocks are the same
     whatever the thread count, so every BLAS call and every sum is the same
     and the results do not change by a bit (``tests/test_threads.py``).
-    Fewer threads take several blocks each.
+    Fewer threads take several blocks each; the one-call step on one thread
+    runs its products whole instead, where a check of its first such step
+    found the same bits (:mod:`numpyvae.fast.whole_products`).
     """
     return numba.config.NUMBA_NUM_THREADS
 
@@ -588,7 +591,9 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     through the whole step, the blocks' gradients summed before Adam; with
     MKL (:data:`FORWARD_BY_ROWS`), one of at least
     :data:`numba_step.FORWARD_ROWS` per thread runs its forward pass and
-    likelihood that way (:func:`numba_step.forward_region`).
+    likelihood that way (:func:`numba_step.forward_region`). On one thread
+    the step runs every product whole where that gives the blocked step's
+    bits (:func:`~numpyvae.fast.whole_products.step_on_one_thread`).
     """
     if adam is None:
         m = v = params[:0]
@@ -603,13 +608,23 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
     args = (layers, alphas, n_enc, vae, x, eps, dkl, likelihood, logvar, inv_var, logvar_off,
             float(scale), nll, kl, sums, work, pingpong, z_off, m, v, scalars, spans)
     B = x.shape[0]
-    if tasks > 1 and B >= S.DATA_PARALLEL_ROWS * tasks:
-        partials = _work("partial gradients", ((tasks - 1) * params.shape[0],), params.dtype)
-        return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args,
+
+    def run(tasks):
+        if tasks > 1 and B >= S.DATA_PARALLEL_ROWS * tasks:
+            partials = _work("partial gradients", ((tasks - 1) * params.shape[0],),
+                             params.dtype)
+            return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args,
+                                   _GEMM[params.dtype], tasks=tasks))
+        forward_by_rows = FORWARD_BY_ROWS and tasks > 1 and B >= S.FORWARD_ROWS * tasks
+        return bool(_with_blas(S.mlp_step, params, grads, *args, forward_by_rows,
                                _GEMM[params.dtype], tasks=tasks))
-    forward_by_rows = FORWARD_BY_ROWS and tasks > 1 and B >= S.FORWARD_ROWS * tasks
-    return bool(_with_blas(S.mlp_step, params, grads, *args, forward_by_rows,
-                           _GEMM[params.dtype], tasks=tasks))
+
+    if tasks > 1 and numba.get_num_threads() == 1:  # whole products, where the bits agree
+        shape = (x.shape, params.dtype.str, layers.tobytes(), alphas.tobytes(), n_enc, vae,
+                 likelihood, logvar.shape, logvar_off, adam is None)
+        outputs = [params, grads, nll, kl, sums] + ([] if adam is None else [m, v])
+        return step_on_one_thread(run, outputs, shape, tasks)
+    return run(tasks)
 
 
 __all__ = [

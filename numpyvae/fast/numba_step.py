@@ -64,7 +64,9 @@ all, and no thread reads another's activations.
 
 The blocks depend on the shapes and the pool size only, never on how many
 threads run, so the step gives the same bits on one thread or on all
-(``tests/test_threads.py``); it agrees with the per-op path to rounding
+(``tests/test_threads.py``; called on one thread with ``tasks = 1``, every
+product whole, it gives them too where :mod:`numpyvae.fast.whole_products`
+checked it); it agrees with the per-op path to rounding
 (``tests/test_fused_step.py``). The arithmetic of every piece is the
 per-op kernels' own, and their docstrings (and the reference's) derive it.
 

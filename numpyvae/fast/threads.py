@@ -29,8 +29,10 @@ in: one chooser per model, kept as long as the model lives.
 
 The thread count changes the speed, never a bit of the results: each kernel
 gives every output element to one thread, whose arithmetic does not depend
-on how many others there are (the tests train on one and on two threads and
-compare the parameters exactly).
+on how many others there are, and the one-call step on one thread runs its
+products whole only where that was checked to give the same bits
+(:mod:`numpyvae.fast.whole_products`). The tests train on one and on two
+threads and compare the parameters exactly.
 """
 
 from __future__ import annotations
