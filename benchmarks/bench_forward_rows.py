@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 
 import common
 import numpy as np
@@ -34,7 +33,7 @@ BUSY = [sys.executable, "-c", "while True: pass"]
 
 
 def measure(batch, rounds, steps):
-    """Per-round samples/s of each forward pass, and the losses of their first step."""
+    """Samples/s of each forward pass, their per-round ratio, and their first step's losses."""
     from numpyvae import VAE, Adam, train_step
     from numpyvae.fast import numba_ops, numba_step
 
@@ -46,28 +45,24 @@ def measure(batch, rounds, steps):
         model = VAE(common.INPUT, (common.HIDDEN,), common.LATENT, backend="numba", seed=0)
         runs[name] = (model, Adam(model.params, backend="numba"), by_rows)
     saved = numba_ops.FORWARD_BY_ROWS, numba_step.FORWARD_ROWS
-    rates = {name: [] for name in runs}
+
+    def switch(by_rows):
+        numba_ops.FORWARD_BY_ROWS, numba_step.FORWARD_ROWS = by_rows, 1 if by_rows else 10**9
+
+    def step(name, i):
+        model, opt, _ = runs[name]
+        train_step(model, opt, x[i * batch:(i + 1) * batch])
+
     try:
         losses = {}
         for name, (model, opt, by_rows) in runs.items():
-            numba_ops.FORWARD_BY_ROWS, numba_step.FORWARD_ROWS = by_rows, 1 if by_rows else 10**9
+            switch(by_rows)
             losses[name] = train_step(model, opt, x[:batch], eps=eps).loss
-        for r in range(rounds + 2):  # the first two rounds warm up
-            for name, (model, opt, by_rows) in runs.items():
-                numba_ops.FORWARD_BY_ROWS = by_rows
-                numba_step.FORWARD_ROWS = 1 if by_rows else 10**9
-                start = time.perf_counter()
-                for i in range(steps):
-                    train_step(model, opt, x[i * batch:(i + 1) * batch])
-                if r >= 2:
-                    rates[name].append(batch * steps / (time.perf_counter() - start))
+        switches = {name: lambda by_rows=run[2]: switch(by_rows) for name, run in runs.items()}
+        rates = common.paths_in_turn(switches, step, batch, steps, rounds)
     finally:
         numba_ops.FORWARD_BY_ROWS, numba_step.FORWARD_ROWS = saved
-    ratios = np.array(rates["by rows"]) / np.array(rates["shared"])
-    return {"samples_per_s": {k: float(np.median(v)) for k, v in rates.items()},
-            "ratio_median": float(np.median(ratios)),
-            "ratio_quartiles": [float(np.quantile(ratios, q)) for q in (0.25, 0.75)],
-            "rounds": len(ratios), "steps_per_round": steps,
+    return {**common.ratio_of_paths(rates, "by rows", "shared", steps),
             "first_step_losses": losses, "same_loss": losses["shared"] == losses["by rows"]}
 
 

@@ -18,14 +18,13 @@ Run:  python benchmarks/bench_whole_products.py [--batches 32 64 128 256] [--qui
 from __future__ import annotations
 
 import argparse
-import time
 
 import common
 import numpy as np
 
 
 def measure(batch, rounds, steps):
-    """Per-round samples/s of each path on one thread, and whether their first steps agree."""
+    """Samples/s of each path on one thread, their per-round ratio, and whether they agree."""
     from numpyvae import VAE, Adam, train_step
     from numpyvae.fast import numba_ops, whole_products
 
@@ -39,27 +38,24 @@ def measure(batch, rounds, steps):
         model = VAE(common.INPUT, (common.HIDDEN,), common.LATENT, backend="numba", seed=0)
         runs[name] = (model, Adam(model.params, backend="numba"))
     saved = numba_ops.step_on_one_thread
-    rates = {name: [] for name in runs}
+
+    def switch(name):
+        numba_ops.step_on_one_thread = paths[name]
+
+    def step(name, i):
+        model, opt = runs[name]
+        train_step(model, opt, x[i * batch:(i + 1) * batch])
+
     try:
         for name, (model, opt) in runs.items():
-            numba_ops.step_on_one_thread = paths[name]
+            switch(name)
             train_step(model, opt, x[:batch], eps=eps)
         same = bool(np.array_equal(runs["blocks"][0].flat_params, runs["whole"][0].flat_params))
-        for r in range(rounds + 2):  # the first two rounds warm up
-            for name, (model, opt) in runs.items():
-                numba_ops.step_on_one_thread = paths[name]
-                start = time.perf_counter()
-                for i in range(steps):
-                    train_step(model, opt, x[i * batch:(i + 1) * batch])
-                if r >= 2:
-                    rates[name].append(batch * steps / (time.perf_counter() - start))
+        rates = common.paths_in_turn({name: lambda n=name: switch(n) for name in runs}, step,
+                                     batch, steps, rounds)
     finally:
         numba_ops.step_on_one_thread = saved
-    ratios = np.array(rates["whole"]) / np.array(rates["blocks"])
-    return {"samples_per_s": {k: float(np.median(v)) for k, v in rates.items()},
-            "ratio_median": float(np.median(ratios)),
-            "ratio_quartiles": [float(np.quantile(ratios, q)) for q in (0.25, 0.75)],
-            "rounds": len(ratios), "steps_per_round": steps, "same_bits": same}
+    return {**common.ratio_of_paths(rates, "whole", "blocks", steps), "same_bits": same}
 
 
 def main():

@@ -4,6 +4,8 @@
   standard IDX files, binarised at 0.5, or random binary data of the same
   size (60000 x 784) when no folder is given. Never the network.
 * :func:`median_time` — warm-up, then the median of repeats.
+* :func:`paths_in_turn`, :func:`ratio_of_paths` — two ways of taking the
+  same training step, in turn in one process, and the per-round ratio.
 * :func:`step_flops` — matmul FLOPs of one VAE training step.
 * :func:`matmul_peak` — the machine's measured matmul FLOP rate (the
   yardstick for "fraction of the machine").
@@ -126,6 +128,39 @@ def median_time(fn, repeats=7, number=1, warmup=1, min_time=0.0):
             fn()
         times.append((time.perf_counter() - t0) / number)
     return statistics.median(times), times
+
+
+def paths_in_turn(paths, step, batch, steps, rounds, warmup=2):
+    """Samples/s of each path, round by round, the paths taking turns in one process.
+
+    ``paths`` maps a name to a function that switches the process to that
+    path; ``step(name, i)`` then takes training step ``i`` (of ``steps`` a
+    round, of ``batch`` examples each) of that path's own model. The first
+    ``warmup`` rounds are not kept. Returns ``{name: [samples/s of each round]}``.
+    """
+    rates = {name: [] for name in paths}
+    for r in range(rounds + warmup):
+        for name, switch in paths.items():
+            switch()
+            start = time.perf_counter()
+            for i in range(steps):
+                step(name, i)
+            if r >= warmup:
+                rates[name].append(batch * steps / (time.perf_counter() - start))
+    return rates
+
+
+def ratio_of_paths(rates, new, old, steps):
+    """The per-round ratios ``new / old`` of :func:`paths_in_turn`'s rates: median, quartiles.
+
+    Each round's ratio compares two blocks of steps taken one after the
+    other, so the machine's slow drifts fall out of it.
+    """
+    ratios = np.array(rates[new]) / np.array(rates[old])
+    return {"samples_per_s": {k: float(np.median(v)) for k, v in rates.items()},
+            "ratio_median": float(np.median(ratios)),
+            "ratio_quartiles": [float(np.quantile(ratios, q)) for q in (0.25, 0.75)],
+            "rounds": len(ratios), "steps_per_round": steps}
 
 
 def matmul_peak(dtype="float32", sizes=(512, 1024, 2048), repeats=5):
