@@ -5,12 +5,14 @@ into one block per thread of Numba's pool however many threads run it, so
 that the thread count never changes a bit of the results
 (``tests/test_threads.py``): the thread chooser may move a run between one
 thread and two at any step, and a resumed run must follow the same path to
-the bit. On one thread (what the chooser picks beside a busy process, or a
-one-core affinity mask) that costs something: each large product is two
-half-size BLAS calls where one would do, and the forward pass runs in two
-blocks of examples. On the default VAE at batch 128, one thread ran the step
-about 5% faster with every product whole, with Intel MKL and with NumPy's
-OpenBLAS, and about as fast at batch 32 (``benchmarks/bench_whole_products.py``).
+the bit. On one thread of a larger pool (what the chooser picks beside a
+busy process) that costs something: each large product is two half-size
+BLAS calls where one would do, and the forward pass runs in two blocks of
+examples. (Under a one-CPU affinity mask the pool itself is one thread,
+and its one block is the whole product already.) On the default VAE at
+batch 128, one thread ran the step about 5% faster with every product
+whole, with Intel MKL and with NumPy's OpenBLAS, and about as fast at
+batch 32 (``benchmarks/bench_whole_products.py``).
 
 Whether a product cut in two gives the same bits as the whole product is
 the BLAS's business. Each element of ``C = A B`` is a sum over the same
