@@ -58,15 +58,17 @@ KERNELS = {"shared products": "mlp_step", "forward by rows": "mlp_step",
            "data-parallel": "mlp_step_rows"}
 
 
-def _force_kernel(monkeypatch, kernel, forward_by_rows=False):
+def _force_kernel(monkeypatch, kernel, forward_by_rows=False, whole_on_one_thread=False):
     """Make the fused step run ``kernel`` of ``numba_step`` at any batch; the list its calls fill.
 
     ``mlp_step``: each product cut between the threads (with
     ``forward_by_rows``, but in the forward pass, where each thread takes its
     block of the batch); ``mlp_step_rows``: each thread its block of the batch
-    through the whole step.
+    through the whole step. On one thread too, unless ``whole_on_one_thread``
+    lets a one-thread step run its products whole where they gave the same
+    bits (:mod:`numpyvae.fast.whole_products`, its verdicts cleared first).
     """
-    from numpyvae.fast import numba_ops, numba_step
+    from numpyvae.fast import numba_ops, numba_step, whole_products
 
     parallel = kernel == "mlp_step_rows"
     if (parallel or forward_by_rows) and numba.config.NUMBA_NUM_THREADS < 2:
@@ -74,10 +76,14 @@ def _force_kernel(monkeypatch, kernel, forward_by_rows=False):
     monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if parallel else 10**9)
     monkeypatch.setattr(numba_step, "FORWARD_ROWS", 1 if forward_by_rows else 10**9)
     monkeypatch.setattr(numba_ops, "FORWARD_BY_ROWS", forward_by_rows)  # whatever the BLAS
+    monkeypatch.setattr(whole_products, "_SAME_BITS", {})
+    monkeypatch.setattr(numba_ops, "step_on_one_thread",
+                        whole_products.step_on_one_thread if whole_on_one_thread
+                        else lambda run, outputs, shape, blocks: run(blocks))
     real, calls = getattr(numba_step, kernel), []
 
     def counting(*args):
-        if kernel == "mlp_step":  # the flag before the BLAS and the task count
+        if kernel == "mlp_step" and args[-1] > 1:  # the flag before the BLAS and the task count
             assert args[-3] == forward_by_rows
         calls.append(1)
         return real(*args)
@@ -297,7 +303,14 @@ def test_a_batch_whose_loss_is_not_finite_leaves_the_parameters(backend, kernel,
     assert len(calls) == (1 if kernel else 0)
 
 
-def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch, path):
+@pytest.mark.parametrize("whole", [False, True], ids=["blocks", "whole products on one thread"])
+def test_the_thread_count_changes_no_bit_of_the_results(monkeypatch, path, whole):
+    # With whole products allowed, the first one-thread step checks them
+    # against the forced kernel's bits (a data-parallel step's summed
+    # gradients are not those of the whole products) and keeps them only if equal.
+    if whole:
+        _force_kernel(monkeypatch, KERNELS[path], forward_by_rows=path == "forward by rows",
+                      whole_on_one_thread=True)
     results = []
     for k in (1, numba.config.NUMBA_NUM_THREADS):
         monkeypatch.setattr(ThreadChooser, "pick", lambda self, k=k: k)

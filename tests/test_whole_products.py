@@ -86,3 +86,33 @@ def test_each_shape_is_checked_on_its_own():
     step_on_one_thread(run, outputs, "a", 2)
     step_on_one_thread(run, outputs, "b", 2)
     assert calls == [2, 1, 2, 1]
+
+
+def test_a_verdict_holds_for_the_path_it_was_checked_on(monkeypatch):
+    # The same model and batch size, first with each product shared between
+    # the threads, then data-parallel (whose summed gradients whole products
+    # do not reproduce): the second path is checked on its own, and one
+    # thread gives every thread's bits on it.
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs a pool of two threads")
+    from numpyvae import VAE, Adam, train_step
+    from numpyvae.fast import numba_step
+    from numpyvae.fast.threads import ThreadChooser
+
+    def train(k, data_parallel):
+        monkeypatch.setattr(numba_step, "DATA_PARALLEL_ROWS", 1 if data_parallel else 10**9)
+        monkeypatch.setattr(ThreadChooser, "pick", lambda self: k)
+        model = VAE(10, (7,), 3, backend="numba", dtype="float32", seed=1)
+        opt = Adam(model.params, backend="numba")
+        rng = np.random.default_rng(8)
+        losses = [train_step(model, opt, rng.random((40, 10), dtype=np.float32)).loss
+                  for _ in range(4)]
+        return losses, model.flat_params.copy()
+
+    train(1, data_parallel=False)
+    one = train(1, data_parallel=True)
+    every = train(numba.config.NUMBA_NUM_THREADS, data_parallel=True)
+    assert one[0] == every[0]
+    np.testing.assert_array_equal(one[1], every[1])
+    assert len(whole_products._SAME_BITS) == 2

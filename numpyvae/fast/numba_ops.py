@@ -609,19 +609,27 @@ def mlp_step(params, grads, layers, alphas, n_enc, vae, x, eps, dkl, likelihood,
             float(scale), nll, kl, sums, work, pingpong, z_off, m, v, scalars, spans)
     B = x.shape[0]
 
-    def run(tasks):
+    def path(tasks):
+        """Which way the step goes with its work in ``tasks`` blocks."""
         if tasks > 1 and B >= S.DATA_PARALLEL_ROWS * tasks:
+            return "data-parallel"
+        if FORWARD_BY_ROWS and tasks > 1 and B >= S.FORWARD_ROWS * tasks:
+            return "forward by rows"
+        return "shared products"
+
+    def run(tasks):
+        if path(tasks) == "data-parallel":
             partials = _work("partial gradients", ((tasks - 1) * params.shape[0],),
                              params.dtype)
             return bool(_with_blas(S.mlp_step_rows, params, grads, partials, *args,
                                    _GEMM[params.dtype], tasks=tasks))
-        forward_by_rows = FORWARD_BY_ROWS and tasks > 1 and B >= S.FORWARD_ROWS * tasks
-        return bool(_with_blas(S.mlp_step, params, grads, *args, forward_by_rows,
-                               _GEMM[params.dtype], tasks=tasks))
+        return bool(_with_blas(S.mlp_step, params, grads, *args,
+                               path(tasks) == "forward by rows", _GEMM[params.dtype],
+                               tasks=tasks))
 
     if tasks > 1 and numba.get_num_threads() == 1:  # whole products, where the bits agree
-        shape = (x.shape, params.dtype.str, layers.tobytes(), alphas.tobytes(), n_enc, vae,
-                 likelihood, logvar.shape, logvar_off, adam is None)
+        shape = (path(tasks), x.shape, params.dtype.str, layers.tobytes(), alphas.tobytes(),
+                 n_enc, vae, likelihood, logvar.shape, logvar_off, adam is None)
         outputs = [params, grads, nll, kl, sums] + ([] if adam is None else [m, v])
         return step_on_one_thread(run, outputs, shape, tasks)
     return run(tasks)
