@@ -118,15 +118,20 @@ def run_chooser(chooser, steps, seconds):
     return picks
 
 
+def probe_gaps(picks, best):
+    """Steps from the start of each probe (a run of steps off ``best``) to the next's."""
+    starts = [i for i in range(1, len(picks)) if picks[i] != best and picks[i - 1] == best]
+    return list(np.diff(starts))
+
+
 def test_the_chooser_runs_the_cheaper_count_and_probes_less_after_each_lost_probe():
     chooser = ThreadChooser(2)
-    cost = {1: 1.0, 2: 3.0}  # one thread three times faster: a busy machine
+    cost = {1: 1.0, 2: 1.15}  # one thread a little faster: a busy machine
     picks = run_chooser(chooser, 3000, cost.get)
     assert picks[:2] == [2, 2]  # warm-up on every core, untimed
     assert chooser.best == 1
-    probe_starts = [i for i in range(1, len(picks)) if picks[i] == 2 and picks[i - 1] == 1]
-    gaps = list(np.diff(probe_starts))
-    assert len(probe_starts) >= 4  # still probed, in case the machine goes quiet
+    gaps = probe_gaps(picks, 1)
+    assert len(gaps) >= 4  # still probed, in case the machine goes quiet
     steps = ThreadChooser.PROBE_STEPS - 1  # a probe's own steps, after its first
     assert gaps[:4] == [64 + steps, 128 + steps, 256 + steps, 512 + steps]  # each loss doubles
     assert max(gaps) == ThreadChooser.PROBE_MOST + steps
@@ -139,6 +144,25 @@ def test_the_chooser_runs_the_cheaper_count_and_probes_less_after_each_lost_prob
     assert chooser.best == 2  # found within one longest wait
     assert chooser.interval == ThreadChooser.PROBE_EVERY  # a won probe resets the wait
     assert ThreadChooser(1).pick() == 1
+
+
+@pytest.mark.parametrize("slower", [1.3, 1.7, 2.5])
+def test_a_probe_that_loses_costs_at_most_its_share_of_the_steps_until_the_next(slower):
+    # Idle at a large batch, one thread's step takes 1.7 times two threads'
+    # (beside a busy process, two threads' can take 2.5 times one's): each
+    # lost probe waits long enough that its extra time is at most PROBE_COST
+    # of the steps until the next probe, or PROBE_MOST steps.
+    chooser = ThreadChooser(2)
+    cost = {1: slower, 2: 1.0}
+    picks = run_chooser(chooser, 6000, cost.get)
+    assert chooser.best == 2
+    extra = ThreadChooser.PROBE_STEPS * (slower - 1.0)
+    for gap in probe_gaps(picks, 2):  # each wait after a lost probe
+        assert gap >= 2 * ThreadChooser.PROBE_EVERY
+        assert extra / gap <= ThreadChooser.PROBE_COST or gap >= ThreadChooser.PROBE_MOST
+    lost = sum(cost[k] - 1.0 for k in picks[200:])  # the probes' extra time, once settled
+    assert lost <= max(ThreadChooser.PROBE_COST, extra / ThreadChooser.PROBE_MOST) * 1.05 * (
+        len(picks) - 200) + extra
 
 
 def test_one_fast_step_of_the_other_count_does_not_take_over():

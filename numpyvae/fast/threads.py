@@ -22,7 +22,13 @@ with more threads is chosen only when it is faster by a margin (10%),
 so a busy machine where both run alike gets its core back. A probe that
 loses costs a few slow steps, so the interval between probes doubles after
 each lost probe (from :attr:`ThreadChooser.PROBE_EVERY` up to
-:attr:`ThreadChooser.PROBE_MOST`) and is reset when a probe wins.
+:attr:`ThreadChooser.PROBE_MOST`) and is reset when a probe wins; and it is
+at least long enough that the time lost to a probe is a small share of the
+steps until the next (:attr:`ThreadChooser.PROBE_COST`): at a large batch, on
+an idle machine, one thread's step takes far longer than two threads', and
+frequent probes of it were a visible part of a run's time
+(``benchmarks/bench_chooser.py``). A change of the machine is still answered
+at once, by the slowdown rule below, whatever the interval.
 
 :func:`step_threads` is the ``with`` block a training loop wraps each step
 in: one chooser per model, kept as long as the model lives.
@@ -38,6 +44,7 @@ threads and compare the parameters exactly.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import weakref
 
@@ -61,6 +68,7 @@ class ThreadChooser:
     PROBE_EVERY = 32  # steps between probes of the other count, at first
     PROBE_MOST = 512  # ... doubling after every probe that loses, up to this
     PROBE_STEPS = 3  # steps a probe runs, in a row
+    PROBE_COST = 0.01  # a lost probe's extra time, as a share of the steps until the next one
     WINDOW = 9  # recent steps of the count in use that judge it
     MARGIN = 0.1  # more threads must be this much faster (as a fraction) to be chosen
     SLOWDOWN = 0.3  # the count in use this much slower than at the last probe: probe now
@@ -112,10 +120,23 @@ class ThreadChooser:
         if not self._recent or self._wins(k, probe, _median(self._recent)):
             self.best, self._recent, self._reference = k, [], probe
             self.interval = self.PROBE_EVERY
-        else:  # a lost probe waits twice as long before the next one
-            self._reference = _median(self._recent)
-            self.interval = min(2 * self.interval, self.PROBE_MOST)
+        else:  # a lost probe waits twice as long before the next one, and long enough
+            current = self._reference = _median(self._recent)
+            self.interval = min(max(2 * self.interval, self._paid_for(probe, current)),
+                                self.PROBE_MOST)
         self._next_probe = self.steps + self.interval
+
+    def _paid_for(self, probe: float, current: float) -> int:
+        """Steps of the count in use for which a probe's extra time is :attr:`PROBE_COST`.
+
+        A probe of ``PROBE_STEPS`` steps taking ``probe`` each, where the
+        count in use takes ``current``, costs ``PROBE_STEPS * (probe -
+        current)`` more than running on; spread over ``n`` steps of
+        ``current`` that is the share ``PROBE_STEPS * (probe - current) /
+        (n * current)``, at most :attr:`PROBE_COST` when ``n`` is this.
+        """
+        extra = self.PROBE_STEPS * max(probe - current, 0.0)
+        return math.ceil(extra / (self.PROBE_COST * current)) if current > 0 else 0
 
     def _wins(self, k: int, probe: float, current: float) -> bool:
         """Whether the probe of ``k`` threads (median step ``probe``) beats the count in use.
