@@ -49,9 +49,13 @@ def chooser_for(way, most, busy):
     from numpyvae.fast import threads
 
     class Fixed(threads.ThreadChooser):
+        def __init__(self, most):
+            super().__init__(most)
+            self.best = self.candidates[0 if busy else -1]
+
         def pick(self):
             self.steps += 1
-            return self.candidates[0 if busy else -1]
+            return self.best
 
     class Doubling(threads.ThreadChooser):
         def _paid_for(self, probe, current):

@@ -203,6 +203,28 @@ def test_a_sudden_slowdown_is_answered_at_once_whatever_the_interval():
     assert waited <= 3 * ThreadChooser.WINDOW + ThreadChooser.PROBE_STEPS + 1
 
 
+def test_a_burst_that_ends_when_it_is_noticed_does_not_take_a_thread_away():
+    # Idle, two threads are 1.5 times as fast as one. A burst of another
+    # program's work slows the two-thread steps to one thread's speed for
+    # the two windows the chooser needs to notice it, and ends just then.
+    # The probe of one thread is judged against two threads' steps after
+    # the burst, so the chooser keeps both threads.
+    chooser = ThreadChooser(2)
+    run_chooser(chooser, 600, {1: 1.5, 2: 1.0}.get)
+    assert chooser.best == 2 and chooser._reference is not None
+    noticed = False
+    for _ in range(60):
+        k = chooser.pick()
+        burst = chooser._reference is not None and not noticed
+        chooser.record(k, {1: 1.5, 2: 1.45 if burst else 1.0}[k])
+        noticed = noticed or chooser._reference is None
+        if k == 1:  # the probe the burst set off
+            break
+    assert noticed and k == 1
+    run_chooser(chooser, ThreadChooser.PROBE_STEPS, {1: 1.5, 2: 1.0}.get)
+    assert chooser.best == 2
+
+
 def test_a_steady_machine_is_not_probed_more_often():
     chooser = ThreadChooser(2)
     rng = np.random.default_rng(1)

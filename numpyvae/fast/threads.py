@@ -62,7 +62,11 @@ class ThreadChooser:
     tie). When the count
     in use runs slower by :attr:`SLOWDOWN` than its figure at the last probe
     for two windows in a row (another program started), the other count is
-    probed at once, whatever the interval had grown to.
+    probed at once, whatever the interval had grown to, and judged against
+    the count in use's next :attr:`PROBE_STEPS` steps, run just before it,
+    not against the window that slowed: on a shared machine a burst of
+    another program's work often ends about when it is noticed, and a probe
+    judged against the burst's slow steps would wrongly give up a thread.
     """
 
     PROBE_EVERY = 32  # steps between probes of the other count, at first
@@ -107,10 +111,11 @@ class ThreadChooser:
                 # slow steps is noise, a lasting slowdown is another program
                 slow = self.cost[k] > (1 + self.SLOWDOWN) * self._reference
                 self._slow_windows = self._slow_windows + 1 if slow else 0
-                if self._slow_windows >= 2:
-                    self._reference, self._slow_windows = None, 0
+                if self._slow_windows >= 2:  # probe, judging the count in use afresh:
+                    self._reference, self._slow_windows = None, 0  # its steps just before
                     self.interval = self.PROBE_EVERY
-                    self._next_probe = self.steps + 1
+                    self._recent = []
+                    self._next_probe = self.steps + self.PROBE_STEPS + 1
             return
         self._probe.append(seconds)
         if len(self._probe) < self.PROBE_STEPS:
