@@ -20,6 +20,8 @@ Conditions, all float32, the default recipe (784-400-20, Adam):
   one competing process, on each Numba threading layer (TBB, numpyvae's
   default; OpenMP; OpenMP with passive waiting; workqueue), and beside it on
   TBB the per-op path on every thread (no thread chooser, no one-call step);
+  ``--threading-only`` runs these groups alone, at batch 512 too, with the
+  peers in the same rounds;
 * ``regression``: numpyvae against an older commit of itself
   (``--baseline``, 4e52964 by default), numba at batch 32 and 128 (float32)
   and batch 128 float64, and the numpy backend at batch 128; the older
@@ -492,28 +494,82 @@ def regression(files, baseline, rounds, block, pause, say):
     return out
 
 
-def threading_layers(files, rounds, block, pause, say):
-    """numpyvae's training step on each threading layer (and its other paths), idle and busy."""
+def threading_layers(files, rounds, block, pause, say, batches=(32, 128), peers=()):
+    """numpyvae's training step on each threading layer (and its other paths), idle and busy.
+
+    ``peers``: implementations timed in the same rounds, so that each layer's
+    figure can be set against the best peer's (``--threading-only``)."""
     out = {}
-    for batch in (32, 128):
+    for batch in batches:
         specs = [{"impl": "numba", "batch": batch, "env": env, "label": f"numba, {name}"}
                  for name, env in THREADING.items()]
         specs.append({"impl": "numba per-op", "batch": batch,
                       "label": "numba per-op, tbb (default)"})
+        specs += [{"impl": p, "batch": batch} for p in peers]
         workers = start_workers(specs, files, say)
         try:
+            timed = workers
+            if peers:  # a peer is timed only if it trains as numpyvae does
+                report = validate(workers, "numba, tbb (default)", say)
+                timed = [w for w in workers
+                         if w.impl.startswith("numba") or report[w.label]["passed"]]
             say(f"threading layers, batch {batch}, idle")
-            out[f"batch {batch} idle"] = measure(workers, rounds, block, pause, say)
+            out[f"batch {batch} idle"] = measure(timed, rounds, block, pause, say)
             say(f"threading layers, batch {batch}, 1 competing process")
             comp = Competitors(1)
             try:
-                out[f"batch {batch} contended"] = measure(workers, rounds, block, pause, say)
+                out[f"batch {batch} contended"] = measure(timed, rounds, block, pause, say)
             finally:
                 comp.stop()
         finally:
             for w in workers:
                 w.close()
     return out
+
+
+def threading_only(data_dir, save):
+    """The threading-layer groups alone, beside the peers (``--threading-only``)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(1, str(HERE))
+    import common
+    import peers
+
+    rounds, block, pause = 7, 0.25, 0.15
+    x, source = common.load_data(data_dir, "float32", n=16384)
+    common.shuffled(x)
+    impls = [p for p in PEERS if available(p)]
+    result = {"benchmark": "numpyvae's threading layers beside its peers", "data": source,
+              "load_average_at_start": os.getloadavg()[0], "rounds": rounds,
+              "block_seconds": block, "implementations": impls,
+              "numpyvae_python": common.interpreter(OURS_PYTHON or sys.executable)}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"data": Path(tmp) / "data.npy", "init": Path(tmp) / "init.npz"}
+        np.save(files["data"], x)
+        np.savez(files["init"], **peers.numpyvae_init())
+        result["threading"] = threading_layers(files, rounds, block, pause, print,
+                                               batches=(32, 128, 512), peers=impls)
+    result["summary"] = layers_against_peers(result["threading"])
+    return result
+
+
+def layers_against_peers(groups, default="numba, tbb (default)"):
+    """Each numpyvae row of each group over the best peer's figure in that group, and each
+    row's rounds over the default layer's in the same rounds (the median of the ratios)."""
+    summary = {}
+    for group, table in groups.items():
+        rates = {k: v["samples_per_s"] for k, v in table.items()}
+        peers_here = {k: v for k, v in rates.items() if not k.startswith("numba")}
+        if not peers_here or default not in table:
+            continue
+        best = max(peers_here, key=peers_here.get)
+        base = table[default]["rounds"]
+        summary[group] = {
+            "best_peer": best, "best_peer_samples_per_s": peers_here[best],
+            "ratio": {k: v / peers_here[best] for k, v in rates.items() if k.startswith("numba")},
+            "per_round_over_default": {
+                k: statistics.median(a / b for a, b in zip(v["rounds"], base, strict=True))
+                for k, v in table.items()}}
+    return summary
 
 
 def is_peer(label):
@@ -576,6 +632,9 @@ def main(argv=None):
                         help="the peers only: batch 32, 128 and 512 idle; 128 with 1 and 2 "
                              "competing processes and on one core (no regression or "
                              "threading-layer groups)")
+    parser.add_argument("--threading-only", action="store_true",
+                        help="the threading-layer groups only, at batch 32, 128 and 512, with "
+                             "the peers timed in the same rounds")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -597,7 +656,11 @@ def main(argv=None):
         payload["machine"] = common.machine()
         common.save_json(args.out, payload)
 
-    payload = run(args.data_dir, args.quick, args.baseline, save=save, peers_only=args.peers_only)
+    if args.threading_only:
+        payload = threading_only(args.data_dir, save)
+    else:
+        payload = run(args.data_dir, args.quick, args.baseline, save=save,
+                      peers_only=args.peers_only)
     save(payload)
     print(json.dumps(payload["summary"], indent=2))
     print(f"saved {common.RESULTS / (args.out + '.json')}")

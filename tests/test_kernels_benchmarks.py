@@ -94,3 +94,26 @@ def test_the_whole_products_benchmark_runs_and_both_paths_give_the_same_bits(tmp
     result = quick_benchmark("whole_products", tmp_path)["results"]["128"]
     assert result["same_bits"] is True
     assert all(rate > 0 for rate in result["samples_per_s"].values())
+
+
+def test_the_blas_libraries_benchmark_checks_each_library_before_timing_it(tmp_path):
+    result = quick_benchmark("blas_libraries", tmp_path)["results"]["64"]
+    assert "openblas" in result  # NumPy's own BLAS is always there; MKL where installed
+    first = next(iter(result.values()))
+    assert first["time_over_first"] == 1.0
+    for r in result.values():
+        assert r["max_rel_error"] < 1e-5 and r["total_us"] > 0
+        assert len(r["gflops"]) == 5 and all(g > 0 for g in r["gflops"].values())
+
+
+def test_the_chooser_benchmark_runs_each_way_and_counts_its_probes(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the training step has no thread count to choose")
+    result = quick_benchmark("chooser", tmp_path)["results"]
+    for condition in ("idle", "1 competing process"):
+        ways = result[condition]["128"]
+        assert set(ways) == {"fixed", "doubling", "chooser"}
+        assert ways["fixed"]["probe_steps"] == 0 and ways["fixed"]["switches"] == 0
+        assert ways["fixed"]["ratio_median"] == 1.0
+        for way in ways.values():
+            assert way["samples_per_s"] > 0 and way["steps"] > way["probe_steps"]
